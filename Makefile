@@ -1,0 +1,43 @@
+# The two commands: `make demo` (the whole pipeline on the embedded default) and `make test`.
+SHELL := /bin/bash
+PY := .venv/bin/python
+export DAGSTER_HOME := $(CURDIR)/.dagster
+export PTR_HOME ?= $(CURDIR)/.ptr
+export OMP_NUM_THREADS ?= 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: demo test test-fast test-gpu dev lint fmt clean
+
+.venv/installed: pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install --upgrade pip >/dev/null
+	$(PY) -m pip install -e '.[dev]'
+	touch $@
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $@
+
+demo: .venv/installed $(DAGSTER_HOME)/dagster.yaml
+	.venv/bin/dagster job execute -m ptr_pipeline.definitions -j ptr_full_job
+	$(PY) -m ptr_pipeline report
+
+test: .venv/installed
+	.venv/bin/pytest -m "not gpu"
+
+test-fast: .venv/installed
+	.venv/bin/pytest -m "not gpu and not slow"
+
+test-gpu: .venv/installed
+	.venv/bin/pytest -m gpu
+
+dev: .venv/installed $(DAGSTER_HOME)/dagster.yaml
+	.venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+lint: .venv/installed
+	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+
+fmt: .venv/installed
+	.venv/bin/ruff check --fix . && .venv/bin/ruff format .
+
+clean:
+	rm -rf .ptr .dagster

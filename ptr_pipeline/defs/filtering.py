@@ -1,0 +1,64 @@
+"""Assets: filter_decisions (every row's verdict) and ptr_dataset (the kept training rows)."""
+
+import time
+
+import dagster as dg
+import pyarrow as pa
+
+from ptr_pipeline import filtering
+
+
+class ConsistencyFilterConfig(dg.Config, filtering.FilterSettings):
+    """Dagster view of FilterSettings: same fields, same defaults."""
+
+
+@dg.multi_asset(
+    group_name="dataset",
+    outs={
+        "filter_decisions": dg.AssetOut(
+            io_manager_key="parquet_io_manager",
+            code_version=filtering.CODE_VERSION,
+            kinds={"parquet"},
+            description="Every query's progression with its keep/drop verdict and reason.",
+        ),
+        "ptr_dataset": dg.AssetOut(
+            io_manager_key="parquet_io_manager",
+            code_version=filtering.CODE_VERSION,
+            kinds={"parquet"},
+            description="Consistency-filtered training rows: query, thoughts, answer.",
+        ),
+    },
+)
+def consistency_filter(
+    config: ConsistencyFilterConfig, weak_thoughts: pa.Table, strong_refinements: pa.Table
+):
+    started = time.perf_counter()
+    result = filtering.filter_consistent(weak_thoughts, strong_refinements, config)
+    seconds = round(time.perf_counter() - started, 3)
+    yield dg.Output(
+        result.decisions,
+        output_name="filter_decisions",
+        metadata={"drop_counts": dg.MetadataValue.json(result.drop_counts), "compute_seconds": seconds},
+    )
+    yield dg.Output(
+        result.kept,
+        output_name="ptr_dataset",
+        metadata={
+            "pass_rate": result.stats["pass_rate"],
+            "filter_stats": dg.MetadataValue.json(result.stats),
+            "compute_seconds": seconds,
+        },
+    )
+
+
+@dg.asset_check(
+    asset="ptr_dataset",
+    blocking=True,
+    description="Schema matches, at least one row, no empty queries or answers. Blocks training.",
+)
+def ptr_dataset_is_trainable(ptr_dataset: pa.Table) -> dg.AssetCheckResult:
+    problems = filtering.dataset_problems(ptr_dataset)
+    return dg.AssetCheckResult(
+        passed=not problems,
+        metadata={"rows": ptr_dataset.num_rows, "problems": dg.MetadataValue.json(problems)},
+    )

@@ -1,0 +1,76 @@
+"""Assets: weak_thoughts and strong_refinements (GPU pool; one model per step process)."""
+
+import time
+
+import dagster as dg
+import pyarrow as pa
+
+from ptr_pipeline import generation
+from ptr_pipeline.defs.resources import ComputeResource, PtrHomeResource
+
+
+class WeakThoughtsConfig(dg.Config, generation.ThoughtSettings):
+    """Dagster view of ThoughtSettings: same fields, same defaults."""
+
+
+class StrongRefinementsConfig(dg.Config, generation.RefineSettings):
+    """Dagster view of RefineSettings: same fields, same defaults."""
+
+
+@dg.asset(
+    group_name="dataset",
+    io_manager_key="parquet_io_manager",
+    code_version=generation.CODE_VERSION,
+    pool="gpu",
+    kinds={"pytorch", "parquet"},
+    description="The weak model's drafts (thoughts), num_thoughts per query, with provenance.",
+)
+def weak_thoughts(
+    context: dg.AssetExecutionContext,
+    config: WeakThoughtsConfig,
+    query_pool: pa.Table,
+    ptr_home: PtrHomeResource,
+    compute: ComputeResource,
+) -> dg.Output[pa.Table]:
+    home, started = ptr_home.home(), time.perf_counter()
+    table = generation.generate_thoughts(
+        query_pool,
+        config,
+        lambda: compute.generator(home, config.backend, config.weak_model, config),
+        home.work,
+    )
+    return dg.Output(table, metadata=_generation_metadata(table, "thought", started))
+
+
+@dg.asset(
+    group_name="dataset",
+    io_manager_key="parquet_io_manager",
+    code_version=generation.CODE_VERSION,
+    pool="gpu",
+    kinds={"pytorch", "parquet"},
+    description="The strong model's in-context refinements of the thoughts, round by round.",
+)
+def strong_refinements(
+    context: dg.AssetExecutionContext,
+    config: StrongRefinementsConfig,
+    weak_thoughts: pa.Table,
+    ptr_home: PtrHomeResource,
+    compute: ComputeResource,
+) -> dg.Output[pa.Table]:
+    home, started = ptr_home.home(), time.perf_counter()
+    table = generation.refine_thoughts(
+        weak_thoughts,
+        config,
+        lambda: compute.generator(home, config.backend, config.strong_model, config),
+        home.work,
+    )
+    return dg.Output(table, metadata=_generation_metadata(table, "refinement", started))
+
+
+def _generation_metadata(table: pa.Table, text_column: str, started: float) -> dict:
+    texts = table.column(text_column).to_pylist()
+    return {
+        "compute_seconds": round(time.perf_counter() - started, 3),
+        "mean_chars": round(sum(map(len, texts)) / len(texts), 1) if texts else 0.0,
+        "empty_outputs": sum(not t for t in texts),
+    }

@@ -1,0 +1,61 @@
+"""Asset: ptr_checkpoint (DeepSpeed fine-tuning in a subprocess; GPU pool)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+
+from ptr_pipeline import training
+from ptr_pipeline.defs.resources import ComputeResource, PtrHomeResource
+
+
+class PtrCheckpointConfig(dg.Config, training.TrainSettings):
+    """Dagster view of TrainSettings: same fields, same defaults."""
+
+
+@dg.asset(
+    group_name="training",
+    io_manager_key="checkpoint_io_manager",
+    code_version=training.CODE_VERSION,
+    pool="gpu",
+    kinds={"deepspeed", "pytorch"},
+    description="Weighted thought-mask fine-tune of the base model, saved as a Hugging Face checkpoint.",
+)
+def ptr_checkpoint(
+    context: dg.AssetExecutionContext,
+    config: PtrCheckpointConfig,
+    ptr_dataset: pa.Table,
+    ptr_home: PtrHomeResource,
+    compute: ComputeResource,
+) -> dg.Output[Path]:
+    home = ptr_home.home()
+    work = home.work / "ptr_checkpoint" / context.run_id
+    shutil.rmtree(work, ignore_errors=True)  # a retried step starts clean
+    manifest = training.train_in_subprocess(
+        ptr_dataset,
+        config,
+        model_path=home.resolve_model(config.base_model),
+        output_dir=work / "checkpoint",
+        work_dir=work,
+        device=compute.resolved_device(),
+        on_line=context.log.info,
+    )
+    summary = manifest["summary"]
+    losses = summary["loss_curve"]
+    return dg.Output(
+        work / "checkpoint",
+        metadata={
+            "base_model": config.base_model,
+            "steps": summary["steps"],
+            "examples": summary["examples"],
+            "first_loss": losses[0],
+            "final_loss": losses[-1],
+            "loss_curve": dg.MetadataValue.json(losses),
+            "train_seconds": summary["train_seconds"],
+            "tokens_per_s": summary["tokens_per_s"],
+            "deepspeed_config": dg.MetadataValue.json(manifest["deepspeed_config"]),
+            "manifest": dg.MetadataValue.md(f"```json\n{json.dumps(manifest['files'], indent=1)}\n```"),
+        },
+    )

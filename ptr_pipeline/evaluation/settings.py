@@ -1,0 +1,31 @@
+"""Settings of the evaluation stage."""
+
+import pydantic
+
+from ptr_pipeline.generation.prompts import REFINE_PROMPT
+from ptr_pipeline.generation.settings import Backend, Sampling
+
+
+class EvalSettings(pydantic.BaseModel):
+    """Test-time refinement: R rounds, each round keeps the history and appends the refine prompt."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    base_model: str = pydantic.Field("tiny:base", description="the model before PTR training")
+    num_rounds: int = pydantic.Field(3, ge=1, description="refinement rounds; the paper reports 3")
+    refine_prompt: str = pydantic.Field(REFINE_PROMPT, description="user turn before rounds > 1")
+    max_examples: int | None = pydantic.Field(
+        24, ge=1, description="first N examples of each task; null = all"
+    )
+    eval_sources: dict[str, str] = pydantic.Field(
+        default_factory=dict,
+        description="task -> file (HF hub schema or the original release format); default: bundled sample",
+    )
+    backend: Backend = "transformers"
+    max_new_tokens: int = pydantic.Field(32, ge=1)
+    batch_size: int = pydantic.Field(16, ge=1)
+    tensor_parallel_size: int = pydantic.Field(1, ge=1, description="vllm only")
+    gpu_memory_utilization: float = pydantic.Field(0.85, gt=0.0, le=1.0, description="vllm only")
+
+    def sampling(self) -> Sampling:
+        return Sampling(n=1, temperature=0.0, max_new_tokens=self.max_new_tokens)  # greedy, as the paper

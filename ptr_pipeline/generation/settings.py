@@ -1,0 +1,74 @@
+"""Settings of the two generation stages. Flat, with shared knobs under the same names."""
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import pydantic
+
+from ptr_pipeline.generation.prompts import REFINE_PROMPT
+
+Backend = Literal["transformers", "vllm"]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """What a backend needs to sample: one value object for every backend."""
+
+    n: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = off
+    max_new_tokens: int = 64
+    seed: int = 0
+    stop: tuple[str, ...] = ()
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+class _GenerationSettings(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    backend: Backend = pydantic.Field(
+        "transformers", description="transformers (CPU or GPU) or vllm (GPU; needs the vllm extra)"
+    )
+    temperature: float = pydantic.Field(0.9, ge=0.0, description="0 = greedy")
+    top_p: float = pydantic.Field(0.95, gt=0.0, le=1.0)
+    top_k: int = pydantic.Field(30, ge=0, description="0 = off")
+    max_new_tokens: int = pydantic.Field(48, ge=1)
+    batch_size: int = pydantic.Field(16, ge=1, description="prompts per forward pass (transformers)")
+    shard_size: int = pydantic.Field(
+        64, ge=1, description="queries per resumable shard; a crash loses at most one shard"
+    )
+    seed: int = 0
+    tensor_parallel_size: int = pydantic.Field(1, ge=1, description="vllm only")
+    gpu_memory_utilization: float = pydantic.Field(0.85, gt=0.0, le=1.0, description="vllm only")
+
+    def sampling(self, n: int = 1) -> Sampling:
+        return Sampling(
+            n=n,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            max_new_tokens=self.max_new_tokens,
+            seed=self.seed,
+        )
+
+
+class ThoughtSettings(_GenerationSettings):
+    """The weak model drafts ``num_thoughts`` answers per query (the "thoughts")."""
+
+    weak_model: str = pydantic.Field("tiny:weak", description="HF id, local folder, or tiny:<name>")
+    num_thoughts: int = pydantic.Field(2, ge=1, description="drafts per query (sampled independently)")
+    template: str = pydantic.Field("ptr_thought_v1", description="see generation/prompts.py")
+
+
+class RefineSettings(_GenerationSettings):
+    """The strong model refines the weak thoughts over ``num_rounds`` in-context rounds."""
+
+    strong_model: str = pydantic.Field("tiny:strong", description="HF id, local folder, or tiny:<name>")
+    num_rounds: int = pydantic.Field(2, ge=1, description="strong refinement rounds; the last is the answer")
+    template: str = pydantic.Field("ptr_refine_v1", description="see generation/prompts.py")
+    refine_prompt: str = pydantic.Field(REFINE_PROMPT, description="user turn before every round > 1")
+    temperature: float = pydantic.Field(0.7, ge=0.0, description="0 = greedy")

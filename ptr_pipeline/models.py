@@ -1,0 +1,134 @@
+"""Model references: Hugging Face ids, local folders, and the embedded tiny models.
+
+A model setting is a string. ``tiny:weak``, ``tiny:strong`` and ``tiny:base`` name the embedded
+default: a byte-level BPE tokenizer trained with ``tokenizers`` on the bundled samples and three
+small randomly initialised causal LMs of different sizes (Llama and Qwen2 architectures), built
+once with ``save_pretrained`` into a cache folder. Everything else (a hub id such as
+``Qwen/Qwen2-7B`` or a local path) is passed to ``from_pretrained`` unchanged, which is the same
+path the tiny models take.
+"""
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+TINY_PREFIX = "tiny:"
+TINY_VERSION = "v1"  # bump when the recipe below changes; the cache folder name carries it
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+SPECIAL_TOKENS = ["<|pad|>", "<|im_start|>", "<|im_end|>"]
+VOCAB_SIZE = 2048
+
+# name -> (architecture, hidden, layers, heads, kv heads, intermediate). weak < base < strong.
+TINY_MODELS = {
+    "weak": ("llama", 32, 2, 4, 2, 64),
+    "base": ("llama", 48, 2, 4, 2, 96),
+    "strong": ("qwen2", 64, 3, 4, 2, 128),
+}
+
+
+def resolve_model(spec: str, cache_dir: Path) -> str:
+    """Return what ``from_pretrained`` should load for ``spec``, building tiny models on demand.
+
+    Raises:
+        ValueError: for a ``tiny:`` name that does not exist.
+    """
+    if not spec.startswith(TINY_PREFIX):
+        return spec
+    name = spec.removeprefix(TINY_PREFIX)
+    if name not in TINY_MODELS:
+        raise ValueError(f"unknown tiny model {spec!r}; choose one of {sorted(TINY_MODELS)}")
+    folder = Path(cache_dir) / f"tiny-{name}-{TINY_VERSION}"
+    if not (folder / "config.json").exists():
+        _build_tiny(name, folder)
+    return str(folder)
+
+
+def _training_corpus() -> list[str]:
+    from ptr_pipeline.samples import SAMPLES_DIR
+
+    texts = []
+    for path in sorted(SAMPLES_DIR.glob("*.jsonl")):
+        for line in path.read_text().splitlines():
+            texts.extend(_strings(json.loads(line)))
+    return texts
+
+
+def _strings(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return [str(value)]
+
+
+def build_tiny_tokenizer():
+    """A byte-level BPE tokenizer trained on the bundled samples, with a ChatML chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_training_corpus(), trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|pad|>",
+        padding_side="left",
+        chat_template=CHAT_TEMPLATE,
+    )
+
+
+def _build_tiny(name: str, folder: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+    arch, hidden, layers, heads, kv_heads, intermediate = TINY_MODELS[name]
+    tokenizer = build_tiny_tokenizer()
+    config_cls = {"llama": LlamaConfig, "qwen2": Qwen2Config}[arch]
+    config = config_cls(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+    )
+    torch.manual_seed(sorted(TINY_MODELS).index(name))  # each tiny model has fixed weights
+    model = AutoModelForCausalLM.from_config(config)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # Build beside the target, then rename: concurrent builders never see a half-written folder.
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        try:
+            os.rename(tmp, folder)
+        except OSError:  # another process finished first
+            if not (folder / "config.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("built tiny model %s (%s, %d parameters) in %s", name, arch, n_params, folder)

@@ -1,0 +1,34 @@
+"""Settings of the query pool stage."""
+
+import pydantic
+
+
+class QueryPoolSettings(pydantic.BaseModel):
+    """Where the queries come from and how they are cleaned. Defaults are the CPU demo."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    source: str = pydantic.Field(
+        "bundled",
+        description="'bundled' (the package's sample), a .jsonl/.json/.parquet file, a folder saved "
+        "with datasets' save_to_disk, or hf:<name>[:<split>] (Hugging Face datasets, needs its cache)",
+    )
+    text_field: str = pydantic.Field(
+        "auto", description="field holding the query; auto = instruction, question, query, prompt"
+    )
+    max_queries: int | None = pydantic.Field(
+        24, ge=1, description="seeded sample of this many queries after cleaning; null = all"
+    )
+    seed: int = 0
+    min_chars: int = pydantic.Field(8, ge=1, description="drop shorter queries")
+    max_chars: int = pydantic.Field(4000, ge=1, description="drop longer queries")
+    decontaminate_tasks: list[str] = pydantic.Field(
+        default_factory=lambda: ["gsm8k", "arc", "mmlu"],
+        description="eval tasks whose questions must not leak into the pool",
+    )
+    eval_sources: dict[str, str] = pydantic.Field(
+        default_factory=dict, description="task -> file overriding the bundled eval sample"
+    )
+    decontaminate_ngram: int = pydantic.Field(
+        8, ge=2, description="a shared word n-gram of this size marks a query as contaminated"
+    )

@@ -1,0 +1,4 @@
+"""Weighted thought-mask fine-tuning under DeepSpeed (PTR phase 2)."""
+
+from ptr_pipeline.training.launch import CODE_VERSION, TrainingFailed, train_in_subprocess
+from ptr_pipeline.training.settings import TrainSettings, deepspeed_config
