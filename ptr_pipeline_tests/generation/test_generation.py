@@ -1,0 +1,96 @@
+"""Weak thoughts and strong refinements with the real tiny models, resumable and with provenance."""
+
+import json
+
+import pytest
+
+from ptr_pipeline import schemas
+from ptr_pipeline.generation import RefineSettings, Sampling, ThoughtSettings, generate_thoughts, refine_thoughts
+from ptr_pipeline.generation.backends import TransformersGenerator
+from ptr_pipeline.generation.prompts import prompt_hash, strong_conversation, thought_conversation
+from ptr_pipeline_tests.conftest import make_queries
+
+
+class Recording:
+    """Wraps a real generator and records the conversations it was asked to continue."""
+
+    def __init__(self, inner):
+        self.inner, self.model, self.calls = inner, inner.model, []
+
+    def generate(self, conversations, sampling):
+        self.calls.append(([list(c) for c in conversations], sampling))
+        return self.inner.generate(conversations, sampling)
+
+
+def _never():
+    raise AssertionError("a cached stage must not load a model")
+
+
+@pytest.fixture(scope="module")
+def weak(models_home):
+    return TransformersGenerator(models_home.resolve_model("tiny:weak"), batch_size=2)
+
+
+def test_transformers_generator_samples_n_and_is_seeded(weak):
+    conversations = [thought_conversation(q, "ptr_thought_v1") for q in ["Name a color.", "Say hi.", "Count to 3."]]
+    sampling = Sampling(n=2, temperature=1.0, max_new_tokens=8, seed=5)
+    out = weak.generate(conversations, sampling)
+    assert [len(s) for s in out] == [2, 2, 2]
+    assert out == weak.generate(conversations, sampling)
+    greedy = weak.generate(conversations[:1], Sampling(n=1, temperature=0.0, max_new_tokens=8))
+    assert greedy == weak.generate(conversations[:1], Sampling(n=1, temperature=0.0, max_new_tokens=8, seed=9))
+
+
+def test_generate_thoughts_rows_provenance_and_resume(home, weak):
+    queries = make_queries(["Name a color.", "Say hi.", "Count to 3."])
+    settings = ThoughtSettings(num_thoughts=2, shard_size=2, max_new_tokens=8)
+    recorder = Recording(weak)
+    table = generate_thoughts(queries, settings, lambda: recorder, home.work)
+    schemas.validate(table, schemas.WEAK_THOUGHTS, "weak_thoughts")
+    assert table.num_rows == 6
+    assert table.column("sample_index").to_pylist() == [0, 1] * 3
+    assert len(recorder.calls) == 2  # two shards
+    first = table.to_pylist()[0]
+    assert first["model"] == "tiny:weak" and first["template"] == "ptr_thought_v1"
+    assert json.loads(first["sampling"])["n"] == 2
+    assert first["prompt_hash"] == prompt_hash(thought_conversation("Name a color.", "ptr_thought_v1"))
+    # Unchanged inputs and settings: everything comes from the shards, no model is loaded.
+    assert generate_thoughts(queries, settings, _never, home.work).equals(table)
+    # Changed settings: a new computation.
+    other = generate_thoughts(queries, settings.model_copy(update={"seed": 1}), lambda: weak, home.work)
+    assert other.num_rows == 6
+
+
+def test_refine_rounds_see_thoughts_and_previous_round(home, weak, models_home):
+    queries = make_queries(["Name a color.", "Say hi."])
+    thoughts = generate_thoughts(queries, ThoughtSettings(num_thoughts=2, max_new_tokens=6), lambda: weak, home.work)
+    strong = Recording(TransformersGenerator(models_home.resolve_model("tiny:strong")))
+    settings = RefineSettings(num_rounds=3, max_new_tokens=6)
+    table = refine_thoughts(thoughts, settings, lambda: strong, home.work)
+    schemas.validate(table, schemas.STRONG_REFINEMENTS, "strong_refinements")
+    assert table.num_rows == 6
+    assert sorted(zip(table.column("query_id").to_pylist(), table.column("round").to_pylist())) == [
+        (q, r) for q in ("q0", "q1") for r in (1, 2, 3)
+    ]
+    rounds = [conversations for conversations, _ in strong.calls]
+    assert [len(c[0]) for c in rounds] == [1, 3, 5]  # user; +assistant, refine; +assistant, refine
+    drafts = [t for t in thoughts.to_pylist() if t["query_id"] == "q0"]
+    assert all(d["thought"] in rounds[0][0][0]["content"] for d in drafts)
+    by_round = {r["round"]: r["refinement"] for r in table.to_pylist() if r["query_id"] == "q0"}
+    assert rounds[2][0][1]["content"] == by_round[1] and rounds[2][0][3]["content"] == by_round[2]
+    assert rounds[2][0][-1]["content"] == settings.refine_prompt
+    assert refine_thoughts(thoughts, settings, _never, home.work).equals(table)
+
+
+def test_strong_conversation_layout():
+    conv = strong_conversation("Q?", ["d1", "d2"], ["r1"], "ptr_refine_v1", "Refine.")
+    assert [m["role"] for m in conv] == ["user", "assistant", "user"]
+    assert "Draft 1:\nd1" in conv[0]["content"] and "Draft 2:\nd2" in conv[0]["content"]
+    with pytest.raises(ValueError, match="unknown prompt template 'nope'"):
+        strong_conversation("Q?", [], [], "nope", "Refine.")
+
+
+def test_bad_input_table_names_the_problem(home):
+    bad = make_queries(["x"]).drop_columns(["query"])
+    with pytest.raises(schemas.SchemaError, match="missing column 'query'"):
+        generate_thoughts(bad, ThoughtSettings(), _never, home.work)

@@ -1,0 +1,101 @@
+"""Query pool: cleaning, dedup, decontamination, seeded sampling, and clear errors on bad input."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ptr_pipeline import schemas
+from ptr_pipeline.queries import QueryPoolError, QueryPoolSettings, build_query_pool
+
+
+def _jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return str(path)
+
+
+def test_bundled_pool_is_clean_and_sampled():
+    table, dropped = build_query_pool(QueryPoolSettings(max_queries=10, decontaminate_tasks=[]))
+    schemas.validate(table, schemas.QUERY_POOL, "query_pool")
+    assert table.num_rows == 10 and dropped["not_sampled"] > 0
+    assert len(set(table.column("query_id").to_pylist())) == 10
+    again, _ = build_query_pool(QueryPoolSettings(max_queries=10, decontaminate_tasks=[]))
+    assert again.equals(table)  # seeded
+    other, _ = build_query_pool(QueryPoolSettings(max_queries=10, seed=1, decontaminate_tasks=[]))
+    assert not other.equals(table)
+
+
+def test_cleaning_dedup_and_decontamination(tmp_path):
+    source = _jsonl(
+        tmp_path / "q.jsonl",
+        [
+            {"instruction": "Explain gravity to a child."},
+            {"instruction": "  explain GRAVITY to a child!  "},  # duplicate after normalisation
+            {"instruction": "   "},  # empty
+            {"instruction": "Hi"},  # too short
+            {"instruction": "Please solve: Ava buys 4 boxes with 3 pencils in each box and more."},
+            {"instruction": "Write a haiku about rain."},
+        ],
+    )
+    settings = QueryPoolSettings(source=source, max_queries=None, min_chars=5)
+    table, dropped = build_query_pool(
+        settings, eval_questions=["Ava buys 4 boxes with 3 pencils in each box and gives away 9 pencils."]
+    )
+    assert table.column("query").to_pylist() == ["Explain gravity to a child.", "Write a haiku about rain."]
+    assert table.column("source").to_pylist() == ["q.jsonl:1", "q.jsonl:6"]
+    assert dropped == {"duplicate": 1, "empty": 1, "too_short": 1, "contaminated": 1}
+
+
+def test_short_eval_question_inside_a_query_is_contamination(tmp_path):
+    source = _jsonl(tmp_path / "q.jsonl", [{"query": "Quiz time! What is the capital of France? Answer fast."}])
+    table, dropped = build_query_pool(
+        QueryPoolSettings(source=source, max_queries=None), eval_questions=["What is the capital of France?"]
+    )
+    assert table.num_rows == 0 and dropped == {"contaminated": 1}
+
+
+@pytest.mark.parametrize(
+    ("records", "message"),
+    [
+        ([{"instruction": "fine query"}, {"prompt_text": "x"}], "q.jsonl row 2: no query field"),
+        ([{"instruction": "fine query"}, {"instruction": 42}], "q.jsonl row 2 field 'instruction': expected a string, got int"),
+    ],
+)
+def test_bad_rows_name_file_row_and_field(tmp_path, records, message):
+    source = _jsonl(tmp_path / "q.jsonl", records)
+    with pytest.raises(QueryPoolError, match=message):
+        build_query_pool(QueryPoolSettings(source=source, decontaminate_tasks=[]))
+
+
+def test_invalid_json_line_names_row(tmp_path):
+    (tmp_path / "q.jsonl").write_text('{"instruction": "ok query"}\n{"instruction": oops}\n')
+    with pytest.raises(QueryPoolError, match=r"q.jsonl row 2: invalid JSON"):
+        build_query_pool(QueryPoolSettings(source=str(tmp_path / "q.jsonl")))
+
+
+def test_explicit_field_missing_and_missing_file(tmp_path):
+    source = _jsonl(tmp_path / "q.jsonl", [{"question": "a question here"}])
+    with pytest.raises(QueryPoolError, match=r"row 1: missing field 'text'"):
+        build_query_pool(QueryPoolSettings(source=source, text_field="text"))
+    with pytest.raises(QueryPoolError, match="nope.jsonl: query source not found"):
+        build_query_pool(QueryPoolSettings(source=str(tmp_path / "nope.jsonl")))
+
+
+def test_parquet_and_hf_dataset_sources(tmp_path):
+    import datasets
+
+    rows = [{"prompt": "Describe a sunset in detail."}, {"prompt": "Name three prime numbers."}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "q.parquet")
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "hf"))
+    for source in (tmp_path / "q.parquet", tmp_path / "hf"):
+        table, _ = build_query_pool(QueryPoolSettings(source=str(source), max_queries=None))
+        assert table.column("query").to_pylist() == [r["prompt"] for r in rows]
+
+
+def test_ingests_wizardlm_sample(shared_data):
+    source = shared_data / "queries" / "wizardlm_sample_1000.jsonl"
+    table, dropped = build_query_pool(QueryPoolSettings(source=str(source), max_queries=None))
+    assert table.num_rows + sum(dropped.values()) == 1000
+    assert table.num_rows > 900
+    assert all(len(q) >= 8 for q in table.column("query").to_pylist())
