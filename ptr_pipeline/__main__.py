@@ -21,9 +21,13 @@ def report(root) -> int:
     for name in ASSETS:
         path = artifacts / name / "latest.parquet"
         rows = pq.read_metadata(path).num_rows if path.exists() else None
-        print(f"  {name:<20} {path if rows is not None else '(not materialized)'}  {rows or ''} rows")
+        print(
+            f"  {name:<20} {path if rows is not None else '(not materialized)'}  {rows or ''} rows"
+        )
     checkpoint = artifacts / "ptr_checkpoint" / "latest"
-    print(f"  {'ptr_checkpoint':<20} {checkpoint.resolve() if checkpoint.exists() else '(not materialized)'}")
+    print(
+        f"  {'ptr_checkpoint':<20} {checkpoint.resolve() if checkpoint.exists() else '(not materialized)'}"
+    )
     summary = artifacts / "eval_summary" / "latest.parquet"
     if not summary.exists():
         print("No eval_summary yet: materialize eval_scores and eval_summary.")
@@ -34,7 +38,9 @@ def report(root) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ptr_pipeline", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m ptr_pipeline", description=__doc__.splitlines()[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("report", help="artifact paths and the per-task, per-round score table")
     parser.parse_args(argv)

@@ -1,7 +1,7 @@
 """The code location: every module under ``ptr_pipeline/defs`` is loaded and merged.
 
-    dagster job execute -m ptr_pipeline.definitions -j ptr_full_job
-    dagster dev -w workspace.yaml
+dagster job execute -m ptr_pipeline.definitions -j ptr_full_job
+dagster dev -w workspace.yaml
 """
 
 from pathlib import Path

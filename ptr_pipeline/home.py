@@ -1,8 +1,8 @@
 """Where the pipeline keeps its files: one root folder (``$PTR_HOME``, default ``./.ptr``).
 
-    <root>/artifacts/   asset storage (Parquet, checkpoint folders), written by the IO managers
-    <root>/work/        resumable shards, training staging folders
-    <root>/models/      the embedded tiny models, built on first use
+<root>/artifacts/   asset storage (Parquet, checkpoint folders), written by the IO managers
+<root>/work/        resumable shards, training staging folders
+<root>/models/      the embedded tiny models, built on first use
 """
 
 import os

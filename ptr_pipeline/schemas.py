@@ -50,7 +50,9 @@ FILTER_DECISIONS = pa.schema(
     [
         pa.field("query_id", pa.string(), nullable=False),
         pa.field("query", pa.string(), nullable=False),
-        pa.field("thoughts", pa.list_(pa.string()), nullable=False),  # weak drafts, then strong rounds < R
+        pa.field(
+            "thoughts", pa.list_(pa.string()), nullable=False
+        ),  # weak drafts, then strong rounds < R
         pa.field("answer", pa.string(), nullable=False),  # strong round R
         pa.field("step_similarity", pa.list_(pa.float64()), nullable=False),  # consecutive steps
         pa.field("answer_distinct_ratio", pa.float64(), nullable=False),
@@ -115,6 +117,8 @@ def validate(table: pa.Table, schema: pa.Schema, what: str) -> None:
             got = table.schema.field(field.name).type
             problems.append(f"column {field.name!r} is {got}, expected {field.type}")
         elif not field.nullable and table.column(field.name).null_count:
-            problems.append(f"column {field.name!r} has {table.column(field.name).null_count} nulls")
+            problems.append(
+                f"column {field.name!r} has {table.column(field.name).null_count} nulls"
+            )
     if problems:
         raise SchemaError(f"{what}: " + "; ".join(problems))

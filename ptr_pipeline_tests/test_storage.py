@@ -3,7 +3,6 @@
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from ptr_pipeline.storage import run_sharded, table_fingerprint, write_parquet_atomic
 
 SCHEMA = pa.schema([pa.field("x", pa.int64()), pa.field("double", pa.int64())])
@@ -17,7 +16,7 @@ def _double(shard: pa.Table, index: int) -> pa.Table:
 def test_write_parquet_atomic_leaves_old_file_on_failure(tmp_path):
     path = tmp_path / "t.parquet"
     write_parquet_atomic(pa.table({"x": [1, 2]}), path)
-    with pytest.raises(Exception):
+    with pytest.raises(TypeError):
         write_parquet_atomic("not a table", path)  # type: ignore[arg-type]
     assert pq.read_table(path).column("x").to_pylist() == [1, 2]
     assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]  # no temp file left behind
@@ -36,7 +35,10 @@ def test_run_sharded_resumes_after_a_crash(tmp_path):
     with pytest.raises(RuntimeError, match="killed"):
         run_sharded(rows, tmp_path, 3, crashing, SCHEMA)
     assert calls == [0, 1, 2]
-    assert sorted(p.name for p in tmp_path.glob("*.parquet")) == ["shard-00000.parquet", "shard-00001.parquet"]
+    assert sorted(p.name for p in tmp_path.glob("*.parquet")) == [
+        "shard-00000.parquet",
+        "shard-00001.parquet",
+    ]
 
     calls.clear()
     out = run_sharded(rows, tmp_path, 3, lambda s, i: (calls.append(i), _double(s, i))[1], SCHEMA)

@@ -42,7 +42,8 @@ def eval_scores(
     home, started = ptr_home.home(), time.perf_counter()
     tasks = context.partition_keys
     examples = {
-        t: evaluation.load_examples(t, config.eval_sources.get(t), config.max_examples) for t in tasks
+        t: evaluation.load_examples(t, config.eval_sources.get(t), config.max_examples)
+        for t in tasks
     }
     tables = []
     for role, model in (("base", config.base_model), ("ptr", str(ptr_checkpoint))):
@@ -50,9 +51,15 @@ def eval_scores(
         for task in tasks:
             tables.append(
                 evaluation.evaluate_rounds(
-                    examples[task], task, generator, config.num_rounds, config.refine_prompt,
-                    config.sampling(), role, model,
-                )  # fmt: skip
+                    examples[task],
+                    task,
+                    generator,
+                    config.num_rounds,
+                    config.refine_prompt,
+                    config.sampling(),
+                    role,
+                    model,
+                )
             )
         del generator  # free the model (GPU memory) before loading the next
         gc.collect()
@@ -61,7 +68,9 @@ def eval_scores(
         scores,
         metadata={
             "tasks": dg.MetadataValue.json(tasks),
-            "accuracy_by_round": dg.MetadataValue.md(summary_markdown(evaluation.summarize(scores))),
+            "accuracy_by_round": dg.MetadataValue.md(
+                summary_markdown(evaluation.summarize(scores))
+            ),
             "compute_seconds": round(time.perf_counter() - started, 3),
         },
     )
@@ -76,4 +85,6 @@ def eval_scores(
 )
 def eval_summary(eval_scores: pa.Table) -> dg.Output[pa.Table]:
     summary = evaluation.summarize(eval_scores)
-    return dg.Output(summary, metadata={"accuracy_by_round": dg.MetadataValue.md(summary_markdown(summary))})
+    return dg.Output(
+        summary, metadata={"accuracy_by_round": dg.MetadataValue.md(summary_markdown(summary))}
+    )

@@ -38,7 +38,10 @@ def consistency_filter(
     yield dg.Output(
         result.decisions,
         output_name="filter_decisions",
-        metadata={"drop_counts": dg.MetadataValue.json(result.drop_counts), "compute_seconds": seconds},
+        metadata={
+            "drop_counts": dg.MetadataValue.json(result.drop_counts),
+            "compute_seconds": seconds,
+        },
     )
     yield dg.Output(
         result.kept,

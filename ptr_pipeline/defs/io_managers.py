@@ -33,7 +33,10 @@ def markdown_preview(table: pa.Table, rows: int = 5, width: int = 60) -> str:
 
     head = "| " + " | ".join(table.column_names) + " |"
     sep = "|" + "---|" * len(table.column_names)
-    body = ["| " + " | ".join(cell(v) for v in r.values()) + " |" for r in table.slice(0, rows).to_pylist()]
+    body = [
+        "| " + " | ".join(cell(v) for v in r.values()) + " |"
+        for r in table.slice(0, rows).to_pylist()
+    ]
     return "\n".join([head, sep, *body])
 
 
@@ -78,15 +81,20 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             column = context.definition_metadata.get(PARTITION_COLUMN)
             keys = context.asset_partition_keys
             if column is None and len(keys) > 1:
-                raise ValueError(f"{context.asset_key}: several partitions need a {PARTITION_COLUMN!r}")
+                raise ValueError(
+                    f"{context.asset_key}: several partitions need a {PARTITION_COLUMN!r}"
+                )
             parts = {
-                k: obj if column is None else obj.filter(pc.equal(obj.column(column), k)) for k in keys
+                k: obj if column is None else obj.filter(pc.equal(obj.column(column), k))
+                for k in keys
             }
         else:
             parts = {None: obj}
         written = {}
         for key, part in parts.items():
-            latest, snapshot, digest = write_versioned(part, folder if key is None else folder / key)
+            latest, snapshot, digest = write_versioned(
+                part, folder if key is None else folder / key
+            )
             written[key] = (latest, snapshot, digest)
         metadata = table_metadata(obj)
         if len(written) == 1:
@@ -97,7 +105,9 @@ class ParquetIOManager(dg.ConfigurableIOManager):
                 "content_sha256": digest,
             }
         else:
-            metadata["snapshots"] = dg.MetadataValue.json({k: str(v[1]) for k, v in written.items()})
+            metadata["snapshots"] = dg.MetadataValue.json(
+                {k: str(v[1]) for k, v in written.items()}
+            )
         metadata["write_seconds"] = round(time.perf_counter() - started, 3)
         context.add_output_metadata(metadata)
 
@@ -151,5 +161,7 @@ class CheckpointIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> Path:
         link = _asset_dir(self.base_dir, context) / "latest"
         if not link.exists():
-            raise FileNotFoundError(f"{context.asset_key.to_user_string()} has no checkpoint at {link}")
+            raise FileNotFoundError(
+                f"{context.asset_key.to_user_string()} has no checkpoint at {link}"
+            )
         return link.resolve()

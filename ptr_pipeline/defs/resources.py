@@ -5,8 +5,8 @@ from pathlib import Path
 import dagster as dg
 import pydantic
 
-from ptr_pipeline.generation.backends import Generator, make_generator
 from ptr_pipeline.defs.io_managers import CheckpointIOManager, ParquetIOManager
+from ptr_pipeline.generation.backends import Generator, make_generator
 from ptr_pipeline.home import Home, default_root
 
 

@@ -56,6 +56,8 @@ def ptr_checkpoint(
             "train_seconds": summary["train_seconds"],
             "tokens_per_s": summary["tokens_per_s"],
             "deepspeed_config": dg.MetadataValue.json(manifest["deepspeed_config"]),
-            "manifest": dg.MetadataValue.md(f"```json\n{json.dumps(manifest['files'], indent=1)}\n```"),
+            "manifest": dg.MetadataValue.md(
+                f"```json\n{json.dumps(manifest['files'], indent=1)}\n```"
+            ),
         },
     )

@@ -78,8 +78,12 @@ def summarize(scores: pa.Table) -> pa.Table:
                 "round": round_,
                 "n": len(by_example),
                 "accuracy": sum(by_example.values()) / len(by_example),
-                "wrong_to_right": sum(ok and previous.get(k) is False for k, ok in by_example.items()),
-                "right_to_wrong": sum(not ok and previous.get(k) is True for k, ok in by_example.items()),
+                "wrong_to_right": sum(
+                    ok and previous.get(k) is False for k, ok in by_example.items()
+                ),
+                "right_to_wrong": sum(
+                    not ok and previous.get(k) is True for k, ok in by_example.items()
+                ),
             }
         )
     return pa.Table.from_pylist(rows, schema=schemas.EVAL_SUMMARY)

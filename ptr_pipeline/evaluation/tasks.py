@@ -117,7 +117,9 @@ def _read_records(path: Path) -> list[dict]:
     return records
 
 
-def load_examples(task: str, source: str | None = None, limit: int | None = None) -> list[EvalExample]:
+def load_examples(
+    task: str, source: str | None = None, limit: int | None = None
+) -> list[EvalExample]:
     """The examples of ``task`` from ``source`` (default: the bundled sample), first ``limit``.
 
     Raises:

@@ -17,6 +17,7 @@ import logging
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from itertools import pairwise
 
 import pyarrow as pa
 
@@ -103,7 +104,7 @@ def filter_consistent(
     rows = []
     for p in assemble_progressions(thoughts, refinements, settings.include_strong_rounds):
         steps = [*p["thoughts"], p["answer"]]
-        sims = [lexical_similarity(a, b) for a, b in zip(steps, steps[1:])]
+        sims = [lexical_similarity(a, b) for a, b in pairwise(steps)]
         distinct = _distinct_ratio(p["answer"])
         rows.append(
             {
@@ -119,7 +120,9 @@ def filter_consistent(
     kept = pa.Table.from_pylist([r for r in rows if r["keep"]], schema=schemas.PTR_DATASET)
     drop_counts = dict(Counter(r["drop_reason"] for r in rows if not r["keep"]))
     stats = _stats(rows)
-    log.info("consistency filter kept %d of %d rows; dropped %s", kept.num_rows, len(rows), drop_counts)
+    log.info(
+        "consistency filter kept %d of %d rows; dropped %s", kept.num_rows, len(rows), drop_counts
+    )
     return FilterResult(decisions=decisions, kept=kept, drop_counts=drop_counts, stats=stats)
 
 

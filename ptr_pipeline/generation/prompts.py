@@ -43,7 +43,9 @@ def strong_conversation(
     earlier refinement as an assistant turn followed by ``refine_prompt``.
     """
     drafts = "\n\n".join(f"Draft {i + 1}:\n{t}" for i, t in enumerate(thoughts))
-    first = _template(STRONG_TEMPLATES, template).format(query=query, n=len(thoughts), drafts=drafts)
+    first = _template(STRONG_TEMPLATES, template).format(
+        query=query, n=len(thoughts), drafts=drafts
+    )
     conversation = [{"role": "user", "content": first}]
     for answer in previous:
         conversation += [

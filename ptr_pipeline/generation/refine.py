@@ -56,10 +56,16 @@ def refine_thoughts(
         history: dict[str, list[str]] = {qid: [] for qid in ids}
         rows = []
         for round_ in range(1, settings.num_rounds + 1):
-            sampling = dataclasses.replace(settings.sampling(), seed=settings.seed + 1000 * round_ + index)
+            sampling = dataclasses.replace(
+                settings.sampling(), seed=settings.seed + 1000 * round_ + index
+            )
             conversations = [
                 prompts.strong_conversation(
-                    query_text[qid], drafts[qid], history[qid], settings.template, settings.refine_prompt
+                    query_text[qid],
+                    drafts[qid],
+                    history[qid],
+                    settings.template,
+                    settings.refine_prompt,
                 )
                 for qid in ids
             ]

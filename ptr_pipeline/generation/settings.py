@@ -37,7 +37,9 @@ class _GenerationSettings(pydantic.BaseModel):
     top_p: float = pydantic.Field(0.95, gt=0.0, le=1.0)
     top_k: int = pydantic.Field(30, ge=0, description="0 = off")
     max_new_tokens: int = pydantic.Field(48, ge=1)
-    batch_size: int = pydantic.Field(16, ge=1, description="prompts per forward pass (transformers)")
+    batch_size: int = pydantic.Field(
+        16, ge=1, description="prompts per forward pass (transformers)"
+    )
     shard_size: int = pydantic.Field(
         64, ge=1, description="queries per resumable shard; a crash loses at most one shard"
     )
@@ -60,15 +62,23 @@ class ThoughtSettings(_GenerationSettings):
     """The weak model drafts ``num_thoughts`` answers per query (the "thoughts")."""
 
     weak_model: str = pydantic.Field("tiny:weak", description="HF id, local folder, or tiny:<name>")
-    num_thoughts: int = pydantic.Field(2, ge=1, description="drafts per query (sampled independently)")
+    num_thoughts: int = pydantic.Field(
+        2, ge=1, description="drafts per query (sampled independently)"
+    )
     template: str = pydantic.Field("ptr_thought_v1", description="see generation/prompts.py")
 
 
 class RefineSettings(_GenerationSettings):
     """The strong model refines the weak thoughts over ``num_rounds`` in-context rounds."""
 
-    strong_model: str = pydantic.Field("tiny:strong", description="HF id, local folder, or tiny:<name>")
-    num_rounds: int = pydantic.Field(2, ge=1, description="strong refinement rounds; the last is the answer")
+    strong_model: str = pydantic.Field(
+        "tiny:strong", description="HF id, local folder, or tiny:<name>"
+    )
+    num_rounds: int = pydantic.Field(
+        2, ge=1, description="strong refinement rounds; the last is the answer"
+    )
     template: str = pydantic.Field("ptr_refine_v1", description="see generation/prompts.py")
-    refine_prompt: str = pydantic.Field(REFINE_PROMPT, description="user turn before every round > 1")
+    refine_prompt: str = pydantic.Field(
+        REFINE_PROMPT, description="user turn before every round > 1"
+    )
     temperature: float = pydantic.Field(0.7, ge=0.0, description="0 = greedy")

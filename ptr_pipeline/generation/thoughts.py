@@ -60,7 +60,8 @@ def generate_thoughts(
 
     def process(shard: pa.Table, index: int) -> pa.Table:
         conversations = [
-            prompts.thought_conversation(q, settings.template) for q in shard.column("query").to_pylist()
+            prompts.thought_conversation(q, settings.template)
+            for q in shard.column("query").to_pylist()
         ]
         shard_sampling = dataclasses.replace(sampling, seed=settings.seed + index)
         drafts = generator().generate(conversations, shard_sampling)
@@ -90,5 +91,9 @@ def generate_thoughts(
         return pa.Table.from_pylist(rows, schema=schemas.WEAK_THOUGHTS)
 
     return run_sharded(
-        queries, work_root / "weak_thoughts" / key[:16], settings.shard_size, process, schemas.WEAK_THOUGHTS
+        queries,
+        work_root / "weak_thoughts" / key[:16],
+        settings.shard_size,
+        process,
+        schemas.WEAK_THOUGHTS,
     )

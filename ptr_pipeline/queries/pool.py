@@ -128,10 +128,14 @@ def _read_file(path: Path) -> list[dict]:
             except json.JSONDecodeError as e:
                 raise QueryPoolError(f"{path} row {lineno}: invalid JSON: {e.msg}") from e
     else:
-        raise QueryPoolError(f"{path}: unsupported format {suffix!r}; use .jsonl, .json or .parquet")
+        raise QueryPoolError(
+            f"{path}: unsupported format {suffix!r}; use .jsonl, .json or .parquet"
+        )
     for i, record in enumerate(records, start=1):
         if not isinstance(record, dict):
-            raise QueryPoolError(f"{path} row {i}: expected a JSON object, got {type(record).__name__}")
+            raise QueryPoolError(
+                f"{path} row {i}: expected a JSON object, got {type(record).__name__}"
+            )
     return records
 
 
@@ -146,12 +150,16 @@ def _field(record: dict, text_field: str, where: str) -> str:
     else:
         name = text_field
         if name not in record:
-            raise QueryPoolError(f"{where}: missing field {name!r} (found {', '.join(sorted(record))})")
+            raise QueryPoolError(
+                f"{where}: missing field {name!r} (found {', '.join(sorted(record))})"
+            )
     value = record[name]
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise QueryPoolError(f"{where} field {name!r}: expected a string, got {type(value).__name__}")
+        raise QueryPoolError(
+            f"{where} field {name!r}: expected a string, got {type(value).__name__}"
+        )
     return value
 
 

@@ -7,28 +7,70 @@ from pathlib import Path
 from ptr_pipeline.samples import SAMPLES_DIR
 
 TOPICS = [
-    "photosynthesis", "compound interest", "the water cycle", "machine learning", "black holes",
-    "the French Revolution", "vaccines", "climate change", "blockchains", "the human heart",
-    "supply and demand", "plate tectonics", "recursion", "the printing press", "jazz music",
-    "volcanoes", "democracy", "DNA", "electric cars", "sleep", "the Roman Empire", "inflation",
-    "honeybees", "the internet", "gravity", "coral reefs", "public speaking", "chess openings",
+    "photosynthesis",
+    "compound interest",
+    "the water cycle",
+    "machine learning",
+    "black holes",
+    "the French Revolution",
+    "vaccines",
+    "climate change",
+    "blockchains",
+    "the human heart",
+    "supply and demand",
+    "plate tectonics",
+    "recursion",
+    "the printing press",
+    "jazz music",
+    "volcanoes",
+    "democracy",
+    "DNA",
+    "electric cars",
+    "sleep",
+    "the Roman Empire",
+    "inflation",
+    "honeybees",
+    "the internet",
+    "gravity",
+    "coral reefs",
+    "public speaking",
+    "chess openings",
 ]
 AUDIENCES = ["ten-year-old", "high school student", "busy manager", "retired engineer"]
 ACTIVITIES = [
-    "learning a new language", "saving money each month", "training for a 5k run",
-    "keeping a vegetable garden", "preparing for a job interview", "reducing screen time",
-    "organizing a small conference", "writing a novel", "moving to a new city", "cooking for guests",
+    "learning a new language",
+    "saving money each month",
+    "training for a 5k run",
+    "keeping a vegetable garden",
+    "preparing for a job interview",
+    "reducing screen time",
+    "organizing a small conference",
+    "writing a novel",
+    "moving to a new city",
+    "cooking for guests",
 ]
 PAIRS = [
-    ("a virus", "a bacterium"), ("weather", "climate"), ("a list", "a tuple in Python"),
-    ("stocks", "bonds"), ("mitosis", "meiosis"), ("TCP", "UDP"), ("a lake", "a sea"),
-    ("empathy", "sympathy"), ("a comet", "an asteroid"), ("renting", "buying a home"),
+    ("a virus", "a bacterium"),
+    ("weather", "climate"),
+    ("a list", "a tuple in Python"),
+    ("stocks", "bonds"),
+    ("mitosis", "meiosis"),
+    ("TCP", "UDP"),
+    ("a lake", "a sea"),
+    ("empathy", "sympathy"),
+    ("a comet", "an asteroid"),
+    ("renting", "buying a home"),
 ]
 CODE_TASKS = [
-    "reverses a string", "checks whether a number is prime", "merges two sorted lists",
-    "counts the words in a text", "returns the n-th Fibonacci number",
-    "removes duplicates from a list while keeping order", "converts Celsius to Fahrenheit",
-    "finds the largest element of a list", "validates an email address with a regex",
+    "reverses a string",
+    "checks whether a number is prime",
+    "merges two sorted lists",
+    "counts the words in a text",
+    "returns the n-th Fibonacci number",
+    "removes duplicates from a list while keeping order",
+    "converts Celsius to Fahrenheit",
+    "finds the largest element of a list",
+    "validates an email address with a regex",
 ]
 TEMPLATES = [
     "Explain {topic} to a {audience} in three short paragraphs.",
@@ -50,8 +92,12 @@ def queries(rng: random.Random) -> list[dict]:
         a, b = rng.choice(PAIRS)
         out.add(
             t.format(
-                topic=rng.choice(TOPICS), audience=rng.choice(AUDIENCES),
-                activity=rng.choice(ACTIVITIES), a=a, b=b, code=rng.choice(CODE_TASKS),
+                topic=rng.choice(TOPICS),
+                audience=rng.choice(AUDIENCES),
+                activity=rng.choice(ACTIVITIES),
+                a=a,
+                b=b,
+                code=rng.choice(CODE_TASKS),
             )
         )
         if len(out) >= 300:
@@ -70,10 +116,16 @@ def gsm8k(rng: random.Random, n: int = 40) -> list[dict]:
         a, b, c = rng.randint(2, 12), rng.randint(2, 9), rng.randint(1, 20)
         if kind == 0:
             q = f"{name} buys {a} boxes with {b} pencils in each box and gives away {c} pencils. How many pencils does {name} have left?"
-            ans, work = a * b - c, f"{name} buys {a} * {b} = {a * b} pencils. {a * b} - {c} = {a * b - c}."
+            ans, work = (
+                a * b - c,
+                f"{name} buys {a} * {b} = {a * b} pencils. {a * b} - {c} = {a * b - c}.",
+            )
         elif kind == 1:
             q = f"A baker makes {a} trays of {b} cookies and then bakes {c} more cookies. How many cookies are there?"
-            ans, work = a * b + c, f"The trays hold {a} * {b} = {a * b} cookies. {a * b} + {c} = {a * b + c}."
+            ans, work = (
+                a * b + c,
+                f"The trays hold {a} * {b} = {a * b} cookies. {a * b} + {c} = {a * b + c}.",
+            )
         elif kind == 2:
             total = a * b
             q = f"{name} shares {total} stickers equally among {b} friends. How many stickers does each friend get?"
@@ -86,12 +138,30 @@ def gsm8k(rng: random.Random, n: int = 40) -> list[dict]:
 
 
 CATEGORIES = {
-    "mammal": (["whale", "bat", "horse", "dolphin", "mouse"], ["shark", "eagle", "frog", "salmon", "lizard", "snail"]),
-    "planet": (["Mars", "Venus", "Jupiter", "Saturn"], ["the Moon", "the Sun", "Pluto", "Halley's Comet", "Sirius"]),
-    "metal": (["copper", "iron", "aluminum", "gold"], ["wood", "glass", "rubber", "sulfur", "plastic"]),
-    "renewable energy source": (["wind", "sunlight", "flowing water"], ["coal", "oil", "natural gas", "peat"]),
-    "gas at room temperature": (["oxygen", "nitrogen", "helium", "carbon dioxide"], ["mercury", "iron", "water", "salt", "sugar"]),
-    "producer in a food chain": (["grass", "algae", "an oak tree"], ["a rabbit", "a hawk", "a fox", "a mushroom"]),
+    "mammal": (
+        ["whale", "bat", "horse", "dolphin", "mouse"],
+        ["shark", "eagle", "frog", "salmon", "lizard", "snail"],
+    ),
+    "planet": (
+        ["Mars", "Venus", "Jupiter", "Saturn"],
+        ["the Moon", "the Sun", "Pluto", "Halley's Comet", "Sirius"],
+    ),
+    "metal": (
+        ["copper", "iron", "aluminum", "gold"],
+        ["wood", "glass", "rubber", "sulfur", "plastic"],
+    ),
+    "renewable energy source": (
+        ["wind", "sunlight", "flowing water"],
+        ["coal", "oil", "natural gas", "peat"],
+    ),
+    "gas at room temperature": (
+        ["oxygen", "nitrogen", "helium", "carbon dioxide"],
+        ["mercury", "iron", "water", "salt", "sugar"],
+    ),
+    "producer in a food chain": (
+        ["grass", "algae", "an oak tree"],
+        ["a rabbit", "a hawk", "a fox", "a mushroom"],
+    ),
 }
 
 
@@ -115,8 +185,16 @@ def arc(rng: random.Random, n: int = 32) -> list[dict]:
     return rows
 
 
-CAPITALS = {"France": "Paris", "Japan": "Tokyo", "Kenya": "Nairobi", "Canada": "Ottawa",
-            "Peru": "Lima", "Egypt": "Cairo", "Norway": "Oslo", "India": "New Delhi"}
+CAPITALS = {
+    "France": "Paris",
+    "Japan": "Tokyo",
+    "Kenya": "Nairobi",
+    "Canada": "Ottawa",
+    "Peru": "Lima",
+    "Egypt": "Cairo",
+    "Norway": "Oslo",
+    "India": "New Delhi",
+}
 
 
 def mmlu(rng: random.Random, n: int = 32) -> list[dict]:
@@ -134,7 +212,9 @@ def mmlu(rng: random.Random, n: int = 32) -> list[dict]:
             q, subject = f"What is {a} multiplied by {b}?", "elementary_mathematics"
         choices = [right, *wrong]
         rng.shuffle(choices)
-        rows.append({"question": q, "subject": subject, "choices": choices, "answer": choices.index(right)})
+        rows.append(
+            {"question": q, "subject": subject, "choices": choices, "answer": choices.index(right)}
+        )
     return rows
 
 

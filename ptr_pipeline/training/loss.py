@@ -14,7 +14,9 @@ import torch.nn.functional as F
 from ptr_pipeline.schemas import IGNORE_INDEX
 
 
-def weighted_thought_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def weighted_thought_loss(
+    logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
     """Weighted token CE, normalised by the total weight of the supervised tokens.
 
     Args:

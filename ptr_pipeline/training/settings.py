@@ -21,17 +21,25 @@ class TrainSettings(pydantic.BaseModel):
     weight_decay: float = pydantic.Field(0.0, ge=0.0)
     gradient_clipping: float = pydantic.Field(1.0, ge=0.0)
     num_epochs: int = pydantic.Field(2, ge=1)
-    max_steps: int | None = pydantic.Field(None, ge=1, description="optimizer steps; caps num_epochs")
-    micro_batch_size: int = pydantic.Field(4, ge=1, description="sequences per device per micro-step")
+    max_steps: int | None = pydantic.Field(
+        None, ge=1, description="optimizer steps; caps num_epochs"
+    )
+    micro_batch_size: int = pydantic.Field(
+        4, ge=1, description="sequences per device per micro-step"
+    )
     gradient_accumulation_steps: int = pydantic.Field(1, ge=1)
     max_seq_len: int = pydantic.Field(1024, ge=16, description="longer examples are dropped")
     thought_weight: float = pydantic.Field(
-        0.0, ge=0.0, description="loss weight of thought tokens; 0 = masked (the paper's thought mask)"
+        0.0,
+        ge=0.0,
+        description="loss weight of thought tokens; 0 = masked (the paper's thought mask)",
     )
     thought_weight_schedule: Literal["constant", "linear"] = pydantic.Field(
         "constant", description="linear: thought t of n gets thought_weight * t / n (beta_t)"
     )
-    answer_weight: float = pydantic.Field(1.0, gt=0.0, description="loss weight of the final answer")
+    answer_weight: float = pydantic.Field(
+        1.0, gt=0.0, description="loss weight of the final answer"
+    )
     refine_prompt: str = pydantic.Field(REFINE_PROMPT, description="user turn between steps")
     seed: int = 19260817  # the official code's seed
     num_gpus: int = pydantic.Field(

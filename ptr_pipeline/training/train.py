@@ -59,8 +59,16 @@ def main(job: dict) -> dict:
         order = list(range(len(examples)))
         rng.shuffle(order)
         mine = order[engine.global_rank :: world]  # each rank takes its own slice
-        for start in range(0, micro_per_epoch * settings.micro_batch_size, settings.micro_batch_size):
-            batch = _to(collate([examples[i] for i in mine[start : start + settings.micro_batch_size]], tokenizer.pad_token_id), engine.device)
+        for start in range(
+            0, micro_per_epoch * settings.micro_batch_size, settings.micro_batch_size
+        ):
+            batch = _to(
+                collate(
+                    [examples[i] for i in mine[start : start + settings.micro_batch_size]],
+                    tokenizer.pad_token_id,
+                ),
+                engine.device,
+            )
             logits = engine(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
             loss = weighted_thought_loss(logits, batch.labels, batch.weights)
             engine.backward(loss)
@@ -96,13 +104,20 @@ def main(job: dict) -> dict:
 
 def _encode(tokenizer, dataset_path: Path, settings: TrainSettings):
     rows = pq.read_table(dataset_path).to_pylist()
-    encoded = [encode_example(tokenizer, r["query"], r["thoughts"], r["answer"], settings) for r in rows]
+    encoded = [
+        encode_example(tokenizer, r["query"], r["thoughts"], r["answer"], settings) for r in rows
+    ]
     examples = [e for e in encoded if e is not None]
     return examples, len(encoded) - len(examples)
 
 
 def _to(batch: Batch, device) -> Batch:
-    return Batch(*(t.to(device) for t in (batch.input_ids, batch.attention_mask, batch.labels, batch.weights)))
+    return Batch(
+        *(
+            t.to(device)
+            for t in (batch.input_ids, batch.attention_mask, batch.labels, batch.weights)
+        )
+    )
 
 
 def _seed(seed: int) -> None:

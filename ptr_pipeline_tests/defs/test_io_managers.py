@@ -6,7 +6,6 @@ from pathlib import Path
 import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
-
 from ptr_pipeline.defs.io_managers import CheckpointIOManager, ParquetIOManager
 
 PARTS = dg.StaticPartitionsDefinition(["a", "b"])
@@ -28,7 +27,11 @@ def test_parquet_round_trip_and_snapshots(tmp_path):
     io = ParquetIOManager(base_dir=str(tmp_path))
     result = dg.materialize(_assets([1, 2, 3]), resources={"pq": io})
     assert result.success
-    assert pq.read_table(tmp_path / "doubled" / "latest.parquet").column("v").to_pylist() == [2, 4, 6]
+    assert pq.read_table(tmp_path / "doubled" / "latest.parquet").column("v").to_pylist() == [
+        2,
+        4,
+        6,
+    ]
     meta = result.get_asset_materialization_events()[0].materialization.metadata
     assert meta["dagster/row_count"].value == 3
     assert [c.name for c in meta["dagster/column_schema"].value.columns] == ["v"]
@@ -84,7 +87,9 @@ def test_partitioned_output_is_split_per_key_and_reloaded(tmp_path):
     )
     assert result.success
     for key in ("a", "b"):
-        assert pq.read_table(tmp_path / "scores" / key / "latest.parquet").column("task").to_pylist() == [key, key]
+        assert pq.read_table(tmp_path / "scores" / key / "latest.parquet").column(
+            "task"
+        ).to_pylist() == [key, key]
     assert pq.read_table(tmp_path / "summary" / "latest.parquet").column("n").to_pylist() == [4]
 
 
@@ -113,10 +118,16 @@ def test_checkpoint_manager_versions_folders(tmp_path):
     root = tmp_path / "artifacts" / "ckpt"
     assert len(list((root / "versions").iterdir())) == 2
     assert (root / "latest" / "weights.bin").read_text() == "two"
-    assert pq.read_table(tmp_path / "artifacts" / "consumer" / "latest.parquet").column("weights").to_pylist() == ["two"]
-    first_path = Path(first.get_asset_materialization_events()[0].materialization.metadata["path"].value)
+    assert pq.read_table(tmp_path / "artifacts" / "consumer" / "latest.parquet").column(
+        "weights"
+    ).to_pylist() == ["two"]
+    first_path = Path(
+        first.get_asset_materialization_events()[0].materialization.metadata["path"].value
+    )
     assert (first_path / "weights.bin").read_text() == "one"  # older versions stay immutable
-    assert not list((tmp_path / "work").rglob("weights.bin"))  # staging folders were moved, not copied
+    assert not list(
+        (tmp_path / "work").rglob("weights.bin")
+    )  # staging folders were moved, not copied
 
 
 def test_load_of_unmaterialized_asset_names_it(tmp_path):
@@ -129,7 +140,9 @@ def test_load_of_unmaterialized_asset_names_it(tmp_path):
         return plain
 
     io = ParquetIOManager(base_dir=str(tmp_path))
-    result = dg.materialize([plain.to_source_asset(), downstream], resources={"pq": io}, raise_on_error=False)
+    result = dg.materialize(
+        [plain.to_source_asset(), downstream], resources={"pq": io}, raise_on_error=False
+    )
     assert not result.success
     failure = result.get_step_failure_events()[0].event_specific_data.error
     assert "plain has not been materialized" in str(failure)

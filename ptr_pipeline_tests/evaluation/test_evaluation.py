@@ -4,7 +4,6 @@ import json
 
 import pyarrow as pa
 import pytest
-
 from ptr_pipeline import schemas
 from ptr_pipeline.evaluation import TASKS, evaluate_rounds, load_examples, summarize
 from ptr_pipeline.evaluation.tasks import TaskDataError, extract_choice, extract_number
@@ -14,7 +13,13 @@ from ptr_pipeline.generation.settings import Sampling
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("so 3+4 = 7. The answer is 7.", "7"), ("The answer is $1,200.", "1200"), ("first 3 then 12", "12"), ("none", None), ("The answer is 5.0", "5")],
+    [
+        ("so 3+4 = 7. The answer is 7.", "7"),
+        ("The answer is $1,200.", "1200"),
+        ("first 3 then 12", "12"),
+        ("none", None),
+        ("The answer is 5.0", "5"),
+    ],
 )
 def test_extract_number(text, expected):
     assert extract_number(text) == expected
@@ -40,7 +45,19 @@ def test_bundled_samples_load_for_every_task():
 
 
 def test_original_release_formats(tmp_path):
-    (tmp_path / "arc.jsonl").write_text(json.dumps({"id": "x1", "question": {"stem": "Pick one", "choices": [{"text": "a", "label": "1"}, {"text": "b", "label": "2"}]}, "answerKey": "2"}) + "\n")
+    (tmp_path / "arc.jsonl").write_text(
+        json.dumps(
+            {
+                "id": "x1",
+                "question": {
+                    "stem": "Pick one",
+                    "choices": [{"text": "a", "label": "1"}, {"text": "b", "label": "2"}],
+                },
+                "answerKey": "2",
+            }
+        )
+        + "\n"
+    )
     (tmp_path / "mmlu").mkdir()
     (tmp_path / "mmlu" / "virology_dev.csv").write_text('"What is it?",w,x,y,z,C\n')
     arc = load_examples("arc", str(tmp_path / "arc.jsonl"))[0]
@@ -58,26 +75,33 @@ def test_shared_release_files_load(shared_data):
 
 
 def test_bad_record_names_file_row_and_field(tmp_path):
-    (tmp_path / "g.jsonl").write_text(json.dumps({"question": "q", "answer": "#### 1"}) + "\n" + json.dumps({"question": "q"}) + "\n")
+    (tmp_path / "g.jsonl").write_text(
+        json.dumps({"question": "q", "answer": "#### 1"})
+        + "\n"
+        + json.dumps({"question": "q"})
+        + "\n"
+    )
     with pytest.raises(TaskDataError, match=r"g.jsonl row 2: missing field 'answer'"):
         load_examples("gsm8k", str(tmp_path / "g.jsonl"))
 
 
 def test_rounds_keep_history_and_score_each_round(models_home):
-    class Recording(TransformersGenerator):
-        calls: list = []
+    calls = []
 
+    class Recording(TransformersGenerator):
         def generate(self, conversations, sampling):
-            Recording.calls.append([list(c) for c in conversations])
+            calls.append([list(c) for c in conversations])
             return super().generate(conversations, sampling)
 
     generator = Recording(models_home.resolve_model("tiny:base"))
     examples = load_examples("gsm8k", limit=3)
-    table = evaluate_rounds(examples, "gsm8k", generator, 3, "Refine.", Sampling(max_new_tokens=6), "base", "tiny:base")
+    table = evaluate_rounds(
+        examples, "gsm8k", generator, 3, "Refine.", Sampling(max_new_tokens=6), "base", "tiny:base"
+    )
     schemas.validate(table, schemas.EVAL_SCORES, "eval_scores")
     assert table.num_rows == 9
-    assert [len(c[0]) for c in Recording.calls] == [1, 3, 5]
-    assert Recording.calls[2][0][2]["content"] == "Refine."
+    assert [len(c[0]) for c in calls] == [1, 3, 5]
+    assert calls[2][0][2]["content"] == "Refine."
     rows = table.to_pylist()
     for r in rows:
         assert r["correct"] == (r["extracted"] == r["gold"])
@@ -85,11 +109,28 @@ def test_rounds_keep_history_and_score_each_round(models_home):
 
 def test_summarize_counts_flips():
     rows = []
-    for round_, answers in enumerate([[True, False, False], [False, True, True], [False, True, True]], start=1):
+    for round_, answers in enumerate(
+        [[True, False, False], [False, True, True], [False, True, True]], start=1
+    ):
         for i, ok in enumerate(answers):
-            rows.append({"model_role": "ptr", "model": "m", "task": "gsm8k", "example_id": str(i), "round": round_, "response": "", "extracted": None, "gold": "1", "correct": ok})
+            rows.append(
+                {
+                    "model_role": "ptr",
+                    "model": "m",
+                    "task": "gsm8k",
+                    "example_id": str(i),
+                    "round": round_,
+                    "response": "",
+                    "extracted": None,
+                    "gold": "1",
+                    "correct": ok,
+                }
+            )
     summary = summarize(pa.Table.from_pylist(rows, schema=schemas.EVAL_SCORES)).to_pylist()
-    assert [(s["round"], round(s["accuracy"], 3), s["wrong_to_right"], s["right_to_wrong"]) for s in summary] == [
+    assert [
+        (s["round"], round(s["accuracy"], 3), s["wrong_to_right"], s["right_to_wrong"])
+        for s in summary
+    ] == [
         (1, 0.333, 0, 0),
         (2, 0.667, 2, 1),
         (3, 0.667, 0, 0),

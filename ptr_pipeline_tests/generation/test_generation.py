@@ -3,11 +3,17 @@
 import json
 
 import pytest
-
 from ptr_pipeline import schemas
-from ptr_pipeline.generation import RefineSettings, Sampling, ThoughtSettings, generate_thoughts, refine_thoughts
+from ptr_pipeline.generation import (
+    RefineSettings,
+    Sampling,
+    ThoughtSettings,
+    generate_thoughts,
+    refine_thoughts,
+)
 from ptr_pipeline.generation.backends import TransformersGenerator
 from ptr_pipeline.generation.prompts import prompt_hash, strong_conversation, thought_conversation
+
 from ptr_pipeline_tests.conftest import make_queries
 
 
@@ -32,13 +38,18 @@ def weak(models_home):
 
 
 def test_transformers_generator_samples_n_and_is_seeded(weak):
-    conversations = [thought_conversation(q, "ptr_thought_v1") for q in ["Name a color.", "Say hi.", "Count to 3."]]
+    conversations = [
+        thought_conversation(q, "ptr_thought_v1")
+        for q in ["Name a color.", "Say hi.", "Count to 3."]
+    ]
     sampling = Sampling(n=2, temperature=1.0, max_new_tokens=8, seed=5)
     out = weak.generate(conversations, sampling)
     assert [len(s) for s in out] == [2, 2, 2]
     assert out == weak.generate(conversations, sampling)
     greedy = weak.generate(conversations[:1], Sampling(n=1, temperature=0.0, max_new_tokens=8))
-    assert greedy == weak.generate(conversations[:1], Sampling(n=1, temperature=0.0, max_new_tokens=8, seed=9))
+    assert greedy == weak.generate(
+        conversations[:1], Sampling(n=1, temperature=0.0, max_new_tokens=8, seed=9)
+    )
 
 
 def test_generate_thoughts_rows_provenance_and_resume(home, weak):
@@ -53,25 +64,31 @@ def test_generate_thoughts_rows_provenance_and_resume(home, weak):
     first = table.to_pylist()[0]
     assert first["model"] == "tiny:weak" and first["template"] == "ptr_thought_v1"
     assert json.loads(first["sampling"])["n"] == 2
-    assert first["prompt_hash"] == prompt_hash(thought_conversation("Name a color.", "ptr_thought_v1"))
+    assert first["prompt_hash"] == prompt_hash(
+        thought_conversation("Name a color.", "ptr_thought_v1")
+    )
     # Unchanged inputs and settings: everything comes from the shards, no model is loaded.
     assert generate_thoughts(queries, settings, _never, home.work).equals(table)
     # Changed settings: a new computation.
-    other = generate_thoughts(queries, settings.model_copy(update={"seed": 1}), lambda: weak, home.work)
+    other = generate_thoughts(
+        queries, settings.model_copy(update={"seed": 1}), lambda: weak, home.work
+    )
     assert other.num_rows == 6
 
 
 def test_refine_rounds_see_thoughts_and_previous_round(home, weak, models_home):
     queries = make_queries(["Name a color.", "Say hi."])
-    thoughts = generate_thoughts(queries, ThoughtSettings(num_thoughts=2, max_new_tokens=6), lambda: weak, home.work)
+    thoughts = generate_thoughts(
+        queries, ThoughtSettings(num_thoughts=2, max_new_tokens=6), lambda: weak, home.work
+    )
     strong = Recording(TransformersGenerator(models_home.resolve_model("tiny:strong")))
     settings = RefineSettings(num_rounds=3, max_new_tokens=6)
     table = refine_thoughts(thoughts, settings, lambda: strong, home.work)
     schemas.validate(table, schemas.STRONG_REFINEMENTS, "strong_refinements")
     assert table.num_rows == 6
-    assert sorted(zip(table.column("query_id").to_pylist(), table.column("round").to_pylist())) == [
-        (q, r) for q in ("q0", "q1") for r in (1, 2, 3)
-    ]
+    assert sorted(
+        zip(table.column("query_id").to_pylist(), table.column("round").to_pylist(), strict=True)
+    ) == [(q, r) for q in ("q0", "q1") for r in (1, 2, 3)]
     rounds = [conversations for conversations, _ in strong.calls]
     assert [len(c[0]) for c in rounds] == [1, 3, 5]  # user; +assistant, refine; +assistant, refine
     drafts = [t for t in thoughts.to_pylist() if t["query_id"] == "q0"]

@@ -5,7 +5,6 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from ptr_pipeline import schemas
 from ptr_pipeline.queries import QueryPoolError, QueryPoolSettings, build_query_pool
 
@@ -40,17 +39,24 @@ def test_cleaning_dedup_and_decontamination(tmp_path):
     )
     settings = QueryPoolSettings(source=source, max_queries=None, min_chars=5)
     table, dropped = build_query_pool(
-        settings, eval_questions=["Ava buys 4 boxes with 3 pencils in each box and gives away 9 pencils."]
+        settings,
+        eval_questions=["Ava buys 4 boxes with 3 pencils in each box and gives away 9 pencils."],
     )
-    assert table.column("query").to_pylist() == ["Explain gravity to a child.", "Write a haiku about rain."]
+    assert table.column("query").to_pylist() == [
+        "Explain gravity to a child.",
+        "Write a haiku about rain.",
+    ]
     assert table.column("source").to_pylist() == ["q.jsonl:1", "q.jsonl:6"]
     assert dropped == {"duplicate": 1, "empty": 1, "too_short": 1, "contaminated": 1}
 
 
 def test_short_eval_question_inside_a_query_is_contamination(tmp_path):
-    source = _jsonl(tmp_path / "q.jsonl", [{"query": "Quiz time! What is the capital of France? Answer fast."}])
+    source = _jsonl(
+        tmp_path / "q.jsonl", [{"query": "Quiz time! What is the capital of France? Answer fast."}]
+    )
     table, dropped = build_query_pool(
-        QueryPoolSettings(source=source, max_queries=None), eval_questions=["What is the capital of France?"]
+        QueryPoolSettings(source=source, max_queries=None),
+        eval_questions=["What is the capital of France?"],
     )
     assert table.num_rows == 0 and dropped == {"contaminated": 1}
 
@@ -59,7 +65,10 @@ def test_short_eval_question_inside_a_query_is_contamination(tmp_path):
     ("records", "message"),
     [
         ([{"instruction": "fine query"}, {"prompt_text": "x"}], "q.jsonl row 2: no query field"),
-        ([{"instruction": "fine query"}, {"instruction": 42}], "q.jsonl row 2 field 'instruction': expected a string, got int"),
+        (
+            [{"instruction": "fine query"}, {"instruction": 42}],
+            "q.jsonl row 2 field 'instruction': expected a string, got int",
+        ),
     ],
 )
 def test_bad_rows_name_file_row_and_field(tmp_path, records, message):
@@ -78,7 +87,7 @@ def test_explicit_field_missing_and_missing_file(tmp_path):
     source = _jsonl(tmp_path / "q.jsonl", [{"question": "a question here"}])
     with pytest.raises(QueryPoolError, match=r"row 1: missing field 'text'"):
         build_query_pool(QueryPoolSettings(source=source, text_field="text"))
-    with pytest.raises(QueryPoolError, match="nope.jsonl: query source not found"):
+    with pytest.raises(QueryPoolError, match=r"nope\.jsonl: query source not found"):
         build_query_pool(QueryPoolSettings(source=str(tmp_path / "nope.jsonl")))
 
 

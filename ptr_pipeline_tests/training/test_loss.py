@@ -3,7 +3,6 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
 from ptr_pipeline.generation.prompts import REFINE_PROMPT
 from ptr_pipeline.schemas import IGNORE_INDEX
 from ptr_pipeline.training.loss import weighted_thought_loss
@@ -20,7 +19,9 @@ def test_loss_equals_manual_computation_on_handcrafted_batch():
     terms = [((0, 0), 1, 0.5), ((0, 1), 2, 1.0), ((0, 2), 3, 2.0), ((1, 1), 4, 1.0)]
     nll = lambda pos, target: -torch.log_softmax(logits[pos], -1)[target]  # noqa: E731
     expected = sum(w * nll(pos, t) for pos, t, w in terms) / sum(w for *_, w in terms)
-    assert weighted_thought_loss(logits, labels, weights).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert weighted_thought_loss(logits, labels, weights).item() == pytest.approx(
+        expected.item(), rel=1e-6
+    )
 
 
 def test_unit_weights_equal_plain_cross_entropy():
@@ -29,8 +30,12 @@ def test_unit_weights_equal_plain_cross_entropy():
     labels = torch.randint(0, 7, (3, 6))
     labels[:, :2] = IGNORE_INDEX
     weights = (labels != IGNORE_INDEX).float()
-    plain = F.cross_entropy(logits[:, :-1].reshape(-1, 7), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX)
-    assert weighted_thought_loss(logits, labels, weights).item() == pytest.approx(plain.item(), rel=1e-6)
+    plain = F.cross_entropy(
+        logits[:, :-1].reshape(-1, 7), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX
+    )
+    assert weighted_thought_loss(logits, labels, weights).item() == pytest.approx(
+        plain.item(), rel=1e-6
+    )
 
 
 def test_weights_on_ignored_labels_do_not_count():
@@ -60,8 +65,12 @@ def _segments(example, tokenizer):
 
 
 def test_masks_and_weights_cover_exactly_the_assistant_turns(tokenizer):
-    settings = TrainSettings(thought_weight=0.5, thought_weight_schedule="linear", answer_weight=1.0)
-    ex = encode_example(tokenizer, "What is 2+2?", ["it is 5", "it is 4"], "The answer is 4.", settings)
+    settings = TrainSettings(
+        thought_weight=0.5, thought_weight_schedule="linear", answer_weight=1.0
+    )
+    ex = encode_example(
+        tokenizer, "What is 2+2?", ["it is 5", "it is 4"], "The answer is 4.", settings
+    )
     assert _segments(ex, tokenizer) == [
         ("it is 5<|im_end|>\n", 0.25),  # thought 1 of 2: 0.5 * 1/2
         ("it is 4<|im_end|>\n", 0.5),  # thought 2 of 2: 0.5 * 2/2
@@ -92,7 +101,9 @@ def test_too_long_examples_are_dropped(tokenizer):
 def test_weights_survive_batching(tokenizer):
     s = TrainSettings(thought_weight=0.5)
     a = encode_example(tokenizer, "Short?", ["x"], "yes", s)
-    b = encode_example(tokenizer, "A rather longer question here?", ["first try", "second"], "final answer", s)
+    b = encode_example(
+        tokenizer, "A rather longer question here?", ["first try", "second"], "final answer", s
+    )
     batch = collate([a, b], tokenizer.pad_token_id)
     for row, ex in enumerate([a, b]):
         n = len(ex.input_ids)

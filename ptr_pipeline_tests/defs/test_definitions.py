@@ -1,0 +1,79 @@
+"""The code location: asset graph, groups, jobs, schedule and run-config presets, as a snapshot."""
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+from ptr_pipeline.definitions import defs as load_defs
+
+CONFIGS = Path(__file__).resolve().parents[2] / "ptr_pipeline" / "configs"
+
+EXPECTED_ASSETS = {
+    # asset: (group, upstream assets)
+    "query_pool": ("dataset", set()),
+    "weak_thoughts": ("dataset", {"query_pool"}),
+    "strong_refinements": ("dataset", {"weak_thoughts"}),
+    "filter_decisions": ("dataset", {"weak_thoughts", "strong_refinements"}),
+    "ptr_dataset": ("dataset", {"weak_thoughts", "strong_refinements"}),
+    "ptr_checkpoint": ("training", {"ptr_dataset"}),
+    "eval_scores": ("evaluation", {"ptr_checkpoint"}),
+    "eval_summary": ("evaluation", {"eval_scores"}),
+}
+
+
+@pytest.fixture(scope="module")
+def defs() -> dg.Definitions:
+    return load_defs()
+
+
+def test_asset_graph_snapshot(defs):
+    graph = defs.resolve_asset_graph()
+    got = {
+        key.to_user_string(): (
+            graph.get(key).group_name,
+            {p.to_user_string() for p in graph.get(key).parent_keys},
+        )
+        for key in graph.get_all_asset_keys()
+    }
+    assert got == EXPECTED_ASSETS
+
+
+def test_gpu_assets_share_the_gpu_pool_and_everything_has_a_code_version(defs):
+    graph = defs.resolve_asset_graph()
+    for name in ("weak_thoughts", "strong_refinements", "ptr_checkpoint", "eval_scores"):
+        assert graph.get(dg.AssetKey(name)).pools == {"gpu"}
+    for key in graph.get_all_asset_keys():
+        assert graph.get(key).code_version, key
+
+
+def test_blocking_check_guards_training(defs):
+    checks = {k.name: k for k in defs.resolve_asset_graph().asset_check_keys}
+    assert checks["ptr_dataset_is_trainable"].asset_key == dg.AssetKey("ptr_dataset")
+    from ptr_pipeline.defs.filtering import ptr_dataset_is_trainable
+
+    assert [s.blocking for s in ptr_dataset_is_trainable.check_specs] == [True]
+
+
+def test_jobs_and_schedule(defs):
+    dataset = defs.resolve_job_def("dataset_rebuild_job")
+    assert {k.to_user_string() for k in dataset.asset_layer.executable_asset_keys} == {
+        "query_pool", "weak_thoughts", "strong_refinements", "filter_decisions", "ptr_dataset",
+    }  # fmt: skip
+    full = defs.resolve_job_def("ptr_full_job")
+    assert {k.to_user_string() for k in full.asset_layer.executable_asset_keys} == set(
+        EXPECTED_ASSETS
+    )
+    assert full.tags["dagster/asset_partition_range_start"] == "gsm8k"
+    schedule = defs.resolve_schedule_def("nightly_dataset_rebuild_schedule")
+    assert schedule.cron_schedule == "0 2 * * *"
+    assert schedule.job_name == "dataset_rebuild_job"
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    dg.Definitions.validate_loadable(defs)
+
+
+@pytest.mark.parametrize("preset", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_presets_are_valid_run_config_for_the_full_job(defs, preset):
+    config = yaml.safe_load((CONFIGS / preset).read_text())
+    result = dg.validate_run_config(defs.resolve_job_def("ptr_full_job"), config)
+    assert result

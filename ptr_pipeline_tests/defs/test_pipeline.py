@@ -1,0 +1,98 @@
+"""The whole graph materialized in-process on the tiny models, and the blocking dataset check."""
+
+import dagster as dg
+import pyarrow.parquet as pq
+import pytest
+from ptr_pipeline.definitions import defs as load_defs
+from ptr_pipeline.defs.resources import build_resources
+from transformers import AutoModelForCausalLM
+
+SMALL = {
+    "ops": {
+        "query_pool": {"config": {"max_queries": 6}},
+        "weak_thoughts": {"config": {"max_new_tokens": 12, "shard_size": 4}},
+        "strong_refinements": {"config": {"max_new_tokens": 12, "num_rounds": 2}},
+        "ptr_checkpoint": {
+            "config": {"max_steps": 3, "micro_batch_size": 2, "learning_rate": 0.01}
+        },
+        "eval_scores": {"config": {"max_examples": 3, "num_rounds": 2, "max_new_tokens": 8}},
+    }
+}
+
+
+@pytest.fixture
+def defs(home, monkeypatch) -> dg.Definitions:
+    monkeypatch.setenv("PTR_HOME", str(home.root))
+    return load_defs()
+
+
+def _metadata(result, asset: str) -> dict:
+    events = [
+        e
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.to_user_string() == asset
+    ]
+    assert events, f"{asset} was not materialized"
+    return {k: v.value for k, v in events[-1].materialization.metadata.items()}
+
+
+@pytest.mark.slow
+def test_full_job_materializes_every_asset(defs, home, tmp_path):
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        result = defs.resolve_job_def("ptr_full_job").execute_in_process(
+            run_config=SMALL, instance=instance
+        )
+    assert result.success
+    assert _metadata(result, "query_pool")["dagster/row_count"] == 6
+    assert _metadata(result, "weak_thoughts")["dagster/row_count"] == 12  # 2 thoughts per query
+    assert _metadata(result, "strong_refinements")["dagster/row_count"] == 12  # 2 rounds
+    dataset = _metadata(result, "ptr_dataset")
+    assert dataset["dagster/row_count"] > 0 and 0 < dataset["pass_rate"] <= 1
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {"ptr_dataset_is_trainable": True, "query_pool_not_empty": True}
+
+    checkpoint = _metadata(result, "ptr_checkpoint")
+    assert checkpoint["steps"] == 3 and len(checkpoint["loss_curve"]) == 3
+    assert all(
+        0 < loss < 20 for loss in checkpoint["loss_curve"]
+    )  # finite CE over a ~1.3k vocabulary
+    latest = home.artifacts / "ptr_checkpoint" / "latest"
+    assert (
+        latest.resolve() == home.artifacts / "ptr_checkpoint" / "versions" / checkpoint["version"]
+    )
+    AutoModelForCausalLM.from_pretrained(latest)
+
+    for task in ("gsm8k", "arc", "mmlu"):
+        scores = pq.read_table(home.artifacts / "eval_scores" / task / "latest.parquet")
+        assert scores.num_rows == 2 * 3 * 2  # models x examples x rounds
+        assert set(scores.column("task").to_pylist()) == {task}
+    summary = pq.read_table(home.artifacts / "eval_summary" / "latest.parquet").to_pylist()
+    assert {(s["model_role"], s["task"], s["round"]) for s in summary} == {
+        (m, t, r) for m in ("base", "ptr") for t in ("gsm8k", "arc", "mmlu") for r in (1, 2)
+    }
+    assert all(s["n"] == 3 for s in summary)
+
+
+@pytest.mark.slow
+def test_failed_dataset_check_blocks_training(defs, home, tmp_path):
+    config = {
+        "ops": {**SMALL["ops"], "consistency_filter": {"config": {"min_answer_chars": 100_000}}}
+    }
+    del config["ops"]["eval_scores"]
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        result = dg.materialize(
+            [*defs.assets, *defs.asset_checks],
+            resources=build_resources(str(home.root)),
+            selection=dg.AssetSelection.groups("dataset", "training"),
+            run_config=config,
+            instance=instance,
+            raise_on_error=False,
+        )
+    assert not result.success
+    assert _metadata(result, "ptr_dataset")["dagster/row_count"] == 0
+    assert _metadata(result, "filter_decisions")["drop_counts"] == {"answer_too_short": 6}
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["ptr_dataset_is_trainable"] is False
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "ptr_checkpoint" not in materialized
+    assert not (home.artifacts / "ptr_checkpoint").exists()

@@ -1,0 +1,39 @@
+"""Import boundaries: the core never imports Dagster; loading the code location stays light."""
+
+import subprocess
+import sys
+
+import pytest
+
+
+def _imported(statement: str) -> set[str]:
+    code = f"import sys; {statement}; print(' '.join(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout
+    return set(out.split())
+
+
+@pytest.mark.parametrize(
+    "package",
+    [
+        "queries",
+        "generation",
+        "filtering",
+        "training",
+        "evaluation",
+        "storage",
+        "models",
+        "home",
+        "schemas",
+    ],
+)
+def test_core_does_not_import_dagster(package):
+    assert "dagster" not in _imported(f"import ptr_pipeline.{package}")
+
+
+def test_loading_definitions_imports_no_heavy_ml_library():
+    modules = _imported("from ptr_pipeline.definitions import defs; defs()")
+    assert "dagster" in modules
+    for heavy in ("torch", "deepspeed", "vllm", "transformers"):
+        assert heavy not in modules, heavy
