@@ -16,7 +16,7 @@ def _double(shard: pa.Table, index: int) -> pa.Table:
 def test_write_parquet_atomic_leaves_old_file_on_failure(tmp_path):
     path = tmp_path / "t.parquet"
     write_parquet_atomic(pa.table({"x": [1, 2]}), path)
-    with pytest.raises(TypeError):
+    with pytest.raises(AttributeError):
         write_parquet_atomic("not a table", path)  # type: ignore[arg-type]
     assert pq.read_table(path).column("x").to_pylist() == [1, 2]
     assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]  # no temp file left behind
