@@ -5,13 +5,15 @@ export DAGSTER_HOME := $(CURDIR)/.dagster
 export PTR_HOME ?= $(CURDIR)/.ptr
 export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM := false
+# Extra pip arguments, e.g. PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu"
+# where the CPU torch wheel is not already on a find-links path.
+PIP_ARGS ?=
 
 .PHONY: demo test test-fast test-gpu dev lint fmt clean
 
 .venv/installed: pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
-	$(PY) -m pip install --upgrade pip >/dev/null
-	$(PY) -m pip install -e '.[dev]'
+	$(PY) -m pip install $(PIP_ARGS) -e '.[dev]'
 	touch $@
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
