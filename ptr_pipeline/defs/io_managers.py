@@ -4,10 +4,12 @@ Layout under ``base_dir`` (per asset key, and per partition key when partitioned
 
     <asset>/[<partition>/]latest.parquet          stable path, replaced atomically
     <asset>/[<partition>/]versions/<sha16>.parquet  immutable copy per content hash
-    ptr_checkpoint/versions/<sha16>/              immutable checkpoint folders
+    ptr_checkpoint/versions/<sha16>/              immutable checkpoint folders (hash of file hashes)
     ptr_checkpoint/latest -> versions/<sha16>     symlink, replaced atomically
 """
 
+import hashlib
+import json
 import os
 import shutil
 import time
@@ -135,7 +137,10 @@ class CheckpointIOManager(dg.ConfigurableIOManager):
 
     def handle_output(self, context: dg.OutputContext, obj: Path) -> None:
         folder = _asset_dir(self.base_dir, context)
-        digest = file_sha256(obj / self.manifest_name)[:16]
+        # Name the version by the files' content (as listed in the manifest), not by the manifest
+        # bytes, which also hold timings: identical weights give the same version.
+        files = json.loads((obj / self.manifest_name).read_text())["files"]
+        digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
         final = folder / "versions" / digest
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():

@@ -1,6 +1,8 @@
 """IO managers: round trips, atomic writes, one immutable snapshot per content hash."""
 
+import hashlib
 import json
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -102,7 +104,8 @@ def test_checkpoint_manager_versions_folders(tmp_path):
             staging = tmp_path / "work" / context.run_id
             staging.mkdir(parents=True)
             (staging / "weights.bin").write_text(content)
-            (staging / "ptr_manifest.json").write_text(json.dumps({"content": content}))
+            files = {"weights.bin": {"sha256": hashlib.sha256(content.encode()).hexdigest()}}
+            (staging / "ptr_manifest.json").write_text(json.dumps({"files": files, "seconds": time.time()}))
             return staging
 
         @dg.asset(io_manager_key="pq")
@@ -115,6 +118,7 @@ def test_checkpoint_manager_versions_folders(tmp_path):
     first = dg.materialize(make("one"), resources={"ckpt": io, "pq": pq_io})
     assert first.success
     dg.materialize(make("two"), resources={"ckpt": io, "pq": pq_io})
+    dg.materialize(make("two"), resources={"ckpt": io, "pq": pq_io})  # same files, other timings
     root = tmp_path / "artifacts" / "ckpt"
     assert len(list((root / "versions").iterdir())) == 2
     assert (root / "latest" / "weights.bin").read_text() == "two"
