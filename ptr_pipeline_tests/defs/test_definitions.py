@@ -77,3 +77,11 @@ def test_presets_are_valid_run_config_for_the_full_job(defs, preset):
     config = yaml.safe_load((CONFIGS / preset).read_text())
     result = dg.validate_run_config(defs.resolve_job_def("ptr_full_job"), config)
     assert result
+
+
+def test_instance_config_is_valid():
+    from dagster._core.instance.config import dagster_instance_config
+
+    config, _ = dagster_instance_config(str(CONFIGS.parents[1]))  # the repository's dagster.yaml
+    assert config["concurrency"]["pools"]["default_limit"] == 1
+    assert "ptr_pipeline" in config["python_logs"]["managed_python_loggers"]
