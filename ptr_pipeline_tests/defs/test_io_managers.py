@@ -105,7 +105,9 @@ def test_checkpoint_manager_versions_folders(tmp_path):
             staging.mkdir(parents=True)
             (staging / "weights.bin").write_text(content)
             files = {"weights.bin": {"sha256": hashlib.sha256(content.encode()).hexdigest()}}
-            (staging / "ptr_manifest.json").write_text(json.dumps({"files": files, "seconds": time.time()}))
+            (staging / "ptr_manifest.json").write_text(
+                json.dumps({"files": files, "seconds": time.time()})
+            )
             return staging
 
         @dg.asset(io_manager_key="pq")
