@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+
 from ptr_pipeline import schemas
 from ptr_pipeline.home import Home
 

@@ -3,6 +3,7 @@
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from ptr_pipeline.storage import run_sharded, table_fingerprint, write_parquet_atomic
 
 SCHEMA = pa.schema([pa.field("x", pa.int64()), pa.field("double", pa.int64())])

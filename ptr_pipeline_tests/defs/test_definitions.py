@@ -5,6 +5,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import yaml
+
 from ptr_pipeline.definitions import defs as load_defs
 
 CONFIGS = Path(__file__).resolve().parents[2] / "ptr_pipeline" / "configs"

@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from ptr_pipeline.defs.io_managers import CheckpointIOManager, ParquetIOManager
 
 PARTS = dg.StaticPartitionsDefinition(["a", "b"])

@@ -3,9 +3,10 @@
 import dagster as dg
 import pyarrow.parquet as pq
 import pytest
+from transformers import AutoModelForCausalLM
+
 from ptr_pipeline.definitions import defs as load_defs
 from ptr_pipeline.defs.resources import build_resources
-from transformers import AutoModelForCausalLM
 
 SMALL = {
     "ops": {

@@ -4,6 +4,7 @@ import json
 
 import pyarrow as pa
 import pytest
+
 from ptr_pipeline import schemas
 from ptr_pipeline.evaluation import TASKS, evaluate_rounds, load_examples, summarize
 from ptr_pipeline.evaluation.tasks import TaskDataError, extract_choice, extract_number

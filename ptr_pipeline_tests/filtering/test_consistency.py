@@ -2,6 +2,7 @@
 
 import pyarrow as pa
 import pytest
+
 from ptr_pipeline import schemas
 from ptr_pipeline.filtering import (
     FilterSettings,

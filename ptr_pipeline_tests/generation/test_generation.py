@@ -3,6 +3,7 @@
 import json
 
 import pytest
+
 from ptr_pipeline import schemas
 from ptr_pipeline.generation import (
     RefineSettings,
@@ -13,7 +14,6 @@ from ptr_pipeline.generation import (
 )
 from ptr_pipeline.generation.backends import TransformersGenerator
 from ptr_pipeline.generation.prompts import prompt_hash, strong_conversation, thought_conversation
-
 from ptr_pipeline_tests.conftest import make_queries
 
 

@@ -5,6 +5,7 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from ptr_pipeline import schemas
 from ptr_pipeline.queries import QueryPoolError, QueryPoolSettings, build_query_pool
 

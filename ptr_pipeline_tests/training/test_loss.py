@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+
 from ptr_pipeline.generation.prompts import REFINE_PROMPT
 from ptr_pipeline.schemas import IGNORE_INDEX
 from ptr_pipeline.training.loss import weighted_thought_loss

@@ -5,6 +5,7 @@ import json
 import pyarrow as pa
 import pytest
 import torch
+
 from ptr_pipeline import schemas
 from ptr_pipeline.storage import file_sha256
 from ptr_pipeline.training import (
