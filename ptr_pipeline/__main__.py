@@ -20,10 +20,10 @@ def report(root) -> int:
     print(f"Artifacts under {artifacts}")
     for name in ASSETS:
         path = artifacts / name / "latest.parquet"
-        rows = pq.read_metadata(path).num_rows if path.exists() else None
-        print(
-            f"  {name:<20} {path if rows is not None else '(not materialized)'}  {rows or ''} rows"
-        )
+        if path.exists():
+            print(f"  {name:<20} {path}  {pq.read_metadata(path).num_rows} rows")
+        else:
+            print(f"  {name:<20} (not materialized)")
     checkpoint = artifacts / "ptr_checkpoint" / "latest"
     print(
         f"  {'ptr_checkpoint':<20} {checkpoint.resolve() if checkpoint.exists() else '(not materialized)'}"

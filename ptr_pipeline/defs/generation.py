@@ -26,7 +26,6 @@ class StrongRefinementsConfig(dg.Config, generation.RefineSettings):
     description="The weak model's drafts (thoughts), num_thoughts per query, with provenance.",
 )
 def weak_thoughts(
-    context: dg.AssetExecutionContext,
     config: WeakThoughtsConfig,
     query_pool: pa.Table,
     ptr_home: PtrHomeResource,
@@ -51,7 +50,6 @@ def weak_thoughts(
     description="The strong model's in-context refinements of the thoughts, round by round.",
 )
 def strong_refinements(
-    context: dg.AssetExecutionContext,
     config: StrongRefinementsConfig,
     weak_thoughts: pa.Table,
     ptr_home: PtrHomeResource,

@@ -5,6 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 from transformers import AutoModelForCausalLM
 
+from ptr_pipeline.__main__ import report
 from ptr_pipeline.definitions import defs as load_defs
 from ptr_pipeline.defs.resources import build_resources
 
@@ -38,7 +39,7 @@ def _metadata(result, asset: str) -> dict:
 
 
 @pytest.mark.slow
-def test_full_job_materializes_every_asset(defs, home, tmp_path):
+def test_full_job_materializes_every_asset(defs, home, tmp_path, capsys):
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         result = defs.resolve_job_def("ptr_full_job").execute_in_process(
             run_config=SMALL, instance=instance
@@ -72,6 +73,14 @@ def test_full_job_materializes_every_asset(defs, home, tmp_path):
         (m, t, r) for m in ("base", "ptr") for t in ("gsm8k", "arc", "mmlu") for r in (1, 2)
     }
     assert all(s["n"] == 3 for s in summary)
+
+    assert report(home.root) == 0  # what `make demo` prints last
+    printed = capsys.readouterr().out
+    assert (
+        f"{home.artifacts / 'ptr_dataset' / 'latest.parquet'}  {dataset['dagster/row_count']} rows"
+        in printed
+    )
+    assert "| ptr | gsm8k |" in printed and "| round 1 | round 2 |" in printed
 
 
 @pytest.mark.slow
