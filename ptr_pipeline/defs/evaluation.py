@@ -81,10 +81,18 @@ def eval_scores(
     io_manager_key="parquet_io_manager",
     code_version=evaluation.CODE_VERSION,
     kinds={"parquet"},
-    description="Accuracy per model, task and round, with wrong->right and right->wrong flips.",
+    ins={"eval_scores": dg.AssetIn(metadata={"allow_missing_partitions": True})},
+    description="Accuracy per model, task and round, with wrong->right and right->wrong flips, "
+    "over the tasks evaluated so far.",
 )
 def eval_summary(eval_scores: pa.Table) -> dg.Output[pa.Table]:
+    started = time.perf_counter()
     summary = evaluation.summarize(eval_scores)
     return dg.Output(
-        summary, metadata={"accuracy_by_round": dg.MetadataValue.md(summary_markdown(summary))}
+        summary,
+        metadata={
+            "tasks": dg.MetadataValue.json(sorted(set(summary.column("task").to_pylist()))),
+            "accuracy_by_round": dg.MetadataValue.md(summary_markdown(summary)),
+            "compute_seconds": round(time.perf_counter() - started, 3),
+        },
     )

@@ -153,3 +153,31 @@ def test_load_of_unmaterialized_asset_names_it(tmp_path):
     assert not result.success
     failure = result.get_step_failure_events()[0].event_specific_data.error
     assert "plain has not been materialized" in str(failure)
+
+
+def test_missing_partitions_are_skipped_only_when_allowed(tmp_path):
+    io = ParquetIOManager(base_dir=str(tmp_path))
+
+    @dg.asset(io_manager_key="pq", partitions_def=PARTS, metadata={"partition_column": "task"})
+    def scores(context: dg.AssetExecutionContext) -> pa.Table:
+        return pa.table({"task": [context.partition_key]})
+
+    @dg.asset(
+        io_manager_key="pq", ins={"scores": dg.AssetIn(metadata={"allow_missing_partitions": True})}
+    )
+    def lenient(scores: pa.Table) -> pa.Table:
+        return pa.table({"tasks": scores.column("task").to_pylist()})
+
+    @dg.asset(io_manager_key="pq")
+    def strict(scores: pa.Table) -> pa.Table:
+        return scores
+
+    assert dg.materialize([scores], resources={"pq": io}, partition_key="a").success
+    assert dg.materialize([scores.to_source_asset(), lenient], resources={"pq": io}).success
+    assert pq.read_table(tmp_path / "lenient" / "latest.parquet").column("tasks").to_pylist() == [
+        "a"
+    ]
+    failed = dg.materialize(
+        [scores.to_source_asset(), strict], resources={"pq": io}, raise_on_error=False
+    )
+    assert not failed.success

@@ -44,33 +44,48 @@ def test_deepspeed_config_follows_settings():
         TrainSettings(offload_optimizer=True)
 
 
+@pytest.fixture(scope="module")
+def runs(models_home, tmp_path_factory) -> dict:
+    """Three optimizer steps under ZeRO 0 and ZeRO 3, same data and seed."""
+    out = {}
+    for stage in (0, 3):
+        folder = tmp_path_factory.mktemp(f"zero{stage}")
+        settings = TrainSettings(
+            zero_stage=stage, max_steps=3, micro_batch_size=2, learning_rate=1e-2
+        )
+        lines: list[str] = []
+        manifest = train_in_subprocess(
+            _dataset(),
+            settings,
+            models_home.resolve_model("tiny:base"),
+            folder / "ckpt",
+            folder / "work",
+            on_line=lines.append,
+        )
+        out[stage] = (folder / "ckpt", manifest, lines)
+    return out
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("zero_stage", [0, 3])
-def test_train_writes_a_loadable_changed_checkpoint(home, tmp_path, zero_stage):
+def test_train_writes_a_loadable_changed_checkpoint(models_home, runs, zero_stage):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    base = home.resolve_model("tiny:base")
-    settings = TrainSettings(
-        zero_stage=zero_stage, max_steps=3, micro_batch_size=2, learning_rate=1e-2
-    )
-    lines = []
-    manifest = train_in_subprocess(
-        _dataset(), settings, base, tmp_path / "ckpt", tmp_path / "work", on_line=lines.append
-    )
+    checkpoint, manifest, lines = runs[zero_stage]
     assert any(line.startswith("step 3/3 loss") for line in lines)
     summary = manifest["summary"]
     assert summary["steps"] == 3 and len(summary["loss_curve"]) == 3 and summary["examples"] == 8
     assert manifest["deepspeed_config"]["zero_optimization"]["stage"] == zero_stage
     for name, entry in manifest["files"].items():
-        assert file_sha256(tmp_path / "ckpt" / name) == entry["sha256"]
+        assert file_sha256(checkpoint / name) == entry["sha256"]
     assert "model.safetensors" in manifest["files"]
 
-    tuned = AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt")
-    original = AutoModelForCausalLM.from_pretrained(base)
+    tuned = AutoModelForCausalLM.from_pretrained(checkpoint)
+    original = AutoModelForCausalLM.from_pretrained(models_home.resolve_model("tiny:base"))
     tuned_params = dict(tuned.named_parameters())
     changed = [n for n, p in original.named_parameters() if not torch.equal(p, tuned_params[n])]
     assert len(changed) == len(tuned_params)  # every trainable parameter moved
-    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "ckpt")
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     enc = tokenizer(
         ["<|im_start|>user\nWhat is 2 plus 2?<|im_end|>\n<|im_start|>assistant\n"],
         return_tensors="pt",
@@ -80,6 +95,19 @@ def test_train_writes_a_loadable_changed_checkpoint(home, tmp_path, zero_stage):
         **enc, max_new_tokens=5, do_sample=False, pad_token_id=tokenizer.pad_token_id
     )
     assert out.shape[1] > enc["input_ids"].shape[1]
+
+
+@pytest.mark.slow
+def test_zero_3_trains_like_zero_0(runs):
+    """Sharding changes where state lives, not the maths: same losses, same weights."""
+    from safetensors.torch import load_file
+
+    curves = [runs[stage][1]["summary"]["loss_curve"] for stage in (0, 3)]
+    assert curves[1] == pytest.approx(curves[0], rel=1e-4)
+    weights = [load_file(runs[stage][0] / "model.safetensors") for stage in (0, 3)]
+    assert weights[0].keys() == weights[1].keys()
+    for name, tensor in weights[0].items():
+        torch.testing.assert_close(weights[1][name].float(), tensor.float(), rtol=1e-3, atol=1e-4)
 
 
 @pytest.mark.slow
