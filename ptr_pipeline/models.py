@@ -18,7 +18,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 TINY_PREFIX = "tiny:"
-TINY_VERSION = "v1"  # bump when the recipe below changes; the cache folder name carries it
+TINY_VERSION = "v2"  # bump when the recipe below changes; the cache folder name carries it
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -27,10 +27,11 @@ SPECIAL_TOKENS = ["<|pad|>", "<|im_start|>", "<|im_end|>"]
 VOCAB_SIZE = 2048
 
 # name -> (architecture, hidden, layers, heads, kv heads, intermediate). weak < base < strong.
+# Head size 32 everywhere: the smallest vLLM's CPU attention kernels accept.
 TINY_MODELS = {
-    "weak": ("llama", 32, 2, 4, 2, 64),
-    "base": ("llama", 48, 2, 4, 2, 96),
-    "strong": ("qwen2", 64, 3, 4, 2, 128),
+    "weak": ("llama", 64, 2, 2, 1, 128),
+    "base": ("llama", 96, 2, 3, 1, 192),
+    "strong": ("qwen2", 128, 3, 4, 2, 256),
 }
 
 
