@@ -1,6 +1,5 @@
 """Assets: eval_scores (partitioned by task) and eval_summary (accuracy per task and round)."""
 
-import gc
 import time
 from pathlib import Path
 
@@ -61,8 +60,7 @@ def eval_scores(
                     model,
                 )
             )
-        del generator  # free the model (GPU memory) before loading the next
-        gc.collect()
+        generator.close()  # free the model (GPU memory) before loading the next
     scores = pa.concat_tables(tables)
     return dg.Output(
         scores,

@@ -5,6 +5,7 @@
 ``SamplingParams(n=...)``); ``vllm`` is imported inside it, so the default install never needs it.
 """
 
+import gc
 import logging
 from collections.abc import Iterator
 from typing import Protocol
@@ -20,6 +21,10 @@ class Generator(Protocol):
 
     def generate(self, conversations: list[Conversation], sampling: Sampling) -> list[list[str]]:
         """``sampling.n`` completions for each conversation, in input order."""
+        ...
+
+    def close(self) -> None:
+        """Release the model's memory (GPU included) so another model can load in this process."""
         ...
 
 
@@ -103,6 +108,12 @@ class TransformersGenerator:
             out.extend(texts[i : i + sampling.n] for i in range(0, len(texts), sampling.n))
         return out
 
+    def close(self) -> None:
+        del self.lm
+        gc.collect()
+        if self.device.startswith("cuda"):
+            self._torch.cuda.empty_cache()
+
 
 class VLLMGenerator:
     """vLLM offline engine (GPU). Needs ``pip install 'ptr-pipeline[vllm]'``.
@@ -137,3 +148,9 @@ class VLLMGenerator:
         )
         results = self.llm.chat(conversations, params, use_tqdm=False)
         return [[o.text.strip() for o in r.outputs] for r in results]
+
+    def close(self) -> None:
+        # vLLM v1 runs the model in an engine-core process; shutting it down frees its memory.
+        self.llm.llm_engine.engine_core.shutdown()
+        del self.llm
+        gc.collect()

@@ -21,12 +21,31 @@ def generator(models_home):
 
 
 def test_vllm_samples_n_completions_per_conversation(generator):
-    conversations = [thought_conversation(q, "ptr_thought_v1") for q in ["Name a color.", "Say hi."]]
-    out = generator.generate(conversations, Sampling(n=3, temperature=1.0, max_new_tokens=8, seed=1))
+    conversations = [
+        thought_conversation(q, "ptr_thought_v1") for q in ["Name a color.", "Say hi."]
+    ]
+    out = generator.generate(
+        conversations, Sampling(n=3, temperature=1.0, max_new_tokens=8, seed=1)
+    )
     assert [len(samples) for samples in out] == [3, 3]
     assert all(isinstance(s, str) for samples in out for s in samples)
     greedy = Sampling(n=1, temperature=0.0, max_new_tokens=8)
     assert generator.generate(conversations, greedy) == generator.generate(conversations, greedy)
+
+
+def test_close_frees_the_engine_for_the_next_model(models_home):
+    import torch
+
+    from ptr_pipeline.generation.backends import VLLMGenerator
+
+    kwargs = {} if torch.cuda.is_available() else {"gpu_memory_utilization": 0.5}
+    first = VLLMGenerator(models_home.resolve_model("tiny:weak"), **kwargs)
+    first.close()
+    second = VLLMGenerator(models_home.resolve_model("tiny:base"), **kwargs)
+    assert (
+        len(second.generate([[{"role": "user", "content": "Hi"}]], Sampling(max_new_tokens=4))) == 1
+    )
+    second.close()
 
 
 def test_generate_thoughts_through_vllm(generator, home):
