@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from ptr_pipeline import schemas
 from ptr_pipeline.filtering.settings import FilterSettings
+from ptr_pipeline.generation.thoughts import thoughts_by_query
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +63,7 @@ def assemble_progressions(
     """One progression per query: weak drafts, then strong rounds; the last strong round is the answer."""
     schemas.validate(thoughts, schemas.WEAK_THOUGHTS, "weak_thoughts")
     schemas.validate(refinements, schemas.STRONG_REFINEMENTS, "strong_refinements")
-    drafts: dict[str, list[tuple[int, str]]] = defaultdict(list)
-    query: dict[str, str] = {}
-    for r in thoughts.select(["query_id", "query", "sample_index", "thought"]).to_pylist():
-        drafts[r["query_id"]].append((r["sample_index"], r["thought"]))
-        query[r["query_id"]] = r["query"]
+    drafts = thoughts_by_query(thoughts)
     rounds: dict[str, list[tuple[int, str]]] = defaultdict(list)
     for r in refinements.select(["query_id", "round", "refinement"]).to_pylist():
         rounds[r["query_id"]].append((r["round"], r["refinement"]))
@@ -76,11 +73,11 @@ def assemble_progressions(
     out = []
     for qid, steps in rounds.items():
         strong = [t for _, t in sorted(steps)]
-        weak = [t for _, t in sorted(drafts[qid])]
+        query, weak = drafts[qid]
         out.append(
             {
                 "query_id": qid,
-                "query": query[qid],
+                "query": query,
                 "thoughts": weak + (strong[:-1] if include_strong_rounds else []),
                 "answer": strong[-1],
             }

@@ -7,7 +7,6 @@ appends the refine prompt, so each round refines round r-1 (open point 3).
 
 import dataclasses
 import logging
-from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from ptr_pipeline import schemas
 from ptr_pipeline.generation import prompts
 from ptr_pipeline.generation.backends import Generator
 from ptr_pipeline.generation.settings import RefineSettings
-from ptr_pipeline.generation.thoughts import CODE_VERSION, LazyGenerator
+from ptr_pipeline.generation.thoughts import CODE_VERSION, LazyGenerator, thoughts_by_query
 from ptr_pipeline.storage import fingerprint, run_sharded, table_fingerprint
 
 log = logging.getLogger(__name__)
@@ -41,18 +40,13 @@ def refine_thoughts(
         A ``schemas.STRONG_REFINEMENTS`` table, ``num_rounds`` rows per query.
     """
     schemas.validate(thoughts, schemas.WEAK_THOUGHTS, "strong_refinements input (weak_thoughts)")
-    by_query: dict[str, list[tuple[int, str]]] = defaultdict(list)
-    query_text: dict[str, str] = {}
-    for row in thoughts.select(["query_id", "query", "sample_index", "thought"]).to_pylist():
-        by_query[row["query_id"]].append((row["sample_index"], row["thought"]))
-        query_text[row["query_id"]] = row["query"]
+    by_query = thoughts_by_query(thoughts)
     queries = pa.table({"query_id": list(by_query)})
     key = fingerprint(table_fingerprint(thoughts), settings.model_dump(), CODE_VERSION)
     generator = LazyGenerator(make_generator)
 
     def process(shard: pa.Table, index: int) -> pa.Table:
         ids = shard.column("query_id").to_pylist()
-        drafts = {qid: [t for _, t in sorted(by_query[qid])] for qid in ids}
         history: dict[str, list[str]] = {qid: [] for qid in ids}
         rows = []
         for round_ in range(1, settings.num_rounds + 1):
@@ -61,8 +55,7 @@ def refine_thoughts(
             )
             conversations = [
                 prompts.strong_conversation(
-                    query_text[qid],
-                    drafts[qid],
+                    *by_query[qid],
                     history[qid],
                     settings.template,
                     settings.refine_prompt,

@@ -35,6 +35,18 @@ class LazyGenerator:
         return self._generator
 
 
+def thoughts_by_query(thoughts: pa.Table) -> dict[str, tuple[str, list[str]]]:
+    """query_id -> (query, its thoughts in sample order), queries in first-seen order."""
+    grouped: dict[str, tuple[str, list[tuple[int, str]]]] = {}
+    for r in thoughts.select(["query_id", "query", "sample_index", "thought"]).to_pylist():
+        grouped.setdefault(r["query_id"], (r["query"], []))[1].append(
+            (r["sample_index"], r["thought"])
+        )
+    return {
+        qid: (query, [t for _, t in sorted(drafts)]) for qid, (query, drafts) in grouped.items()
+    }
+
+
 def generate_thoughts(
     queries: pa.Table,
     settings: ThoughtSettings,
