@@ -16,7 +16,12 @@ from ptr_pipeline import schemas
 from ptr_pipeline.generation import prompts
 from ptr_pipeline.generation.backends import Generator
 from ptr_pipeline.generation.settings import RefineSettings
-from ptr_pipeline.generation.thoughts import CODE_VERSION, LazyGenerator, thoughts_by_query
+from ptr_pipeline.generation.thoughts import (
+    CODE_VERSION,
+    LazyGenerator,
+    provenance,
+    thoughts_by_query,
+)
 from ptr_pipeline.storage import fingerprint, run_sharded, table_fingerprint
 
 log = logging.getLogger(__name__)
@@ -70,12 +75,7 @@ def refine_thoughts(
                         "query_id": qid,
                         "round": round_,
                         "refinement": text,
-                        "model": settings.strong_model,
-                        "backend": settings.backend,
-                        "sampling": sampling.to_json(),
-                        "template": settings.template,
-                        "prompt_hash": prompts.prompt_hash(conv),
-                        "code_version": CODE_VERSION,
+                        **provenance(settings.strong_model, settings, sampling, conv),
                     }
                 )
         return pa.Table.from_pylist(rows, schema=schemas.STRONG_REFINEMENTS)

@@ -14,7 +14,7 @@ import pyarrow as pa
 from ptr_pipeline import schemas
 from ptr_pipeline.generation import prompts
 from ptr_pipeline.generation.backends import Generator
-from ptr_pipeline.generation.settings import ThoughtSettings
+from ptr_pipeline.generation.settings import Sampling, ThoughtSettings
 from ptr_pipeline.storage import fingerprint, run_sharded, table_fingerprint
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,20 @@ class LazyGenerator:
         if self._generator is None:
             self._generator = self._factory()
         return self._generator
+
+
+def provenance(
+    model: str, settings, sampling: Sampling, conversation: prompts.Conversation
+) -> dict:
+    """The provenance columns every generated row carries (see schemas._PROVENANCE)."""
+    return {
+        "model": model,
+        "backend": settings.backend,
+        "sampling": sampling.to_json(),
+        "template": settings.template,
+        "prompt_hash": prompts.prompt_hash(conversation),
+        "code_version": CODE_VERSION,
+    }
 
 
 def thoughts_by_query(thoughts: pa.Table) -> dict[str, tuple[str, list[str]]]:
@@ -92,12 +106,7 @@ def generate_thoughts(
                         "query": query,
                         "sample_index": i,
                         "thought": text,
-                        "model": settings.weak_model,
-                        "backend": settings.backend,
-                        "sampling": shard_sampling.to_json(),
-                        "template": settings.template,
-                        "prompt_hash": prompts.prompt_hash(conv),
-                        "code_version": CODE_VERSION,
+                        **provenance(settings.weak_model, settings, shard_sampling, conv),
                     }
                 )
         return pa.Table.from_pylist(rows, schema=schemas.WEAK_THOUGHTS)
