@@ -80,9 +80,13 @@ def test_presets_are_valid_run_config_for_the_full_job(defs, preset):
     assert result
 
 
-def test_instance_config_is_valid():
+@pytest.mark.parametrize("folder", [".", "docker"])
+def test_instance_configs_are_valid(folder):
+    """The local/CI dagster.yaml and the Postgres one in docker/ pass Dagster's schema."""
     from dagster._core.instance.config import dagster_instance_config
 
-    config, _ = dagster_instance_config(str(CONFIGS.parents[1]))  # the repository's dagster.yaml
+    config, _ = dagster_instance_config(str(CONFIGS.parents[1] / folder))
     assert config["concurrency"]["pools"]["default_limit"] == 1
+    assert config["run_monitoring"]["free_slots_after_run_end_seconds"] == 300
     assert "ptr_pipeline" in config["python_logs"]["managed_python_loggers"]
+    assert ("storage" in config) == (folder == "docker")  # local: SQLite under DAGSTER_HOME
