@@ -146,6 +146,7 @@ class CheckpointIOManager(dg.ConfigurableIOManager):
     manifest_name: str = "ptr_manifest.json"
 
     def handle_output(self, context: dg.OutputContext, obj: Path) -> None:
+        started = time.perf_counter()
         folder = _asset_dir(self.base_dir, context)
         # Name the version by the files' content (as listed in the manifest), not by the manifest
         # bytes, which also hold timings: identical weights give the same version.
@@ -170,6 +171,7 @@ class CheckpointIOManager(dg.ConfigurableIOManager):
                 "version": digest,
                 "num_files": len(files),
                 "size_mb": round(sum(p.stat().st_size for p in files) / 2**20, 3),
+                "write_seconds": round(time.perf_counter() - started, 3),
             }
         )
 
