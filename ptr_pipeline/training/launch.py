@@ -39,8 +39,9 @@ def _free_port() -> int:
 def command(settings: TrainSettings, job_path: Path) -> list[str]:
     """The argv that runs training for ``settings``."""
     if settings.num_gpus > 1:
+        # The launcher of this interpreter's DeepSpeed, whether or not its venv is on PATH.
         return [
-            "deepspeed", "--num_gpus", str(settings.num_gpus),
+            sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(settings.num_gpus),
             "--master_port", str(_free_port()),
             "--module", "ptr_pipeline.training.train", "--job", str(job_path),
         ]  # fmt: skip

@@ -42,7 +42,8 @@ def main(job: dict) -> dict:
     examples, dropped = _encode(tokenizer, Path(job["dataset_path"]), settings)
     if not examples:
         raise SystemExit(f"no training example fits max_seq_len={settings.max_seq_len}")
-    model = AutoModelForCausalLM.from_pretrained(job["model_path"], dtype=torch.float32)
+    dtype = torch.bfloat16 if settings.precision == "bf16" else torch.float32  # half the host RAM
+    model = AutoModelForCausalLM.from_pretrained(job["model_path"], dtype=dtype)
     engine, *_ = deepspeed.initialize(
         model=model, model_parameters=model.parameters(), config=deepspeed_config(settings)
     )

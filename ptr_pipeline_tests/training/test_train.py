@@ -118,3 +118,51 @@ def test_failure_reports_the_process_output(home, tmp_path):
             _dataset(2), settings, home.resolve_model("tiny:base"), tmp_path / "c", tmp_path / "w"
         )
     assert json.loads((tmp_path / "w" / "job.json").read_text())["settings"]["max_seq_len"] == 16
+
+
+def test_launch_command_one_rank_and_several(tmp_path):
+    import sys
+
+    from ptr_pipeline.training.launch import command, environment
+
+    one = command(TrainSettings(), tmp_path / "job.json")
+    assert one == [
+        sys.executable,
+        "-m",
+        "ptr_pipeline.training.train",
+        "--job",
+        str(tmp_path / "job.json"),
+    ]
+    env = environment(TrainSettings(), "cpu")
+    assert env["DS_ACCELERATOR"] == "cpu" and (
+        env["RANK"],
+        env["WORLD_SIZE"],
+        env["LOCAL_RANK"],
+    ) == ("0", "1", "0")
+    several = command(TrainSettings(num_gpus=4), tmp_path / "job.json")
+    assert several[:5] == [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "4"]
+    assert several[-4:] == [
+        "--module",
+        "ptr_pipeline.training.train",
+        "--job",
+        str(tmp_path / "job.json"),
+    ]
+    assert "RANK" not in environment(TrainSettings(num_gpus=4), "cuda")  # the launcher sets ranks
+
+
+@pytest.mark.slow
+def test_two_ranks_through_the_deepspeed_launcher(models_home, tmp_path):
+    """num_gpus > 1 goes through DeepSpeed's launcher; on CPU each rank is a gloo process."""
+    settings = TrainSettings(num_gpus=2, max_steps=2, micro_batch_size=2)
+    lines: list[str] = []
+    manifest = train_in_subprocess(
+        _dataset(),
+        settings,
+        models_home.resolve_model("tiny:base"),
+        tmp_path / "ckpt",
+        tmp_path / "work",
+        on_line=lines.append,
+    )
+    assert manifest["summary"]["world_size"] == 2 and manifest["summary"]["steps"] == 2
+    assert any("dist_world_size=2" in line for line in lines)
+    assert (tmp_path / "ckpt" / "model.safetensors").exists()
