@@ -33,7 +33,10 @@ def report(root) -> int:
         print("No eval_summary yet: materialize eval_scores and eval_summary.")
         return 1
     print("\nAccuracy (%) per task and refinement round:\n")
-    print(summary_markdown(pq.read_table(summary)))
+    table = pq.read_table(summary)
+    print(summary_markdown(table))
+    print("\nResponses with an extractable answer (%):\n")
+    print(summary_markdown(table, "answered"))
     return 0
 
 

@@ -91,6 +91,7 @@ EVAL_SUMMARY = pa.schema(
         pa.field("round", pa.int32(), nullable=False),
         pa.field("n", pa.int64(), nullable=False),
         pa.field("accuracy", pa.float64(), nullable=False),
+        pa.field("answered", pa.float64(), nullable=False),  # share with an extractable answer
         pa.field("wrong_to_right", pa.int64(), nullable=False),  # vs the previous round
         pa.field("right_to_wrong", pa.int64(), nullable=False),
     ]

@@ -91,6 +91,7 @@ def eval_summary(eval_scores: pa.Table) -> dg.Output[pa.Table]:
         metadata={
             "tasks": dg.MetadataValue.json(sorted(set(summary.column("task").to_pylist()))),
             "accuracy_by_round": dg.MetadataValue.md(summary_markdown(summary)),
+            "answered_by_round": dg.MetadataValue.md(summary_markdown(summary, "answered")),
             "compute_seconds": round(time.perf_counter() - started, 3),
         },
     )

@@ -17,7 +17,7 @@ from ptr_pipeline.generation.settings import Sampling
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = "eval_v1"
+CODE_VERSION = "eval_v2"
 
 
 def evaluate_rounds(
@@ -66,8 +66,12 @@ def summarize(scores: pa.Table) -> pa.Table:
     """Accuracy per (model role, task, round), with flips against the previous round."""
     schemas.validate(scores, schemas.EVAL_SCORES, "eval_scores")
     correct: dict[tuple[str, str, int], dict[str, bool]] = defaultdict(dict)
-    for r in scores.select(["model_role", "task", "round", "example_id", "correct"]).to_pylist():
-        correct[(r["model_role"], r["task"], r["round"])][r["example_id"]] = r["correct"]
+    answered: dict[tuple[str, str, int], int] = defaultdict(int)
+    columns = ["model_role", "task", "round", "example_id", "correct", "extracted"]
+    for r in scores.select(columns).to_pylist():
+        key = (r["model_role"], r["task"], r["round"])
+        correct[key][r["example_id"]] = r["correct"]
+        answered[key] += r["extracted"] is not None
     rows = []
     for (role, task, round_), by_example in sorted(correct.items()):
         previous = correct.get((role, task, round_ - 1), {})
@@ -78,6 +82,7 @@ def summarize(scores: pa.Table) -> pa.Table:
                 "round": round_,
                 "n": len(by_example),
                 "accuracy": sum(by_example.values()) / len(by_example),
+                "answered": answered[(role, task, round_)] / len(by_example),
                 "wrong_to_right": sum(
                     ok and previous.get(k) is False for k, ok in by_example.items()
                 ),
@@ -89,15 +94,15 @@ def summarize(scores: pa.Table) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schemas.EVAL_SUMMARY)
 
 
-def summary_markdown(summary: pa.Table) -> str:
-    """A task x round accuracy table per model role, as markdown."""
+def summary_markdown(summary: pa.Table, column: str = "accuracy") -> str:
+    """A task x round table of ``column`` (a fraction, shown in %) per model role, as markdown."""
     rows = summary.to_pylist()
     rounds = sorted({r["round"] for r in rows})
     head = "| model | task | " + " | ".join(f"round {k}" for k in rounds) + " |"
     lines = [head, "|" + "---|" * (2 + len(rounds))]
     cells: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
     for r in rows:
-        cells[(r["model_role"], r["task"])][r["round"]] = r["accuracy"]
+        cells[(r["model_role"], r["task"])][r["round"]] = r[column]
     for (role, task), by_round in sorted(cells.items()):
         values = " | ".join(f"{100 * by_round[k]:.1f}" if k in by_round else "-" for k in rounds)
         lines.append(f"| {role} | {task} | {values} |")

@@ -7,6 +7,7 @@ import pytest
 
 from ptr_pipeline import schemas
 from ptr_pipeline.evaluation import TASKS, evaluate_rounds, load_examples, summarize
+from ptr_pipeline.evaluation.rounds import summary_markdown
 from ptr_pipeline.evaluation.tasks import TaskDataError, extract_choice, extract_number
 from ptr_pipeline.generation.backends import TransformersGenerator
 from ptr_pipeline.generation.settings import Sampling
@@ -122,17 +123,29 @@ def test_summarize_counts_flips():
                     "example_id": str(i),
                     "round": round_,
                     "response": "",
-                    "extracted": None,
+                    "extracted": "1"
+                    if ok
+                    else ("2" if i == 0 else None),  # 2: wrong, None: no answer
                     "gold": "1",
                     "correct": ok,
                 }
             )
     summary = summarize(pa.Table.from_pylist(rows, schema=schemas.EVAL_SCORES)).to_pylist()
     assert [
-        (s["round"], round(s["accuracy"], 3), s["wrong_to_right"], s["right_to_wrong"])
+        (
+            s["round"],
+            round(s["accuracy"], 3),
+            round(s["answered"], 3),
+            s["wrong_to_right"],
+            s["right_to_wrong"],
+        )
         for s in summary
     ] == [
-        (1, 0.333, 0, 0),
-        (2, 0.667, 2, 1),
-        (3, 0.667, 0, 0),
+        (1, 0.333, 0.333, 0, 0),
+        (2, 0.667, 1.0, 2, 1),
+        (3, 0.667, 1.0, 0, 0),
     ]
+    markdown = summary_markdown(
+        pa.Table.from_pylist(summary, schema=schemas.EVAL_SUMMARY), "answered"
+    )
+    assert markdown.splitlines()[2] == "| ptr | gsm8k | 33.3 | 100.0 | 100.0 |"
