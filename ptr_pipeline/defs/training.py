@@ -50,6 +50,7 @@ def ptr_checkpoint(
             "base_model": config.base_model,
             "steps": summary["steps"],
             "examples": summary["examples"],
+            "examples_dropped_too_long": summary["examples_dropped_too_long"],
             "first_loss": losses[0],
             "final_loss": losses[-1],
             "loss_curve": dg.MetadataValue.json(losses),

@@ -57,19 +57,9 @@ def main(job: dict) -> dict:
     started = time.perf_counter()
     rng = random.Random(settings.seed)
     while step < total_steps:
-        order = list(range(len(examples)))
-        rng.shuffle(order)
-        mine = order[engine.global_rank :: world]  # each rank takes its own slice
-        for start in range(
-            0, micro_per_epoch * settings.micro_batch_size, settings.micro_batch_size
+        for batch in _epoch(
+            examples, micro_per_epoch, settings, rng, engine, tokenizer.pad_token_id
         ):
-            batch = _to(
-                collate(
-                    [examples[i] for i in mine[start : start + settings.micro_batch_size]],
-                    tokenizer.pad_token_id,
-                ),
-                engine.device,
-            )
             logits = engine(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
             loss = weighted_thought_loss(logits, batch.labels, batch.weights)
             engine.backward(loss)
@@ -112,13 +102,15 @@ def _encode(tokenizer, dataset_path: Path, settings: TrainSettings):
     return examples, len(encoded) - len(examples)
 
 
-def _to(batch: Batch, device) -> Batch:
-    return Batch(
-        *(
-            t.to(device)
-            for t in (batch.input_ids, batch.attention_mask, batch.labels, batch.weights)
-        )
-    )
+def _epoch(examples, micro_batches: int, settings: TrainSettings, rng, engine, pad_id: int):
+    """One shuffled pass: this rank's ``micro_batches`` micro-batches, on the engine's device."""
+    order = list(range(len(examples)))
+    rng.shuffle(order)  # same seed on every rank: the same order, sliced per rank below
+    mine = order[engine.global_rank :: engine.world_size]
+    size = settings.micro_batch_size
+    for start in range(0, micro_batches * size, size):
+        batch = collate([examples[i] for i in mine[start : start + size]], pad_id)
+        yield Batch(*(t.to(engine.device) for t in vars(batch).values()))
 
 
 def _seed(seed: int) -> None:
