@@ -65,10 +65,9 @@ def write_versioned(table: pa.Table, folder: Path) -> tuple[Path, Path, str]:
     snapshot = folder / "versions" / f"{digest[:16]}.parquet"
     if not snapshot.exists():
         snapshot.parent.mkdir(exist_ok=True)
+        # A hard link: same bytes, no copy; a later replace of latest leaves it intact.
         try:
-            os.link(
-                tmp, snapshot
-            )  # same bytes, no copy; a later replace of latest leaves it intact
+            os.link(tmp, snapshot)
         except OSError:  # filesystems without hard links
             shutil.copyfile(tmp, snapshot)
     os.replace(tmp, folder / LATEST)

@@ -28,6 +28,5 @@ class EvalSettings(pydantic.BaseModel):
     gpu_memory_utilization: float = pydantic.Field(0.85, gt=0.0, le=1.0, description="vllm only")
 
     def sampling(self) -> Sampling:
-        return Sampling(
-            n=1, temperature=0.0, max_new_tokens=self.max_new_tokens
-        )  # greedy, as the paper
+        # Greedy, as the paper's evaluation.
+        return Sampling(n=1, temperature=0.0, max_new_tokens=self.max_new_tokens)
