@@ -20,7 +20,7 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $@
 
 demo: .venv/installed $(DAGSTER_HOME)/dagster.yaml
-	.venv/bin/dagster job execute -m ptr_pipeline.definitions -j ptr_full_job
+	.venv/bin/dagster job execute -m ptr_pipeline.definitions -j ptr_full_job -c ptr_pipeline/configs/console.yaml
 	$(PY) -m ptr_pipeline report
 
 test: .venv/installed

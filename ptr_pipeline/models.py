@@ -8,6 +8,7 @@ once with ``save_pretrained`` into a cache folder. Everything else (a hub id suc
 path the tiny models take.
 """
 
+import hashlib
 import json
 import logging
 import os
@@ -52,13 +53,49 @@ def resolve_model(spec: str, cache_dir: Path) -> str:
     return str(folder)
 
 
+HASHED_FILE_BYTES = 64 * 2**20  # larger weight files are identified by size and mtime
+
+
+def model_fingerprint(model: str) -> str:
+    """A sha256 that changes when the model ``from_pretrained`` would load changes.
+
+    A hub id is its own identity (nothing is downloaded to look). A local folder is identified by
+    its checkpoint manifest when it has one (``storage.CHECKPOINT_MANIFEST``: the files' sha256),
+    else by every file's name and content hash, or name, size and mtime for files over 64 MiB
+    (hashing a 15 GB checkpoint on every run would cost more than the work it saves).
+    """
+    from ptr_pipeline.storage import CHECKPOINT_MANIFEST, file_sha256
+
+    folder = Path(model)
+    if not folder.is_dir():
+        return hashlib.sha256(f"hub:{model}".encode()).hexdigest()
+    manifest = folder / CHECKPOINT_MANIFEST
+    if manifest.is_file():
+        files = json.loads(manifest.read_text()).get("files")
+        if files:
+            return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if not p.is_file():
+            continue
+        stat = p.stat()
+        ident = (
+            file_sha256(p)
+            if stat.st_size <= HASHED_FILE_BYTES
+            else f"{stat.st_size}:{stat.st_mtime_ns}"
+        )
+        h.update(f"{p.relative_to(folder)}\0{ident}\0".encode())
+    return h.hexdigest()
+
+
 def _training_corpus() -> list[str]:
+    from ptr_pipeline.records import read_records
     from ptr_pipeline.samples import SAMPLES_DIR
 
     texts = []
     for path in sorted(SAMPLES_DIR.glob("*.jsonl")):
-        for line in path.read_text().splitlines():
-            texts.extend(_strings(json.loads(line)))
+        for record in read_records(path):
+            texts.extend(_strings(record.fields))
     return texts
 
 

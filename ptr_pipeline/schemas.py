@@ -36,9 +36,12 @@ WEAK_THOUGHTS = pa.schema(
     ]
 )
 
+# One row per (query, round); each row carries the query and the weak thoughts it refined.
 STRONG_REFINEMENTS = pa.schema(
     [
         pa.field("query_id", pa.string(), nullable=False),
+        pa.field("query", pa.string(), nullable=False),
+        pa.field("thoughts", pa.list_(pa.string()), nullable=False),  # weak drafts, sample order
         pa.field("round", pa.int32(), nullable=False),  # 1..num_rounds
         pa.field("refinement", pa.string(), nullable=False),
         *_PROVENANCE,
@@ -67,6 +70,15 @@ PTR_DATASET = pa.schema(
         pa.field("query", pa.string(), nullable=False),
         pa.field("thoughts", pa.list_(pa.string()), nullable=False),
         pa.field("answer", pa.string(), nullable=False),
+    ]
+)
+
+# Tokenized training rows (training.tokenize.encode_dataset -> the training process).
+TRAIN_EXAMPLES = pa.schema(
+    [
+        pa.field("input_ids", pa.list_(pa.int32()), nullable=False),
+        pa.field("labels", pa.list_(pa.int32()), nullable=False),  # IGNORE_INDEX = unsupervised
+        pa.field("loss_weights", pa.list_(pa.float32()), nullable=False),
     ]
 )
 

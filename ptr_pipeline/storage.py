@@ -1,12 +1,22 @@
-"""Parquet on disk: atomic writes, content hashes, and sharded stages that resume after a crash.
+"""Files on disk: the one atomic Parquet writer, versioned tables, checkpoint folders, content
+hashes, and sharded stages that resume after a crash.
 
-Pure pyarrow; the Dagster IO managers and the generation stages both build on it.
+Pure pyarrow and the standard library; the Dagster IO managers and every stage build on it.
+
+- ``write_parquet_atomic`` is the only function that writes Parquet: a temp file beside the
+  target, fsync, rename; the temp file is removed when anything fails.
+- ``write_versioned`` keeps ``latest.parquet`` plus an immutable ``versions/<sha16>.parquet`` per
+  content hash (hard links, so no copy).
+- A checkpoint folder is complete only when its manifest (``CHECKPOINT_MANIFEST``) lists every
+  file with a sha256 that matches (``checkpoint_problems``); ``publish_folder`` replaces an
+  incomplete version rather than trusting it.
 """
 
 import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +26,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 log = logging.getLogger(__name__)
+
+LATEST = "latest.parquet"
+CHECKPOINT_MANIFEST = "ptr_manifest.json"  # written beside a checkpoint's weights
 
 
 def write_parquet_atomic(table: pa.Table, path: Path) -> str:
@@ -37,6 +50,39 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> str:
         Path(tmp).unlink(missing_ok=True)
         raise
     return digest
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)  # same bytes, no copy
+    except OSError:  # filesystems without hard links
+        shutil.copyfile(source, target)
+
+
+def write_versioned(table: pa.Table, folder: Path) -> tuple[Path, Path, str]:
+    """Write ``folder/versions/<sha16>.parquet`` (immutable) and point ``folder/latest.parquet`` at
+    the same bytes, both atomically.
+
+    Returns:
+        (latest path, snapshot path, sha256 of the file).
+    """
+    versions = folder / "versions"
+    incoming = versions / f".incoming-{os.getpid()}-{id(table)}.parquet"
+    digest = write_parquet_atomic(table, incoming)
+    snapshot = versions / f"{digest[:16]}.parquet"
+    if snapshot.exists():
+        incoming.unlink()
+    else:
+        os.replace(incoming, snapshot)
+    tmp = folder / f".{LATEST}.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)
+    try:
+        _link_or_copy(snapshot, tmp)
+        os.replace(tmp, folder / LATEST)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return folder / LATEST, snapshot, digest
 
 
 def file_sha256(path: Path) -> str:
@@ -61,12 +107,88 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
+# --- checkpoint folders
+
+
+def folder_manifest_files(folder: Path) -> dict[str, dict]:
+    """``{file name: {"bytes", "sha256"}}`` of every file in ``folder`` but the manifest."""
+    return {
+        p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.name != CHECKPOINT_MANIFEST
+    }
+
+
+def checkpoint_version(manifest: dict) -> str:
+    """The version name of a checkpoint: a hash of its files' hashes (timings do not count)."""
+    return hashlib.sha256(json.dumps(manifest["files"], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def checkpoint_problems(folder: Path, hashes: bool = True) -> list[str]:
+    """Why ``folder`` is not a complete checkpoint ([] when every file its manifest lists is there
+    with its size and, when ``hashes``, its sha256)."""
+    manifest_path = folder / CHECKPOINT_MANIFEST
+    if not manifest_path.is_file():
+        return [f"{folder}: no {CHECKPOINT_MANIFEST}"]
+    try:
+        files = json.loads(manifest_path.read_text())["files"]
+    except (ValueError, KeyError) as e:
+        return [f"{manifest_path}: unreadable manifest ({e})"]
+    problems = []
+    for name, entry in files.items():
+        path = folder / name
+        if not path.is_file():
+            problems.append(f"{path}: missing")
+        elif path.stat().st_size != entry["bytes"] or (
+            hashes and file_sha256(path) != entry["sha256"]
+        ):
+            problems.append(f"{path}: content differs from the manifest")
+    return problems
+
+
+def publish_folder(source: Path, target: Path) -> bool:
+    """Make ``target`` a complete copy of checkpoint folder ``source`` (hard links where possible).
+
+    A complete ``target`` is kept as it is; an incomplete one is replaced. The new folder is
+    assembled beside ``target`` and renamed into place, so a reader never sees half of it.
+
+    Returns:
+        True when ``target`` was (re)written, False when a complete one was already there.
+
+    Raises:
+        ValueError: ``source`` itself is not a complete checkpoint.
+    """
+    if source.resolve() == target.resolve() or not checkpoint_problems(target):
+        return False
+    problems = checkpoint_problems(source)
+    if problems:
+        raise ValueError("cannot publish an incomplete checkpoint: " + "; ".join(problems))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        for p in source.iterdir():
+            if p.is_file():
+                _link_or_copy(p, tmp / p.name)
+        if target.exists():
+            log.warning("replacing incomplete checkpoint %s", target)
+            shutil.rmtree(target)
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return True
+
+
+# --- resumable stages
+
+
 def run_sharded(
     rows: pa.Table,
     work_dir: Path,
     shard_size: int,
     process: Callable[[pa.Table, int], pa.Table],
     schema: pa.Schema,
+    before_first: Callable[[pa.Table], None] | None = None,
 ) -> pa.Table:
     """Apply ``process`` to ``rows`` in shards, each written to ``work_dir`` as it completes.
 
@@ -80,6 +202,9 @@ def run_sharded(
         shard_size: input rows per shard.
         process: ``(shard_rows, shard_index) -> output table`` matching ``schema``.
         schema: the output schema (also used when ``rows`` is empty).
+        before_first: called once with every row still to process, before the first shard is
+            processed (checks that must fail before compute is spent); not called when every
+            shard is already done.
 
     Returns:
         All shards' outputs, concatenated in input order.
@@ -87,16 +212,22 @@ def run_sharded(
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     work_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for index, start in enumerate(range(0, rows.num_rows, shard_size)):
-        path = work_dir / f"shard-{index:05d}.parquet"
-        paths.append(path)
-        if path.exists():
-            log.info("shard %d already done in %s; skipping", index, work_dir)
-            continue
-        out = process(rows.slice(start, shard_size), index)
-        write_parquet_atomic(out.cast(schema), path)
-        log.info("shard %d done (%d rows)", index, out.num_rows)
+    starts = list(range(0, rows.num_rows, shard_size))
+    paths = [work_dir / f"shard-{index:05d}.parquet" for index in range(len(starts))]
+    pending = [i for i, path in enumerate(paths) if not path.exists()]
+    if pending and before_first is not None:
+        before_first(pa.concat_tables([rows.slice(starts[i], shard_size) for i in pending]))
+    for index in pending:
+        out = process(rows.slice(starts[index], shard_size), index)
+        write_parquet_atomic(out.cast(schema), paths[index])
+        log.info("shard %d of %d done (%d rows)", index + 1, len(paths), out.num_rows)
+    if len(pending) < len(paths):
+        log.info(
+            "%d of %d shards were already done in %s",
+            len(paths) - len(pending),
+            len(paths),
+            work_dir,
+        )
     if not paths:
         return schema.empty_table()
     return pa.concat_tables([pq.read_table(p, schema=schema) for p in paths])

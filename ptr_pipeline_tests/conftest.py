@@ -47,10 +47,15 @@ def home(models_home, tmp_path) -> Home:
 
 
 @pytest.fixture(scope="session")
-def tokenizer(models_home):
-    from transformers import AutoTokenizer
+def chat_format(models_home):
+    from ptr_pipeline.conversation import ChatFormat
 
-    return AutoTokenizer.from_pretrained(models_home.resolve_model("tiny:base"))
+    return ChatFormat.from_pretrained(models_home.resolve_model("tiny:base"))
+
+
+@pytest.fixture(scope="session")
+def tokenizer(chat_format):
+    return chat_format.tokenizer
 
 
 @pytest.fixture

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ptr_pipeline import evaluation
 from ptr_pipeline.defs.io_managers import PARTITION_COLUMN
 from ptr_pipeline.defs.resources import ComputeResource, PtrHomeResource
-from ptr_pipeline.evaluation.rounds import summary_markdown
 
 EVAL_TASKS = list(evaluation.TASKS)
 eval_task_partitions = dg.StaticPartitionsDefinition(EVAL_TASKS)
@@ -37,40 +37,35 @@ def eval_scores(
     ptr_checkpoint: Path,
     ptr_home: PtrHomeResource,
     compute: ComputeResource,
-) -> dg.Output[pa.Table]:
+) -> dg.MaterializeResult:
     home, started = ptr_home.home(), time.perf_counter()
-    tasks = context.partition_keys
     examples = {
-        t: evaluation.load_examples(t, config.eval_sources.get(t), config.max_examples)
-        for t in tasks
+        task: evaluation.load_examples(
+            task, config.eval_sources.get(task), config.max_examples, config.eval_splits.get(task)
+        )
+        for task in context.partition_keys
     }
-    tables = []
-    for role, model in (("base", config.base_model), ("ptr", str(ptr_checkpoint))):
-        generator = compute.generator(home, config.backend, model, config)
-        for task in tasks:
-            tables.append(
-                evaluation.evaluate_rounds(
-                    examples[task],
-                    task,
-                    generator,
-                    config.num_rounds,
-                    config.refine_prompt,
-                    config.sampling(),
-                    role,
-                    model,
+    models = {"base": home.resolve_model(config.base_model), "ptr": str(ptr_checkpoint)}
+    scores = evaluation.evaluate_models(
+        models,
+        examples,
+        config,
+        lambda path: compute.generator(config.backend, path, config),
+        home.work,
+    )
+    for task in context.partition_keys:  # each partition's materialization describes itself
+        part = scores.filter(pc.equal(scores.column("task"), task))
+        context.add_asset_metadata(
+            {
+                "accuracy_by_round": dg.MetadataValue.md(
+                    evaluation.summary_markdown(evaluation.summarize(part))
                 )
-            )
-        generator.close()  # free the model (GPU memory) before loading the next
-    scores = pa.concat_tables(tables)
-    return dg.Output(
-        scores,
-        metadata={
-            "tasks": dg.MetadataValue.json(tasks),
-            "accuracy_by_round": dg.MetadataValue.md(
-                summary_markdown(evaluation.summarize(scores))
-            ),
-            "compute_seconds": round(time.perf_counter() - started, 3),
-        },
+            },
+            partition_key=task,
+        )
+    return dg.MaterializeResult(
+        value=scores,
+        metadata={"compute_seconds": round(time.perf_counter() - started, 3)},
     )
 
 
@@ -83,15 +78,17 @@ def eval_scores(
     description="Accuracy per model, task and round, with wrong->right and right->wrong flips, "
     "over the tasks evaluated so far.",
 )
-def eval_summary(eval_scores: pa.Table) -> dg.Output[pa.Table]:
+def eval_summary(eval_scores: pa.Table) -> dg.MaterializeResult:
     started = time.perf_counter()
     summary = evaluation.summarize(eval_scores)
-    return dg.Output(
-        summary,
+    return dg.MaterializeResult(
+        value=summary,
         metadata={
             "tasks": dg.MetadataValue.json(sorted(set(summary.column("task").to_pylist()))),
-            "accuracy_by_round": dg.MetadataValue.md(summary_markdown(summary)),
-            "answered_by_round": dg.MetadataValue.md(summary_markdown(summary, "answered")),
+            "accuracy_by_round": dg.MetadataValue.md(evaluation.summary_markdown(summary)),
+            "answered_by_round": dg.MetadataValue.md(
+                evaluation.summary_markdown(summary, "answered")
+            ),
             "compute_seconds": round(time.perf_counter() - started, 3),
         },
     )

@@ -29,23 +29,21 @@ class ConsistencyFilterConfig(dg.Config, filtering.FilterSettings):
         ),
     },
 )
-def consistency_filter(
-    config: ConsistencyFilterConfig, weak_thoughts: pa.Table, strong_refinements: pa.Table
-):
+def consistency_filter(config: ConsistencyFilterConfig, strong_refinements: pa.Table):
     started = time.perf_counter()
-    result = filtering.filter_consistent(weak_thoughts, strong_refinements, config)
+    result = filtering.filter_consistent(strong_refinements, config)
     seconds = round(time.perf_counter() - started, 3)
-    yield dg.Output(
-        result.decisions,
-        output_name="filter_decisions",
+    yield dg.MaterializeResult(
+        asset_key="filter_decisions",
+        value=result.decisions,
         metadata={
             "drop_counts": dg.MetadataValue.json(result.drop_counts),
             "compute_seconds": seconds,
         },
     )
-    yield dg.Output(
-        result.kept,
-        output_name="ptr_dataset",
+    yield dg.MaterializeResult(
+        asset_key="ptr_dataset",
+        value=result.kept,
         metadata={
             "pass_rate": result.stats["pass_rate"],
             "filter_stats": dg.MetadataValue.json(result.stats),

@@ -1,4 +1,4 @@
-"""Assets: weak_thoughts and strong_refinements (GPU pool; one model per step process)."""
+"""Assets: weak_thoughts and strong_refinements (GPU pool)."""
 
 import time
 
@@ -30,15 +30,14 @@ def weak_thoughts(
     query_pool: pa.Table,
     ptr_home: PtrHomeResource,
     compute: ComputeResource,
-) -> dg.Output[pa.Table]:
+) -> dg.MaterializeResult:
     home, started = ptr_home.home(), time.perf_counter()
-    table = generation.generate_thoughts(
-        query_pool,
-        config,
-        lambda: compute.generator(home, config.backend, config.weak_model, config),
-        home.work,
+    engine = compute.engine(home, config.backend, config.weak_model, config)
+    table = generation.generate_thoughts(query_pool, config, engine, home.work)
+    engine.close()
+    return dg.MaterializeResult(
+        value=table, metadata=_generation_metadata(table, "thought", started)
     )
-    return dg.Output(table, metadata=_generation_metadata(table, "thought", started))
 
 
 @dg.asset(
@@ -54,15 +53,14 @@ def strong_refinements(
     weak_thoughts: pa.Table,
     ptr_home: PtrHomeResource,
     compute: ComputeResource,
-) -> dg.Output[pa.Table]:
+) -> dg.MaterializeResult:
     home, started = ptr_home.home(), time.perf_counter()
-    table = generation.refine_thoughts(
-        weak_thoughts,
-        config,
-        lambda: compute.generator(home, config.backend, config.strong_model, config),
-        home.work,
+    engine = compute.engine(home, config.backend, config.strong_model, config)
+    table = generation.refine_thoughts(weak_thoughts, config, engine, home.work)
+    engine.close()
+    return dg.MaterializeResult(
+        value=table, metadata=_generation_metadata(table, "refinement", started)
     )
-    return dg.Output(table, metadata=_generation_metadata(table, "refinement", started))
 
 
 def _generation_metadata(table: pa.Table, text_column: str, started: float) -> dict:

@@ -1,17 +1,21 @@
-"""IO managers: versioned Parquet tables and checkpoint folders.
+"""IO managers: versioned Parquet tables and checkpoint folders, with exact lineage.
 
 Layout under ``base_dir`` (per asset key, and per partition key when partitioned)::
 
-    <asset>/[<partition>/]latest.parquet          stable path, replaced atomically
+    <asset>/[<partition>/]latest.parquet            stable path, replaced atomically
     <asset>/[<partition>/]versions/<sha16>.parquet  immutable copy per content hash
-    ptr_checkpoint/versions/<sha16>/              immutable checkpoint folders (hash of file hashes)
-    ptr_checkpoint/latest -> versions/<sha16>     symlink, replaced atomically
+    ptr_checkpoint/versions/<sha16>/                immutable checkpoint folders (hash of file hashes)
+    ptr_checkpoint/latest -> versions/<sha16>       symlink, replaced atomically
+
+Every write goes through ``storage`` (one atomic writer). Every materialization records the
+immutable version it wrote (``snapshot`` / ``path`` metadata, per partition), and a step loads the
+version its own run materialized upstream, else the one named by the upstream's latest recorded
+materialization: never whatever ``latest`` happens to hold when another run wrote it in between.
+Only an upstream this instance has no record of is read from ``latest``.
 """
 
-import hashlib
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -20,9 +24,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ptr_pipeline.storage import file_sha256
+from ptr_pipeline.storage import (
+    CHECKPOINT_MANIFEST,
+    LATEST,
+    checkpoint_problems,
+    checkpoint_version,
+    publish_folder,
+    write_versioned,
+)
 
-LATEST = "latest.parquet"
 PARTITION_COLUMN = "partition_column"  # asset metadata key: column that holds the partition key
 
 
@@ -56,73 +66,81 @@ def _asset_dir(base: str, context: dg.OutputContext | dg.InputContext) -> Path:
     return Path(base).joinpath(*context.asset_key.path)
 
 
-def write_versioned(table: pa.Table, folder: Path) -> tuple[Path, Path, str]:
-    """Write ``latest.parquet`` atomically and keep an immutable copy named by content hash."""
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{LATEST}.{os.getpid()}.tmp"
-    pq.write_table(table, tmp)
-    digest = file_sha256(tmp)
-    snapshot = folder / "versions" / f"{digest[:16]}.parquet"
-    if not snapshot.exists():
-        snapshot.parent.mkdir(exist_ok=True)
-        # A hard link: same bytes, no copy; a later replace of latest leaves it intact.
-        try:
-            os.link(tmp, snapshot)
-        except OSError:  # filesystems without hard links
-            shutil.copyfile(tmp, snapshot)
-    os.replace(tmp, folder / LATEST)
-    return folder / LATEST, snapshot, digest
+def recorded_path(context: dg.InputContext, key: str, partition: str | None) -> Path | None:
+    """The path (metadata ``key``) of the upstream materialization this step depends on: the one
+    of this run, else the latest the instance recorded; None when it recorded none."""
+    instance, asset_key = context.instance, context.asset_key
+    run_id = context.step_context.run_id
+    for entry in reversed(
+        instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+    ):
+        materialization = entry.asset_materialization
+        if materialization.asset_key == asset_key and materialization.partition == partition:
+            value = materialization.metadata.get(key)
+            return Path(value.value) if value is not None else None
+    result = instance.fetch_materializations(
+        dg.AssetRecordsFilter(
+            asset_key=asset_key, asset_partitions=[partition] if partition else None
+        ),
+        limit=1,
+    )
+    for record in result.records:
+        materialization = record.asset_materialization
+        value = materialization.metadata.get(key) if materialization else None
+        if value is not None:
+            return Path(value.value)
+    return None
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):
     """Arrow tables as versioned Parquet. Partitioned assets name their partition column in
-    metadata (``partition_column``) so one output covering several partitions is split per key."""
+    metadata (``partition_column``) so one output covering several partitions is split per key,
+    each partition with its own row count, preview and snapshot."""
 
     base_dir: str
 
     def handle_output(self, context: dg.OutputContext, obj: pa.Table) -> None:
         started = time.perf_counter()
         folder = _asset_dir(self.base_dir, context)
-        if context.has_asset_partitions:
-            column = context.definition_metadata.get(PARTITION_COLUMN)
-            keys = context.asset_partition_keys
-            if column is None and len(keys) > 1:
-                raise ValueError(
-                    f"{context.asset_key}: several partitions need a {PARTITION_COLUMN!r}"
-                )
-            parts = {
-                k: obj if column is None else obj.filter(pc.equal(obj.column(column), k))
-                for k in keys
-            }
-        else:
-            parts = {None: obj}
-        written = {}
-        for key, part in parts.items():
-            latest, snapshot, digest = write_versioned(
-                part, folder if key is None else folder / key
+        if not context.has_asset_partitions:
+            latest, snapshot, digest = write_versioned(obj, folder)
+            context.add_output_metadata(
+                {
+                    **table_metadata(obj),
+                    "path": dg.MetadataValue.path(str(latest)),
+                    "snapshot": dg.MetadataValue.path(str(snapshot)),
+                    "content_sha256": digest,
+                    "write_seconds": round(time.perf_counter() - started, 3),
+                }
             )
-            written[key] = (latest, snapshot, digest)
-        metadata = table_metadata(obj)
-        if len(written) == 1:
-            latest, snapshot, digest = next(iter(written.values()))
-            metadata |= {
-                "path": dg.MetadataValue.path(str(latest)),
-                "snapshot": dg.MetadataValue.path(str(snapshot)),
-                "content_sha256": digest,
-            }
-        else:
-            metadata["snapshots"] = dg.MetadataValue.json(
-                {k: str(v[1]) for k, v in written.items()}
+            return
+        column = context.definition_metadata.get(PARTITION_COLUMN)
+        keys = context.asset_partition_keys
+        if column is None and len(keys) > 1:
+            raise ValueError(f"{context.asset_key}: several partitions need a {PARTITION_COLUMN!r}")
+        for key in keys:
+            part = obj if column is None else obj.filter(pc.equal(obj.column(column), key))
+            latest, snapshot, digest = write_versioned(part, folder / key)
+            # Each partition's materialization describes that partition alone.
+            context.step_context.add_asset_metadata(
+                {
+                    **table_metadata(part),
+                    "path": dg.MetadataValue.path(str(latest)),
+                    "snapshot": dg.MetadataValue.path(str(snapshot)),
+                    "content_sha256": digest,
+                },
+                asset_key=context.asset_key,
+                partition_key=key,
             )
-        metadata["write_seconds"] = round(time.perf_counter() - started, 3)
-        context.add_output_metadata(metadata)
+        context.add_output_metadata({"write_seconds": round(time.perf_counter() - started, 3)})
 
     def load_input(self, context: dg.InputContext) -> pa.Table:
         folder = _asset_dir(self.base_dir, context)
-        if context.has_asset_partitions:
-            paths = [folder / k / LATEST for k in context.asset_partition_keys]
-        else:
-            paths = [folder / LATEST]
+        keys = context.asset_partition_keys if context.has_asset_partitions else [None]
+        paths = []
+        for key in keys:
+            recorded = recorded_path(context, "snapshot", key)
+            paths.append(recorded or (folder if key is None else folder / key) / LATEST)
         missing = [str(p) for p in paths if not p.exists()]
         # An input declared with AssetIn(metadata={"allow_missing_partitions": True}) reads the
         # partitions that exist (at least one), e.g. a summary over the tasks evaluated so far.
@@ -137,26 +155,19 @@ class ParquetIOManager(dg.ConfigurableIOManager):
 
 
 class CheckpointIOManager(dg.ConfigurableIOManager):
-    """Checkpoint folders: the asset returns a finished staging folder; it becomes an immutable
-    ``versions/<hash>`` folder (hash of its manifest) and ``latest`` points at it. Downstream
+    """Checkpoint folders: the asset returns a complete checkpoint folder (its manifest verifies);
+    it is published as the immutable ``versions/<hash>`` (hash of its files' hashes; hard links, no
+    copy), replacing an incomplete folder of that name, and ``latest`` points at it. Downstream
     assets receive the folder's Path, never the weights."""
 
     base_dir: str
-    manifest_name: str = "ptr_manifest.json"
 
     def handle_output(self, context: dg.OutputContext, obj: Path) -> None:
         started = time.perf_counter()
         folder = _asset_dir(self.base_dir, context)
-        # Name the version by the files' content (as listed in the manifest), not by the manifest
-        # bytes, which also hold timings: identical weights give the same version.
-        files = json.loads((obj / self.manifest_name).read_text())["files"]
-        digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+        digest = checkpoint_version(json.loads((obj / CHECKPOINT_MANIFEST).read_text()))
         final = folder / "versions" / digest
-        final.parent.mkdir(parents=True, exist_ok=True)
-        if final.exists():
-            shutil.rmtree(obj)
-        else:
-            shutil.move(obj, final)  # a rename when staging is on the same filesystem
+        written = publish_folder(obj, final)
         link = folder / "latest"
         tmp = folder / f".latest.{os.getpid()}"
         tmp.unlink(missing_ok=True)
@@ -168,6 +179,7 @@ class CheckpointIOManager(dg.ConfigurableIOManager):
                 "path": dg.MetadataValue.path(str(final)),
                 "latest": dg.MetadataValue.path(str(link)),
                 "version": digest,
+                "new_version": written,
                 "num_files": len(files),
                 "size_mb": round(sum(p.stat().st_size for p in files) / 2**20, 3),
                 "write_seconds": round(time.perf_counter() - started, 3),
@@ -175,9 +187,12 @@ class CheckpointIOManager(dg.ConfigurableIOManager):
         )
 
     def load_input(self, context: dg.InputContext) -> Path:
-        link = _asset_dir(self.base_dir, context) / "latest"
-        if not link.exists():
+        recorded = recorded_path(context, "path", None)
+        folder = recorded or (_asset_dir(self.base_dir, context) / "latest").resolve()
+        problems = checkpoint_problems(folder, hashes=False)  # hashes verified when published
+        if problems:
             raise FileNotFoundError(
-                f"{context.asset_key.to_user_string()} has no checkpoint at {link}"
+                f"{context.asset_key.to_user_string()}: no complete checkpoint at {folder}: "
+                + "; ".join(problems)
             )
-        return link.resolve()
+        return folder

@@ -19,7 +19,7 @@ class QueryPoolConfig(dg.Config, queries.QueryPoolSettings):
     kinds={"parquet"},
     description="General-domain queries: cleaned, deduplicated, decontaminated, sampled.",
 )
-def query_pool(config: QueryPoolConfig) -> dg.Output[pa.Table]:
+def query_pool(config: QueryPoolConfig) -> dg.MaterializeResult:
     started = time.perf_counter()
     eval_questions = [
         e.question
@@ -27,8 +27,8 @@ def query_pool(config: QueryPoolConfig) -> dg.Output[pa.Table]:
         for e in evaluation.load_examples(task, config.eval_sources.get(task))
     ]
     table, dropped = queries.build_query_pool(config, eval_questions)
-    return dg.Output(
-        table,
+    return dg.MaterializeResult(
+        value=table,
         metadata={
             "dropped": dg.MetadataValue.json(dropped),
             "compute_seconds": round(time.perf_counter() - started, 3),

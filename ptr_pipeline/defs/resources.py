@@ -6,7 +6,7 @@ import dagster as dg
 import pydantic
 
 from ptr_pipeline.defs.io_managers import CheckpointIOManager, ParquetIOManager
-from ptr_pipeline.generation.backends import Generator, make_generator
+from ptr_pipeline.engines import Generator, LazyGenerator, make_generator
 from ptr_pipeline.home import Home, default_root
 
 
@@ -31,16 +31,21 @@ class ComputeResource(dg.ConfigurableResource):
 
         return "cuda" if torch.cuda.is_available() else "cpu"
 
-    def generator(self, home: Home, backend: str, model: str, settings) -> Generator:
-        """A generator for ``model`` (a setting string) with the stage's engine options."""
+    def generator(self, backend: str, model_path: str, settings) -> Generator:
+        """A generator for a resolved model path, with the stage's engine options."""
         return make_generator(
             backend,
-            home.resolve_model(model),
+            model_path,
             device=self.resolved_device(),
             batch_size=settings.batch_size,
             tensor_parallel_size=settings.tensor_parallel_size,
             gpu_memory_utilization=settings.gpu_memory_utilization,
         )
+
+    def engine(self, home: Home, backend: str, model: str, settings) -> LazyGenerator:
+        """``model`` (a setting string), loaded only when a stage first generates with it."""
+        path = home.resolve_model(model)
+        return LazyGenerator(lambda: self.generator(backend, path, settings), model_path=path)
 
 
 def build_resources(root: str | None = None) -> dict:

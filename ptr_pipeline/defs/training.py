@@ -1,8 +1,6 @@
 """Asset: ptr_checkpoint (DeepSpeed fine-tuning in a subprocess; GPU pool)."""
 
 import json
-import shutil
-from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
@@ -29,25 +27,25 @@ def ptr_checkpoint(
     ptr_dataset: pa.Table,
     ptr_home: PtrHomeResource,
     compute: ComputeResource,
-) -> dg.Output[Path]:
+) -> dg.MaterializeResult:
     home = ptr_home.home()
-    work = home.work / "ptr_checkpoint" / context.run_id
-    shutil.rmtree(work, ignore_errors=True)  # a retried step starts clean
-    manifest = training.train_in_subprocess(
+    result = training.train_in_subprocess(
         ptr_dataset,
         config,
         model_path=home.resolve_model(config.base_model),
-        output_dir=work / "checkpoint",
-        work_dir=work,
+        work_dir=home.work / "ptr_checkpoint",
         device=compute.resolved_device(),
         on_line=context.log.info,
+        base_model=config.base_model,
     )
-    summary = manifest["summary"]
+    summary = result.manifest["summary"]
     losses = summary["loss_curve"]
-    return dg.Output(
-        work / "checkpoint",
+    return dg.MaterializeResult(
+        value=result.checkpoint,
         metadata={
             "base_model": config.base_model,
+            "reused": result.cached,
+            "steps_run": 0 if result.cached else summary["steps"],
             "steps": summary["steps"],
             "examples": summary["examples"],
             "examples_dropped_too_long": summary["examples_dropped_too_long"],
@@ -56,9 +54,9 @@ def ptr_checkpoint(
             "loss_curve": dg.MetadataValue.json(losses),
             "train_seconds": summary["train_seconds"],
             "tokens_per_s": summary["tokens_per_s"],
-            "deepspeed_config": dg.MetadataValue.json(manifest["deepspeed_config"]),
+            "deepspeed_config": dg.MetadataValue.json(result.manifest["deepspeed_config"]),
             "manifest": dg.MetadataValue.md(
-                f"```json\n{json.dumps(manifest['files'], indent=1)}\n```"
+                f"```json\n{json.dumps(result.manifest['files'], indent=1)}\n```"
             ),
         },
     )

@@ -1,23 +1,34 @@
-"""Test-time progressive refinement: score every task at every round.
+"""Test-time progressive refinement: score every task at every round, for every model.
 
-Paper notes, section 4 and open point 11: round 1 is the task prompt; round r > 1 keeps the whole
-history (each earlier answer as an assistant turn) and appends the refine prompt. Decoding is
-greedy; each round is scored on its own, with no voting across rounds.
+docs/paper_notes.md, section 4 and open point 11: round 1 is the task prompt; round r > 1 keeps
+the whole history (each earlier answer as an assistant turn) and appends the refine prompt
+(``conversation.refinement_prompt``, the layout training uses). Decoding is greedy; each round is
+scored on its own, with no voting across rounds.
+
+``evaluate_models`` owns the orchestration: models x tasks, each model loaded at most once, no
+model loaded when its scores are cached (keyed by the model's fingerprint, the examples, the
+settings and the code version), and every prompt checked against the context before any loads.
 """
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ptr_pipeline import schemas
+from ptr_pipeline.conversation import refinement_prompt
+from ptr_pipeline.engines import Generator, LazyGenerator, Sampling
+from ptr_pipeline.evaluation.settings import EvalSettings
 from ptr_pipeline.evaluation.tasks import TASKS, EvalExample
-from ptr_pipeline.generation.backends import Generator
-from ptr_pipeline.generation.settings import Sampling
+from ptr_pipeline.models import model_fingerprint
+from ptr_pipeline.storage import fingerprint, write_parquet_atomic
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = "eval_v2"
+CODE_VERSION = "eval_v3"
 
 
 def evaluate_rounds(
@@ -35,15 +46,16 @@ def evaluate_rounds(
     Returns:
         A ``schemas.EVAL_SCORES`` table, one row per (example, round).
     """
-    history: list[list[dict]] = [[{"role": "user", "content": e.prompt}] for e in examples]
+    answers: list[list[str]] = [[] for _ in examples]
     rows = []
     for round_ in range(1, num_rounds + 1):
-        if round_ > 1:
-            for conversation in history:
-                conversation.append({"role": "user", "content": refine_prompt})
-        outputs = generator.generate(history, sampling)
-        for example, conversation, (response,) in zip(examples, history, outputs, strict=True):
-            conversation.append({"role": "assistant", "content": response})
+        conversations = [
+            refinement_prompt(e.prompt, previous, refine_prompt)
+            for e, previous in zip(examples, answers, strict=True)
+        ]
+        outputs = generator.generate(conversations, sampling)
+        for example, previous, (response,) in zip(examples, answers, outputs, strict=True):
+            previous.append(response)
             extracted = TASKS[task].extract(response)
             rows.append(
                 {
@@ -58,8 +70,89 @@ def evaluate_rounds(
                     "correct": extracted == example.gold,
                 }
             )
-        log.info("%s %s round %d done", model_role, task, round_)
+        log.info("%s %s round %d of %d done", model_role, task, round_, num_rounds)
     return pa.Table.from_pylist(rows, schema=schemas.EVAL_SCORES)
+
+
+def evaluate_models(
+    models: dict[str, str],
+    examples: dict[str, list[EvalExample]],
+    settings: EvalSettings,
+    make_generator: Callable[[str], Generator],
+    work_root: Path,
+) -> pa.Table:
+    """Score every model on every task at every round, loading each model at most once.
+
+    Args:
+        models: model role (``base``, ``ptr``, ...) -> resolved model path or hub id.
+        examples: task -> its examples.
+        settings: the stage settings.
+        make_generator: model path -> generator (called at most once per model, and only for a
+            model with something left to evaluate).
+        work_root: cache folder; one Parquet file per (model, task), keyed by the model's
+            fingerprint, the examples, the settings that change answers and the code version.
+
+    Returns:
+        A ``schemas.EVAL_SCORES`` table: role x task x example x round.
+
+    Raises:
+        PromptTooLongError: before any model loads, naming the first example (file, row, field)
+            whose rounds cannot fit the model's context.
+    """
+    answer_settings = settings.model_dump(
+        include={"num_rounds", "refine_prompt", "max_new_tokens", "backend"}
+    )
+    plan: list[tuple[str, str, LazyGenerator, dict[str, Path]]] = []
+    tables: list[pa.Table] = []
+    for role, model in models.items():
+        identity = model_fingerprint(model)
+        pending: dict[str, Path] = {}
+        for task, task_examples in examples.items():
+            key = fingerprint(
+                identity,
+                role,
+                task,
+                [(e.id, e.prompt, e.gold) for e in task_examples],
+                answer_settings,
+                CODE_VERSION,
+            )
+            cache = work_root / "eval_scores" / f"{key[:16]}.parquet"
+            if cache.exists():
+                log.info("%s %s: scores cached in %s", role, task, cache)
+                tables.append(pq.read_table(cache, schema=schemas.EVAL_SCORES))
+            else:
+                pending[task] = cache
+        engine = LazyGenerator(lambda model=model: make_generator(model), model_path=model)
+        if pending:  # check every prompt before the first model loads
+            engine.chat_format.check_fits(
+                [
+                    (f"{e.where or e.id} field 'question'", [{"role": "user", "content": e.prompt}])
+                    for task in pending
+                    for e in examples[task]
+                ],
+                rounds=settings.num_rounds,
+                max_new_tokens=settings.max_new_tokens,
+                refine_prompt=settings.refine_prompt,
+            )
+        plan.append((role, model, engine, pending))
+    for role, model, engine, pending in plan:
+        for task, cache in pending.items():
+            table = evaluate_rounds(
+                examples[task],
+                task,
+                engine(),
+                settings.num_rounds,
+                settings.refine_prompt,
+                settings.sampling(),
+                role,
+                model,
+            )
+            write_parquet_atomic(table, cache)
+            tables.append(table)
+        engine.close()  # free this model (GPU memory included) before the next one loads
+    if not tables:
+        return schemas.EVAL_SCORES.empty_table()
+    return pa.concat_tables(tables)
 
 
 def summarize(scores: pa.Table) -> pa.Table:

@@ -2,8 +2,8 @@
 
 import pydantic
 
-from ptr_pipeline.generation.prompts import REFINE_PROMPT
-from ptr_pipeline.generation.settings import Backend, Sampling
+from ptr_pipeline.conversation import REFINE_PROMPT
+from ptr_pipeline.engines import Backend, Sampling
 
 
 class EvalSettings(pydantic.BaseModel):
@@ -19,7 +19,12 @@ class EvalSettings(pydantic.BaseModel):
     )
     eval_sources: dict[str, str] = pydantic.Field(
         default_factory=dict,
-        description="task -> file (HF hub schema or the original release format); default: bundled sample",
+        description="task -> file or folder (HF hub schema or the original release format); "
+        "default: the bundled sample",
+    )
+    eval_splits: dict[str, str] = pydantic.Field(
+        default_factory=dict,
+        description="task -> split of a folder source; default: its only split",
     )
     backend: Backend = "transformers"
     max_new_tokens: int = pydantic.Field(32, ge=1)

@@ -1,21 +1,24 @@
-"""Eval tasks: loaders (HF hub schema and the original release formats), prompts, answer extraction.
+"""Eval tasks: parsers (HF hub schema and the original release formats), prompts, answer extraction.
 
-Paper notes, section 5.1: zero-shot prompts, answers scored from the model's text. GSM8K takes the
-number after "The answer is" (else the last number: strict then flexible, without the official
-code's "any number matches" leniency); multiple-choice tasks take the letter after "The answer is"
-(else the first option letter in parentheses or standing alone).
+docs/paper_notes.md, section 5.1: zero-shot prompts, answers scored from the model's text. GSM8K
+takes the number after "The answer is" (else the last number: strict then flexible, without the
+official code's "any number matches" leniency); multiple-choice tasks take the letter after "The
+answer is" (else the first option letter in parentheses or standing alone).
+
+Files are read by ``records.read_records`` (every format and layout it knows); a task only parses
+fields, with typed accessors, so a wrong type names the file, the row and the field.
 """
 
-import csv
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ptr_pipeline.records import InputError, Record, read_records
 from ptr_pipeline.samples import eval_sample
 
 LETTERS = "ABCDEFGH"
+MMLU_CSV_COLUMNS = ["question", "A", "B", "C", "D", "answer"]  # the original release: no header
 
 
 @dataclass(frozen=True)
@@ -24,17 +27,15 @@ class EvalExample:
     question: str  # the raw question, for decontamination
     prompt: str  # what the model is asked at round 1
     gold: str
+    where: str = ""  # file and row, for error messages
 
 
 @dataclass(frozen=True)
 class Task:
     name: str
-    parse: Callable[[dict, int], EvalExample]  # (record, row index) -> example
+    parse: Callable[[Record, int], EvalExample]  # (record, 0-based index) -> example
     extract: Callable[[str], str | None]  # response -> answer, or None
-
-
-class TaskDataError(ValueError):
-    """A bad eval record; the message names the file, row and field."""
+    csv_columns: list[str] | None = None  # for CSV files without a header row
 
 
 def _number(text: str) -> str:
@@ -66,75 +67,94 @@ def _mc_prompt(question: str, options: list[str]) -> str:
     )
 
 
-def _gsm8k(r: dict, i: int) -> EvalExample:
-    gold = r["answer"].rsplit("####", 1)[-1].strip()
-    prompt = f"Solve the math problem. End with 'The answer is N.'\n\nQuestion: {r['question']}"
-    return EvalExample(str(r.get("id", f"gsm8k-{i}")), r["question"], prompt, _number(gold))
+def _strings(record: Record, value, field: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise record.error("expected a list of strings", field)
+    return value
 
 
-def _arc(r: dict, i: int) -> EvalExample:
-    q = r["question"]
+def _gsm8k(r: Record, i: int) -> EvalExample:
+    question, answer = r.text("question"), r.text("answer")
+    if "####" not in answer:
+        raise r.error("no '#### <number>' final answer", "answer")
+    gold = answer.rsplit("####", 1)[-1].strip()
+    prompt = f"Solve the math problem. End with 'The answer is N.'\n\nQuestion: {question}"
+    return EvalExample(str(r.get("id", f"gsm8k-{i}")), question, prompt, _number(gold), r.where)
+
+
+def _arc(r: Record, i: int) -> EvalExample:
+    q = r.require("question")
     if isinstance(q, dict):  # AI2 original: {"stem", "choices": [{"text", "label"}]}
-        stem, choices = q["stem"], q["choices"]
-        texts, labels = [c["text"] for c in choices], [c["label"] for c in choices]
-    else:  # HF allenai/ai2_arc: question str, choices {"text": [...], "label": [...]}
-        stem, texts, labels = q, r["choices"]["text"], r["choices"]["label"]
-    gold = LETTERS[labels.index(r["answerKey"])]  # labels may be 1-4; we always show A-D
-    return EvalExample(str(r.get("id", f"arc-{i}")), stem, _mc_prompt(stem, texts), gold)
+        stem, choices = q.get("stem"), q.get("choices")
+        if not isinstance(stem, str) or not isinstance(choices, list):
+            raise r.error("expected {'stem': str, 'choices': [{'text', 'label'}]}", "question")
+        texts = _strings(r, [c.get("text") for c in choices], "question")
+        labels = _strings(r, [c.get("label") for c in choices], "question")
+    elif isinstance(
+        q, str
+    ):  # HF allenai/ai2_arc: question str, choices {"text": [...], "label": [...]}
+        stem, choices = q, r.require("choices")
+        if not isinstance(choices, dict):
+            raise r.error("expected {'text': [...], 'label': [...]}", "choices")
+        texts = _strings(r, choices.get("text"), "choices")
+        labels = _strings(r, choices.get("label"), "choices")
+    else:
+        raise r.error(f"expected a string or an object, got {type(q).__name__}", "question")
+    key = r.text("answerKey")
+    if key not in labels:
+        raise r.error(f"{key!r} is not one of the labels {labels}", "answerKey")
+    gold = LETTERS[labels.index(key)]  # labels may be 1-4; we always show A-D
+    return EvalExample(str(r.get("id", f"arc-{i}")), stem, _mc_prompt(stem, texts), gold, r.where)
 
 
-def _mmlu(r: dict, i: int) -> EvalExample:
-    answer = r["answer"]
-    gold = LETTERS[answer] if isinstance(answer, int) else str(answer).strip()
-    ex_id = f"{r.get('subject', 'mmlu')}-{i}"
-    return EvalExample(ex_id, r["question"], _mc_prompt(r["question"], list(r["choices"])), gold)
+def _mmlu(r: Record, i: int) -> EvalExample:
+    question = r.text("question")
+    if r.has("choices"):
+        options = _strings(r, r.require("choices"), "choices")
+    else:  # the original CSV release: one column per option
+        options = [r.text(letter) for letter in "ABCD"]
+    answer = r.require("answer")
+    if isinstance(answer, bool) or not isinstance(answer, int | str):
+        raise r.error(f"expected an index or a letter, got {type(answer).__name__}", "answer")
+    if isinstance(answer, int):
+        if not 0 <= answer < len(options):
+            raise r.error(f"index {answer} outside the {len(options)} choices", "answer")
+        gold = LETTERS[answer]
+    else:
+        gold = answer.strip().upper()
+        if gold not in LETTERS[: len(options)]:
+            raise r.error(f"{answer!r} is not a choice letter", "answer")
+    subject = r.get("subject") or Path(r.file).stem.rsplit("_", 1)[0]
+    return EvalExample(f"{subject}-{i}", question, _mc_prompt(question, options), gold, r.where)
 
 
 TASKS: dict[str, Task] = {
     "gsm8k": Task("gsm8k", _gsm8k, extract_number),
     "arc": Task("arc", _arc, extract_choice),
-    "mmlu": Task("mmlu", _mmlu, extract_choice),
+    "mmlu": Task("mmlu", _mmlu, extract_choice, MMLU_CSV_COLUMNS),
 }
 
 
-def _read_records(path: Path) -> list[dict]:
-    if path.is_dir():  # MMLU original release: a folder of <subject>_<split>.csv files
-        return [r for p in sorted(path.glob("*.csv")) for r in _read_records(p)]
-    if path.suffix == ".csv":  # MMLU original: question, A, B, C, D, answer letter; no header
-        subject = path.stem.rsplit("_", 1)[0]
-        with path.open(newline="", encoding="utf-8") as f:
-            return [
-                {"question": row[0], "choices": row[1:5], "answer": row[5], "subject": subject}
-                for row in csv.reader(f)
-            ]
-    records = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise TaskDataError(f"{path} row {lineno}: invalid JSON: {e.msg}") from e
-    return records
-
-
 def load_examples(
-    task: str, source: str | None = None, limit: int | None = None
+    task: str, source: str | None = None, limit: int | None = None, split: str | None = None
 ) -> list[EvalExample]:
     """The examples of ``task`` from ``source`` (default: the bundled sample), first ``limit``.
 
+    Args:
+        task: a key of ``TASKS``.
+        source: anything ``records.read_records`` reads (file, folder, ``hf:`` name).
+        limit: keep the first ``limit`` examples.
+        split: the split of a folder source; None = its only split.
+
     Raises:
         KeyError: for an unknown task.
-        TaskDataError: naming the file, row and field of a bad record.
+        InputError: naming the file, row and field of a bad record, or an empty source.
     """
     if task not in TASKS:
         raise KeyError(f"unknown eval task {task!r}; choose from {sorted(TASKS)}")
-    path = Path(source) if source else eval_sample(task)
-    examples = []
-    for i, record in enumerate(_read_records(path)[:limit]):
-        try:
-            examples.append(TASKS[task].parse(record, i))
-        except KeyError as e:
-            raise TaskDataError(f"{path} row {i + 1}: missing field {e.args[0]!r}") from e
-        except (ValueError, IndexError, TypeError) as e:
-            raise TaskDataError(f"{path} row {i + 1}: bad record for {task}: {e}") from e
+    path = source or str(eval_sample(task))
+    records = read_records(path, split=split, csv_columns=TASKS[task].csv_columns)
+    examples = [TASKS[task].parse(r, i) for i, r in enumerate(records[:limit])]
+    if not examples:
+        raise InputError(f"{path}: no {task} examples")
     return examples

@@ -1,6 +1,6 @@
 """Stage 4: consistency filter. Keep rows whose thought -> answer progression is coherent.
 
-Paper notes, sections 2.5 and open point 4: the paper filters "thought(s)-answer consistency"
+docs/paper_notes.md, section 2.5 and open point 4: the paper filters "thought(s)-answer consistency"
 with sentence-embedding similarity. This version uses a lexical measure (unigram F1 between
 consecutive steps), which needs no model and is exact on CPU; an embedding scorer can replace
 ``lexical_similarity`` behind the same settings. Every row gets a verdict: ``keep`` and, when
@@ -23,7 +23,6 @@ import pyarrow as pa
 
 from ptr_pipeline import schemas
 from ptr_pipeline.filtering.settings import FilterSettings
-from ptr_pipeline.generation.thoughts import thoughts_by_query
 
 log = logging.getLogger(__name__)
 
@@ -57,41 +56,36 @@ def _distinct_ratio(text: str) -> float:
     return len(set(words)) / len(words) if words else 0.0
 
 
-def assemble_progressions(
-    thoughts: pa.Table, refinements: pa.Table, include_strong_rounds: bool = True
-) -> list[dict]:
-    """One progression per query: weak drafts, then strong rounds; the last strong round is the answer."""
-    schemas.validate(thoughts, schemas.WEAK_THOUGHTS, "weak_thoughts")
+def assemble_progressions(refinements: pa.Table, include_strong_rounds: bool = True) -> list[dict]:
+    """One progression per query: its weak thoughts, then the strong rounds; the last strong round
+    is the answer. ``refinements`` is a ``schemas.STRONG_REFINEMENTS`` table (each row carries
+    its query and weak thoughts)."""
     schemas.validate(refinements, schemas.STRONG_REFINEMENTS, "strong_refinements")
-    drafts = thoughts_by_query(thoughts)
+    by_query: dict[str, dict] = {}
     rounds: dict[str, list[tuple[int, str]]] = defaultdict(list)
-    for r in refinements.select(["query_id", "round", "refinement"]).to_pylist():
+    for r in refinements.select(
+        ["query_id", "query", "thoughts", "round", "refinement"]
+    ).to_pylist():
+        by_query.setdefault(r["query_id"], r)
         rounds[r["query_id"]].append((r["round"], r["refinement"]))
-    missing = sorted(set(rounds) - set(drafts))
-    if missing:
-        raise ValueError(f"strong_refinements has queries without weak thoughts: {missing[:5]}")
     out = []
-    for qid, steps in rounds.items():
-        strong = [t for _, t in sorted(steps)]
-        query, weak = drafts[qid]
+    for qid, first in by_query.items():
+        strong = [t for _, t in sorted(rounds[qid])]
         out.append(
             {
                 "query_id": qid,
-                "query": query,
-                "thoughts": weak + (strong[:-1] if include_strong_rounds else []),
+                "query": first["query"],
+                "thoughts": first["thoughts"] + (strong[:-1] if include_strong_rounds else []),
                 "answer": strong[-1],
             }
         )
     return out
 
 
-def filter_consistent(
-    thoughts: pa.Table, refinements: pa.Table, settings: FilterSettings
-) -> FilterResult:
+def filter_consistent(refinements: pa.Table, settings: FilterSettings) -> FilterResult:
     """Judge every query's progression and keep the coherent ones.
 
     Args:
-        thoughts: a ``schemas.WEAK_THOUGHTS`` table.
         refinements: a ``schemas.STRONG_REFINEMENTS`` table.
         settings: thresholds.
 
@@ -99,7 +93,7 @@ def filter_consistent(
         A FilterResult with every row's verdict, the kept training rows and statistics.
     """
     rows = []
-    for p in assemble_progressions(thoughts, refinements, settings.include_strong_rounds):
+    for p in assemble_progressions(refinements, settings.include_strong_rounds):
         steps = [*p["thoughts"], p["answer"]]
         sims = [lexical_similarity(a, b) for a, b in pairwise(steps)]
         distinct = _distinct_ratio(p["answer"])

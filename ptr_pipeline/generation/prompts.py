@@ -1,17 +1,15 @@
-"""Every prompt the pipeline sends, versioned. Changing a template means adding a new version.
+"""The generation stages' prompt templates, versioned. Changing a template means adding a version.
 
-Open points 3 and 6 of the paper notes: the paper's ICL prompt for the strong model is not
-published, so ``ptr_refine_v1`` is ours. The refinement instruction appended at every later round
-(in training sequences and at test time) is the paper's: "Please continue thinking and refine your
-answer" (https://huggingface.co/papers/2410.13413).
+Open points 3 and 6 of docs/paper_notes.md: the paper's ICL prompt for the strong model is not
+published, so ``ptr_refine_v1`` is ours. The refine prompt between later rounds is the paper's
+(``conversation.REFINE_PROMPT``), and the multi-round layout is ``conversation``'s, shared with
+training and evaluation.
 """
 
 import hashlib
 import json
 
-Conversation = list[dict[str, str]]
-
-REFINE_PROMPT = "Please continue thinking and refine your answer."
+from ptr_pipeline.conversation import Conversation, refinement_prompt
 
 THOUGHT_TEMPLATES = {
     # The weak model drafts an answer to the bare query.
@@ -46,39 +44,12 @@ def strong_conversation(
     first = _template(STRONG_TEMPLATES, template).format(
         query=query, n=len(thoughts), drafts=drafts
     )
-    conversation = [{"role": "user", "content": first}]
-    for answer in previous:
-        conversation += [
-            {"role": "assistant", "content": answer},
-            {"role": "user", "content": refine_prompt},
-        ]
-    return conversation
-
-
-def progression_conversation(query: str, steps: list[str], refine_prompt: str) -> Conversation:
-    """A PTR training sequence: query, then each step as an assistant turn, the refine prompt between.
-
-    This is also the shape of test-time refinement (see evaluation.rounds), so the model is
-    trained on exactly the multi-round format it is evaluated with.
-    """
-    conversation = [{"role": "user", "content": query}]
-    for i, step in enumerate(steps):
-        if i:
-            conversation.append({"role": "user", "content": refine_prompt})
-        conversation.append({"role": "assistant", "content": step})
-    return conversation
+    return refinement_prompt(first, previous, refine_prompt)
 
 
 def prompt_hash(conversation: Conversation) -> str:
     """sha256 of a conversation, for per-row provenance."""
     return hashlib.sha256(json.dumps(conversation, sort_keys=True).encode()).hexdigest()
-
-
-def render_plain(conversation: Conversation, add_generation_prompt: bool = True) -> str:
-    """Plain-text rendering for tokenizers without a chat template (base models)."""
-    names = {"user": "Question", "assistant": "Answer", "system": "System"}
-    text = "".join(f"{names[m['role']]}: {m['content']}\n" for m in conversation)
-    return text + ("Answer:" if add_generation_prompt else "")
 
 
 def _template(registry: dict[str, str], name: str) -> str:

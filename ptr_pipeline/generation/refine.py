@@ -1,58 +1,83 @@
 """Stage 3: the strong model refines the weak thoughts, round by round, in context.
 
-Paper notes, section 2.1: the strong model gets q_i and S_thought and produces the refined answer
-"via ICL". Round 1 sees the query and every weak thought; round r > 1 keeps the whole history and
-appends the refine prompt, so each round refines round r-1 (open point 3).
+docs/paper_notes.md, section 2.1: the strong model gets q_i and S_thought and produces the refined
+answer "via ICL". Round 1 sees the query and every weak thought; round r > 1 keeps the whole
+history and appends the refine prompt, so each round refines round r-1 (open point 3). Every row
+carries its query and the weak thoughts it refined, so later stages need no re-join.
 """
 
 import dataclasses
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
 
 from ptr_pipeline import schemas
+from ptr_pipeline.engines import LazyGenerator
 from ptr_pipeline.generation import prompts
-from ptr_pipeline.generation.backends import Generator
 from ptr_pipeline.generation.settings import RefineSettings
-from ptr_pipeline.generation.thoughts import (
-    CODE_VERSION,
-    LazyGenerator,
-    provenance,
-    thoughts_by_query,
-)
+from ptr_pipeline.generation.thoughts import CODE_VERSION, provenance
 from ptr_pipeline.storage import fingerprint, run_sharded, table_fingerprint
 
 log = logging.getLogger(__name__)
 
 
+def thoughts_by_query(thoughts: pa.Table) -> pa.Table:
+    """One row per query (first-seen order): ``query_id``, ``query``, ``thoughts`` in sample order."""
+    grouped: dict[str, tuple[str, list[tuple[int, str]]]] = {}
+    for r in thoughts.select(["query_id", "query", "sample_index", "thought"]).to_pylist():
+        grouped.setdefault(r["query_id"], (r["query"], []))[1].append(
+            (r["sample_index"], r["thought"])
+        )
+    return pa.table(
+        {
+            "query_id": list(grouped),
+            "query": [query for query, _ in grouped.values()],
+            "thoughts": [[t for _, t in sorted(drafts)] for _, drafts in grouped.values()],
+        }
+    )
+
+
 def refine_thoughts(
-    thoughts: pa.Table,
-    settings: RefineSettings,
-    make_generator: Callable[[], Generator],
-    work_root: Path,
+    thoughts: pa.Table, settings: RefineSettings, engine: LazyGenerator, work_root: Path
 ) -> pa.Table:
     """Run ``settings.num_rounds`` strong refinement rounds for every query, in resumable shards.
 
     Args:
         thoughts: a ``schemas.WEAK_THOUGHTS`` table.
         settings: the stage settings.
-        make_generator: builds the strong model's generator (at most once, only when needed).
+        engine: the strong model, loaded only if some shard still has to be generated.
         work_root: folder for shards; keyed below by inputs and settings.
 
     Returns:
         A ``schemas.STRONG_REFINEMENTS`` table, ``num_rounds`` rows per query.
+
+    Raises:
+        PromptTooLongError: before the model loads, naming a query whose rounds cannot fit.
     """
     schemas.validate(thoughts, schemas.WEAK_THOUGHTS, "strong_refinements input (weak_thoughts)")
-    by_query = thoughts_by_query(thoughts)
-    queries = pa.table({"query_id": list(by_query)})
+    queries = thoughts_by_query(thoughts)
     key = fingerprint(table_fingerprint(thoughts), settings.model_dump(), CODE_VERSION)
-    generator = LazyGenerator(make_generator)
+
+    def first_round(query: str, drafts: list[str]):
+        return prompts.strong_conversation(
+            query, drafts, [], settings.template, settings.refine_prompt
+        )
+
+    def preflight(pending: pa.Table) -> None:
+        engine.chat_format.check_fits(
+            [
+                (f"query {r['query_id']}", first_round(r["query"], r["thoughts"]))
+                for r in pending.to_pylist()
+            ],
+            rounds=settings.num_rounds,
+            max_new_tokens=settings.max_new_tokens,
+            refine_prompt=settings.refine_prompt,
+        )
 
     def process(shard: pa.Table, index: int) -> pa.Table:
-        ids = shard.column("query_id").to_pylist()
-        history: dict[str, list[str]] = {qid: [] for qid in ids}
+        rows_in = shard.to_pylist()
+        history: dict[str, list[str]] = {r["query_id"]: [] for r in rows_in}
         rows = []
         for round_ in range(1, settings.num_rounds + 1):
             sampling = dataclasses.replace(
@@ -60,19 +85,20 @@ def refine_thoughts(
             )
             conversations = [
                 prompts.strong_conversation(
-                    *by_query[qid],
-                    history[qid],
+                    r["query"],
+                    r["thoughts"],
+                    history[r["query_id"]],
                     settings.template,
                     settings.refine_prompt,
                 )
-                for qid in ids
+                for r in rows_in
             ]
-            outputs = generator().generate(conversations, sampling)
-            for qid, conv, (text,) in zip(ids, conversations, outputs, strict=True):
-                history[qid].append(text)
+            outputs = engine().generate(conversations, sampling)
+            for r, conv, (text,) in zip(rows_in, conversations, outputs, strict=True):
+                history[r["query_id"]].append(text)
                 rows.append(
                     {
-                        "query_id": qid,
+                        **r,
                         "round": round_,
                         "refinement": text,
                         **provenance(settings.strong_model, settings, sampling, conv),
@@ -86,4 +112,5 @@ def refine_thoughts(
         settings.shard_size,
         process,
         schemas.STRONG_REFINEMENTS,
+        before_first=preflight,
     )

@@ -1,30 +1,9 @@
 """Settings of the two generation stages. Flat, with shared knobs under the same names."""
 
-import json
-from dataclasses import asdict, dataclass
-from typing import Literal
-
 import pydantic
 
-from ptr_pipeline.generation.prompts import REFINE_PROMPT
-
-Backend = Literal["transformers", "vllm"]
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """What a backend needs to sample: one value object for every backend."""
-
-    n: int = 1
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0  # 0 = off
-    max_new_tokens: int = 64
-    seed: int = 0
-    stop: tuple[str, ...] = ()
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+from ptr_pipeline.conversation import REFINE_PROMPT
+from ptr_pipeline.engines import Backend, Sampling
 
 
 class _GenerationSettings(pydantic.BaseModel):

@@ -1,39 +1,40 @@
-"""Stage 1: the query pool. Open point 5 of the paper notes (cleaning, dedup, decontamination).
+"""Stage 1: the query pool. Open point 5 of docs/paper_notes.md (cleaning, dedup, decontamination).
 
-Rules, in order: strip; drop empty, too short and too long queries; drop exact duplicates of the
-normalised text (lower case, punctuation and whitespace collapsed; first occurrence wins); drop
-queries sharing a word n-gram with an eval question (or containing a whole short one); then a
-seeded sample. Bad input raises ``QueryPoolError`` naming the file, the row and the field.
+Rules, in order: read every record (``records.read_records``: one reader for every format); take
+the query field (Alpaca rows join ``instruction`` and a non-empty ``input`` with a newline, as
+LLaMA-Factory's Alpaca converter does); strip; drop empty, too short and too long queries; drop
+exact duplicates of the normalised text (Unicode NFKC, case-folded, punctuation dropped,
+whitespace collapsed; first occurrence wins); drop queries sharing a word n-gram with an eval
+question (or containing a whole short one); then a seeded sample.
+
+Bad input raises ``records.InputError`` naming the file, the row and the field, and a source
+that leaves no query at all is an error too: nothing is returned for the stage to write.
 """
 
 import hashlib
-import json
 import logging
 import random
 import re
+import unicodedata
 from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ptr_pipeline import schemas
 from ptr_pipeline.queries.settings import QueryPoolSettings
+from ptr_pipeline.records import InputError, Record, read_records
 from ptr_pipeline.samples import QUERIES
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = "queries_v1"
+CODE_VERSION = "queries_v2"
 AUTO_FIELDS = ("instruction", "question", "query", "prompt")
 
 
-class QueryPoolError(ValueError):
-    """Bad query input; the message names the file, row and field."""
-
-
 def normalize(text: str) -> str:
-    """Lower case, punctuation removed, whitespace collapsed: the key for dedup and n-grams."""
-    return " ".join(re.findall(r"\w+", text.lower()))
+    """The dedup and n-gram key: NFKC, case-folded, word characters only, single spaces."""
+    return " ".join(re.findall(r"\w+", unicodedata.normalize("NFKC", text).casefold()))
 
 
 def build_query_pool(
@@ -49,17 +50,17 @@ def build_query_pool(
         A ``schemas.QUERY_POOL`` table and the number of rows dropped per reason.
 
     Raises:
-        QueryPoolError: for unreadable files, rows without the text field, or non-string values.
+        InputError: unreadable or empty sources, rows without the text field, non-string values,
+            or a source from which no query survives cleaning.
     """
-    records, origin = _load(settings)
+    source = str(QUERIES) if settings.source == "bundled" else settings.source
+    records = read_records(source, split=settings.split)
     contaminated = _ngram_index(eval_questions or [], settings.decontaminate_ngram)
     seen: set[str] = set()
     dropped: Counter[str] = Counter()
     rows = []
-    for index, record in enumerate(records):
-        where = f"{origin} row {index + 1}"
-        text = _field(record, settings.text_field, where)
-        text = text.strip()
+    for record in records:
+        text = _query_text(record, settings).strip()
         key = normalize(text)
         reason = None
         if not key:
@@ -77,7 +78,13 @@ def build_query_pool(
             continue
         seen.add(key)
         qid = hashlib.sha256(key.encode()).hexdigest()[:16]
-        rows.append({"query_id": qid, "query": text, "source": f"{Path(origin).name}:{index + 1}"})
+        rows.append(
+            {"query_id": qid, "query": text, "source": f"{Path(record.file).name}:{record.row}"}
+        )
+    if not rows:
+        raise InputError(
+            f"{source}: no query survives cleaning ({len(records)} records; dropped {dict(dropped)})"
+        )
     if settings.max_queries is not None and len(rows) > settings.max_queries:
         keep = sorted(random.Random(settings.seed).sample(range(len(rows)), settings.max_queries))
         dropped["not_sampled"] = len(rows) - len(keep)
@@ -86,81 +93,25 @@ def build_query_pool(
     return pa.Table.from_pylist(rows, schema=schemas.QUERY_POOL), dict(dropped)
 
 
-def _load(settings: QueryPoolSettings) -> tuple[list[dict], str]:
-    source = settings.source
-    if source == "bundled":
-        return _read_file(QUERIES), str(QUERIES)
-    if source.startswith("hf:"):
-        import datasets
-
-        name, _, split = source.removeprefix("hf:").partition(":")
-        return list(datasets.load_dataset(name, split=split or "train")), source
-    path = Path(source)
-    if not path.exists():
-        raise QueryPoolError(f"{path}: query source not found")
-    if path.is_dir():
-        import datasets
-
-        return list(datasets.load_from_disk(str(path))), str(path)
-    return _read_file(path), str(path)
-
-
-def _read_file(path: Path) -> list[dict]:
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        return pq.read_table(path).to_pylist()
-    text = path.read_text(encoding="utf-8")
-    if suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise QueryPoolError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from e
-        if not isinstance(data, list):
-            raise QueryPoolError(f"{path}: expected a JSON array of objects")
-        records = data
-    elif suffix == ".jsonl":
-        records = []
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise QueryPoolError(f"{path} row {lineno}: invalid JSON: {e.msg}") from e
-    else:
-        raise QueryPoolError(
-            f"{path}: unsupported format {suffix!r}; use .jsonl, .json or .parquet"
-        )
-    for i, record in enumerate(records, start=1):
-        if not isinstance(record, dict):
-            raise QueryPoolError(
-                f"{path} row {i}: expected a JSON object, got {type(record).__name__}"
-            )
-    return records
-
-
-def _field(record: dict, text_field: str, where: str) -> str:
-    if text_field == "auto":
-        name = next((f for f in AUTO_FIELDS if f in record), None)
+def _query_text(record: Record, settings: QueryPoolSettings) -> str:
+    name = settings.text_field
+    if name == "auto":
+        name = next((f for f in AUTO_FIELDS if f in record.fields), None)
         if name is None:
-            raise QueryPoolError(
-                f"{where}: no query field (looked for {', '.join(AUTO_FIELDS)}; "
-                f"found {', '.join(sorted(record)) or 'none'}); set text_field"
+            found = ", ".join(sorted(record.fields)) or "none"
+            raise record.error(
+                f"no query field (looked for {', '.join(AUTO_FIELDS)}; found {found}); "
+                "set text_field"
             )
-    else:
-        name = text_field
-        if name not in record:
-            raise QueryPoolError(
-                f"{where}: missing field {name!r} (found {', '.join(sorted(record))})"
-            )
-    value = record[name]
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise QueryPoolError(
-            f"{where} field {name!r}: expected a string, got {type(value).__name__}"
-        )
-    return value
+    if not record.has(name):
+        record.require(name)  # missing: raises naming the fields found
+        return ""  # null: an empty query, dropped as such
+    text = record.text(name)
+    if settings.input_field and record.has(settings.input_field):
+        extra = record.text(settings.input_field)
+        if extra.strip():
+            text = f"{text.strip()}\n{extra.strip()}"
+    return text
 
 
 def _ngram_index(questions: list[str], n: int) -> tuple[set[str], list[str]]:

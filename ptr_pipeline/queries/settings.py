@@ -10,11 +10,22 @@ class QueryPoolSettings(pydantic.BaseModel):
 
     source: str = pydantic.Field(
         "bundled",
-        description="'bundled' (the package's sample), a .jsonl/.json/.parquet file, a folder saved "
-        "with datasets' save_to_disk, or hf:<name>[:<split>] (Hugging Face datasets, needs its cache)",
+        description="'bundled' (the package's sample), a .jsonl/.json/.parquet/.csv file (optionally "
+        ".gz), a folder (datasets' save_to_disk, or data files in the hub's layout), or "
+        "hf:<name>[:<split>] (Hugging Face datasets, from its local cache)",
+    )
+    split: str | None = pydantic.Field(
+        None,
+        description="split of a folder or DatasetDict source; null = its only split (an error lists "
+        "the splits when there are several)",
     )
     text_field: str = pydantic.Field(
         "auto", description="field holding the query; auto = instruction, question, query, prompt"
+    )
+    input_field: str | None = pydantic.Field(
+        "input",
+        description="Alpaca-style context field, joined after the query with a newline when "
+        "present and non-empty; null = ignore",
     )
     max_queries: int | None = pydantic.Field(
         24, ge=1, description="seeded sample of this many queries after cleaning; null = all"

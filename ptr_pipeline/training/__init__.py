@@ -1,4 +1,9 @@
 """Weighted thought-mask fine-tuning under DeepSpeed (PTR phase 2)."""
 
-from ptr_pipeline.training.launch import CODE_VERSION, TrainingFailed, train_in_subprocess
-from ptr_pipeline.training.settings import TrainSettings, deepspeed_config
+from ptr_pipeline.training.launch import (
+    CODE_VERSION,
+    TrainingFailed,
+    TrainResult,
+    train_in_subprocess,
+)
+from ptr_pipeline.training.settings import TrainJob, TrainSettings, deepspeed_config

@@ -1,33 +1,60 @@
-"""Start training in a fresh process (so GPU memory is freed after) and read its manifest.
+"""Train in a fresh process (so GPU memory is freed after), cached by a fingerprint of the inputs.
 
-One rank: ``python -m ptr_pipeline.training.train`` with the single-process rendezvous variables
-DeepSpeed needs (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT; without them it looks for
-mpi4py). Several ranks: DeepSpeed's own launcher, ``deepspeed --num_gpus N --module ...``.
+``train_in_subprocess`` does everything that can fail cheaply before any process starts: it
+tokenizes the rows with the model's ``ChatFormat`` (so a tokenizer that breaks the training =
+inference rule fails here), and refuses a dataset too small for the ranks and micro-batch. Then it
+runs ``python -m ptr_pipeline.training.train`` (one rank, with the single-process rendezvous
+variables DeepSpeed needs: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT; without them it
+looks for mpi4py) or DeepSpeed's own launcher (``deepspeed --num_gpus N --module ...``).
+
+Caching: the checkpoint of a (dataset, settings, base model, code version) fingerprint lives in
+``work_dir/<key16>/`` and is reused while its manifest verifies, so an unchanged rerun trains 0
+steps. Each attempt stages in ``work_dir/.staging-<key16>-<pid>/``; a success renames the
+checkpoint into place and removes every staging folder, a failure keeps its own for inspection.
+
+DeepSpeed compiles its CPU ops into ``TORCH_EXTENSIONS_DIR``; unless set, that is a folder of this
+Python environment (``<sys.prefix>/torch_extensions``), not the home cache every checkout shares.
 """
 
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 
-from ptr_pipeline.storage import table_fingerprint, write_parquet_atomic
-from ptr_pipeline.training.settings import TrainSettings
+from ptr_pipeline.conversation import ChatFormat
+from ptr_pipeline.models import model_fingerprint
+from ptr_pipeline.storage import (
+    CHECKPOINT_MANIFEST,
+    checkpoint_problems,
+    fingerprint,
+    table_fingerprint,
+    write_parquet_atomic,
+)
+from ptr_pipeline.training.settings import TrainJob, TrainSettings
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = "train_v1"
-MANIFEST = "ptr_manifest.json"  # written by train.py beside the weights
+CODE_VERSION = "train_v2"
 
 
 class TrainingFailed(RuntimeError):
-    """The training process exited non-zero; the message ends with its last output lines."""
+    """Training could not start, or a rank failed; the message names the cause."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    checkpoint: Path  # a complete Hugging Face checkpoint folder (manifest verified)
+    manifest: dict
+    cached: bool  # True when an identical earlier training was reused (0 steps run now)
 
 
 def _free_port() -> int:
@@ -50,6 +77,7 @@ def command(settings: TrainSettings, job_path: Path) -> list[str]:
 
 def environment(settings: TrainSettings, device: str) -> dict[str, str]:
     env = dict(os.environ)
+    env.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
     if device == "cpu":
         env["DS_ACCELERATOR"] = "cpu"  # gloo backend; no CUDA probing
     if settings.num_gpus == 1:
@@ -62,44 +90,76 @@ def train_in_subprocess(
     dataset: pa.Table,
     settings: TrainSettings,
     model_path: str,
-    output_dir: Path,
     work_dir: Path,
     device: str = "cpu",
     on_line: Callable[[str], None] = log.info,
-) -> dict:
-    """Fine-tune ``model_path`` on ``dataset`` and write a Hugging Face checkpoint to ``output_dir``.
+    base_model: str | None = None,
+) -> TrainResult:
+    """Fine-tune ``model_path`` on ``dataset``, or reuse the identical earlier run.
 
     Args:
         dataset: a ``schemas.PTR_DATASET`` table.
         settings: the stage settings.
         model_path: the resolved base model (what ``from_pretrained`` loads).
-        output_dir: the checkpoint folder to create.
-        work_dir: where the job file and the dataset copy go.
+        work_dir: this stage's folder for cached checkpoints and staging.
         device: "cpu" or "cuda".
         on_line: receives every output line of the training process.
+        base_model: the model setting as written (recorded in the manifest); default model_path.
 
     Returns:
-        The checkpoint manifest (settings, loss curve, files).
+        The checkpoint folder, its manifest, and whether it was reused.
 
     Raises:
-        TrainingFailed: when the process exits non-zero.
+        ChatFormatError: the tokenizer cannot give training the ids inference sees.
+        TrainingFailed: too few rows for the ranks and micro-batch (before launch), or a rank
+            failed (its own error, not the errors of the ranks it took down).
     """
-    work_dir.mkdir(parents=True, exist_ok=True)
-    dataset_path = work_dir / "train.parquet"
-    write_parquet_atomic(dataset, dataset_path)
-    job = {
-        "settings": settings.model_dump(),
-        "base_model": settings.base_model,
-        "model_path": model_path,
-        "dataset_path": str(dataset_path),
-        "dataset_fingerprint": table_fingerprint(dataset),
-        "output_dir": str(output_dir),
-        "code_version": CODE_VERSION,
-    }
-    job_path = work_dir / "job.json"
-    job_path.write_text(json.dumps(job, indent=2))
+    key = fingerprint(
+        table_fingerprint(dataset),
+        settings.model_dump(),
+        model_fingerprint(model_path),
+        CODE_VERSION,
+    )[:16]
+    final = work_dir / key
+    if not checkpoint_problems(final, hashes=False):  # it was fully verified when renamed in
+        log.info("training inputs unchanged: reusing %s", final)
+        return TrainResult(final, json.loads((final / CHECKPOINT_MANIFEST).read_text()), True)
+
+    # --- before launch: tokenize, count, refuse what cannot train
+    from ptr_pipeline.training.tokenize import encode_dataset  # imports torch: not at Dagster load
+
+    examples, dropped = encode_dataset(dataset, ChatFormat.from_pretrained(model_path), settings)
+    needed = settings.micro_batch_size * settings.num_gpus
+    if examples.num_rows < needed:
+        raise TrainingFailed(
+            f"{examples.num_rows} training rows fit max_seq_len={settings.max_seq_len} "
+            f"({dropped} longer rows dropped), fewer than num_gpus={settings.num_gpus} x "
+            f"micro_batch_size={settings.micro_batch_size} = {needed}: lower micro_batch_size or "
+            "num_gpus, raise max_seq_len, or add data"
+        )
+    staging = work_dir / f".staging-{key}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    write_parquet_atomic(examples, staging / "examples.parquet")
+    job = TrainJob(
+        settings=settings,
+        base_model=base_model or model_path,
+        model_path=model_path,
+        examples_path=str(staging / "examples.parquet"),
+        dataset_fingerprint=table_fingerprint(dataset),
+        examples_dropped_too_long=dropped,
+        output_dir=str(staging / "checkpoint"),
+        error_dir=str(staging / "errors"),
+        code_version=CODE_VERSION,
+    )
+    job_path = staging / "job.json"
+    job_path.write_text(job.model_dump_json(indent=2))
+
+    # --- launch
     argv = command(settings, job_path)
-    log.info("starting training: %s", " ".join(argv))
+    log.info(
+        "starting training (%d rows, %d too long): %s", examples.num_rows, dropped, " ".join(argv)
+    )
     tail: deque[str] = deque(maxlen=40)
     with subprocess.Popen(
         argv,
@@ -114,7 +174,34 @@ def train_in_subprocess(
             tail.append(line)
             on_line(line)
     if proc.returncode != 0:
+        raise TrainingFailed(_failure(staging / "errors", proc.returncode, tail))
+
+    # --- publish: rename into the cache, drop every staging folder
+    problems = checkpoint_problems(staging / "checkpoint")
+    if problems:
         raise TrainingFailed(
-            f"training exited with code {proc.returncode}; last lines:\n" + "\n".join(tail)
+            "training exited 0 but left an incomplete checkpoint: " + "; ".join(problems)
         )
-    return json.loads((output_dir / MANIFEST).read_text())
+    if final.exists():
+        shutil.rmtree(final)  # an incomplete earlier attempt
+    os.rename(staging / "checkpoint", final)
+    for leftover in work_dir.glob(".staging-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    return TrainResult(final, json.loads((final / CHECKPOINT_MANIFEST).read_text()), False)
+
+
+def _failure(error_dir: Path, returncode: int, tail: deque[str]) -> str:
+    """The failing rank's own error (the earliest one written), else the output's last lines."""
+    errors = []
+    for path in error_dir.glob("rank-*.json"):
+        try:
+            errors.append(json.loads(path.read_text()))
+        except ValueError:
+            continue
+    if not errors:
+        return f"training exited with code {returncode}; last lines:\n" + "\n".join(tail)
+    first = min(errors, key=lambda e: e["time"])
+    others = sorted(e["rank"] for e in errors if e is not first)
+    also = f" (then ranks {others} failed too)" if others else ""
+    trace = "\n".join(first["traceback"].rstrip().splitlines()[-12:])
+    return f"training failed on rank {first['rank']}{also}: {first['error']}\n{trace}"

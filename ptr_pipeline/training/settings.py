@@ -1,10 +1,11 @@
-"""Settings of the training stage, and the DeepSpeed config built from them (never hand-edited)."""
+"""Settings of the training stage, the typed job the training process receives, and the DeepSpeed
+config built from the settings (never hand-edited)."""
 
 from typing import Literal
 
 import pydantic
 
-from ptr_pipeline.generation.prompts import REFINE_PROMPT
+from ptr_pipeline.conversation import REFINE_PROMPT
 
 
 class TrainSettings(pydantic.BaseModel):
@@ -25,10 +26,16 @@ class TrainSettings(pydantic.BaseModel):
         None, ge=1, description="optimizer steps; caps num_epochs"
     )
     micro_batch_size: int = pydantic.Field(
-        4, ge=1, description="sequences per device per micro-step"
+        4,
+        ge=1,
+        description="sequences per device per micro-step; the loss is normalised over the whole "
+        "optimizer step, so micro_batch_size x gradient_accumulation_steps x num_gpus can be cut "
+        "any way without changing the objective",
     )
     gradient_accumulation_steps: int = pydantic.Field(1, ge=1)
-    max_seq_len: int = pydantic.Field(1024, ge=16, description="longer examples are dropped")
+    max_seq_len: int = pydantic.Field(
+        1024, ge=16, description="longer examples are dropped (counted in the manifest)"
+    )
     thought_weight: float = pydantic.Field(
         0.0,
         ge=0.0,
@@ -51,6 +58,22 @@ class TrainSettings(pydantic.BaseModel):
         if self.offload_optimizer and self.zero_stage == 0:
             raise ValueError("offload_optimizer needs zero_stage >= 1")
         return self
+
+
+class TrainJob(pydantic.BaseModel):
+    """What ``launch`` hands the training process (``train.py --job job.json``): one typed file."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    settings: TrainSettings
+    base_model: str  # the setting as the user wrote it (hub id, folder or tiny:<name>)
+    model_path: str  # what from_pretrained loads
+    examples_path: str  # Parquet of tokenized examples (input_ids, labels, loss_weights)
+    dataset_fingerprint: str
+    examples_dropped_too_long: int
+    output_dir: str  # the checkpoint folder to write
+    error_dir: str  # each failing rank writes rank-<N>.json here
+    code_version: str
 
 
 def deepspeed_config(s: TrainSettings) -> dict:

@@ -1,38 +1,43 @@
-"""Turn PTR rows into token ids, labels and per-token loss weights; batch them.
+"""PTR rows as token ids, labels and per-token loss weights; the step plan; batching.
 
 A row (query, thoughts t_1..t_n, answer) becomes the multi-round conversation that test-time
-refinement uses (generation.prompts.progression_conversation): the query, each thought as an
-assistant turn, the refine prompt before every later turn, and the answer as the last assistant
-turn. Only assistant content (and its end-of-turn token) can carry weight; everything the model
-does not write is IGNORE_INDEX.
+refinement uses (``conversation.progression``) and is encoded by the model's ``ChatFormat``, the
+object generation uses too: the query and the refine prompts are context, each thought is an
+assistant turn with weight ``thought_weight`` (0 = masked, TRL's ``assistant_only_loss`` on the
+answer alone), and the answer is the last assistant turn with weight ``answer_weight``. A turn is
+supervised through the token that ends it, one that generation stops at.
+
+The step plan uses every row of every epoch: each optimizer step takes the next
+``micro_batch_size x gradient_accumulation_steps x world_size`` rows of the epoch's shuffled order;
+the last step of an epoch takes what is left, and a rank with no row left for a micro-step runs a
+zero-weight micro-batch so that every rank takes part in every collective.
 """
 
+import math
+import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+import pyarrow as pa
 import torch
 
-from ptr_pipeline.generation.prompts import progression_conversation, render_plain
+from ptr_pipeline import schemas
+from ptr_pipeline.conversation import ChatFormat, Encoded, progression
 from ptr_pipeline.schemas import IGNORE_INDEX
 from ptr_pipeline.training.settings import TrainSettings
-
-
-@dataclass(frozen=True)
-class Example:
-    input_ids: list[int]
-    labels: list[int]
-    weights: list[float]
 
 
 @dataclass(frozen=True)
 class Batch:
     input_ids: torch.Tensor  # [b, s]
     attention_mask: torch.Tensor  # [b, s]
-    labels: torch.Tensor  # [b, s]
-    weights: torch.Tensor  # [b, s] float32
+    labels: torch.Tensor  # [b, s], IGNORE_INDEX where unsupervised
+    loss_weights: torch.Tensor  # [b, s] float32, 0 where unsupervised
 
 
 def segment_weights(num_thoughts: int, s: TrainSettings) -> list[float]:
-    """Loss weight of each assistant turn: thoughts 1..n, then the answer."""
+    """Loss weight of each assistant turn: thoughts 1..n (beta_t = thought_weight * t / n with the
+    linear schedule, docs/paper_notes.md section 3.1), then the answer."""
     if s.thought_weight_schedule == "linear":
         thoughts = [s.thought_weight * t / num_thoughts for t in range(1, num_thoughts + 1)]
     else:
@@ -40,55 +45,87 @@ def segment_weights(num_thoughts: int, s: TrainSettings) -> list[float]:
     return [*thoughts, s.answer_weight]
 
 
-def _render(tokenizer, conversation, add_generation_prompt: bool) -> str:
-    if tokenizer.chat_template is None:
-        return render_plain(conversation, add_generation_prompt)
-    return tokenizer.apply_chat_template(
-        conversation, tokenize=False, add_generation_prompt=add_generation_prompt
-    )
-
-
 def encode_example(
-    tokenizer, query: str, thoughts: list[str], answer: str, s: TrainSettings
-) -> Example | None:
-    """Token ids, labels and weights of one row; None when longer than ``s.max_seq_len``.
+    chat_format: ChatFormat, query: str, thoughts: list[str], answer: str, s: TrainSettings
+) -> Encoded | None:
+    """Token ids, labels and loss weights of one row; None when longer than ``s.max_seq_len``.
 
     Raises:
-        ValueError: when the tokenizer's chat template does not render conversations as
-            prefixes of one another (then assistant turns cannot be located).
+        ChatFormatError: the tokenizer or chat template cannot give training the ids inference
+            sees (see ``conversation.ChatFormat.encode``).
     """
-    conversation = progression_conversation(query, [*thoughts, answer], s.refine_prompt)
-    weights_by_turn = iter(segment_weights(len(thoughts), s))
-    pieces: list[tuple[str, float | None]] = []  # (text, weight or None = not supervised)
-    done = ""
-    for i, message in enumerate(conversation):
-        if message["role"] != "assistant":
-            continue
-        prompt = _render(tokenizer, conversation[:i], add_generation_prompt=True)
-        full = _render(tokenizer, conversation[: i + 1], add_generation_prompt=False)
-        if not (prompt.startswith(done) and full.startswith(prompt)):
-            raise ValueError("chat template is not prefix-stable; cannot locate assistant turns")
-        pieces += [(prompt[len(done) :], None), (full[len(prompt) :], next(weights_by_turn))]
-        done = full
-    ids, labels, weights = [], [], []
-    for text, weight in pieces:
-        piece = tokenizer(text, add_special_tokens=False)["input_ids"]
-        ids += piece
-        supervised = weight is not None and weight > 0
-        labels += piece if supervised else [IGNORE_INDEX] * len(piece)
-        weights += [weight if supervised else 0.0] * len(piece)
-    if len(ids) > s.max_seq_len:
-        return None
-    return Example(ids, labels, weights)
+    conversation = progression(query, [*thoughts, answer], s.refine_prompt)
+    encoded = chat_format.encode(conversation, segment_weights(len(thoughts), s))
+    return None if len(encoded.input_ids) > s.max_seq_len else encoded
 
 
-def collate(examples: list[Example], pad_id: int) -> Batch:
-    """Right-pad a list of examples into tensors; padding is unsupervised and weightless."""
+def encode_dataset(
+    dataset: pa.Table, chat_format: ChatFormat, s: TrainSettings
+) -> tuple[pa.Table, int]:
+    """Every row of a ``schemas.PTR_DATASET`` table encoded; rows over ``max_seq_len`` dropped.
+
+    Returns:
+        A ``schemas.TRAIN_EXAMPLES`` table and the number of rows dropped as too long.
+    """
+    schemas.validate(dataset, schemas.PTR_DATASET, "ptr_dataset")
+    rows, dropped = [], 0
+    for r in dataset.select(["query", "thoughts", "answer"]).to_pylist():
+        encoded = encode_example(chat_format, r["query"], r["thoughts"], r["answer"], s)
+        if encoded is None:
+            dropped += 1
+        else:
+            rows.append(vars(encoded))
+    return pa.Table.from_pylist(rows, schema=schemas.TRAIN_EXAMPLES), dropped
+
+
+def steps_per_epoch(num_examples: int, s: TrainSettings, world_size: int) -> int:
+    per_step = s.micro_batch_size * s.gradient_accumulation_steps * world_size
+    return math.ceil(num_examples / per_step)
+
+
+def total_steps(num_examples: int, s: TrainSettings, world_size: int) -> int:
+    total = steps_per_epoch(num_examples, s, world_size) * s.num_epochs
+    return min(total, s.max_steps) if s.max_steps else total
+
+
+def step_plan(
+    num_examples: int, s: TrainSettings, world_size: int
+) -> Iterator[list[list[list[int]]]]:
+    """The example indices of every optimizer step: ``plan[rank][micro_step]`` -> indices.
+
+    Every rank gets ``gradient_accumulation_steps`` micro-steps per step, each of at most
+    ``micro_batch_size`` indices (possibly none at the end of an epoch). The same seed gives every
+    rank the same plan, so each rank takes its own slice.
+    """
+    rng = random.Random(s.seed)
+    micro, accumulation = s.micro_batch_size, s.gradient_accumulation_steps
+    per_micro_step = micro * world_size
+    done, limit = 0, total_steps(num_examples, s, world_size)
+    while num_examples:
+        order = list(range(num_examples))
+        rng.shuffle(order)
+        for start in range(0, num_examples, per_micro_step * accumulation):
+            if done == limit:
+                return
+            rows = order[start : start + per_micro_step * accumulation]
+            plan = [[[] for _ in range(accumulation)] for _ in range(world_size)]
+            for m in range(accumulation):
+                chunk = rows[m * per_micro_step : (m + 1) * per_micro_step]
+                for rank in range(world_size):
+                    plan[rank][m] = chunk[rank::world_size]
+            done += 1
+            yield plan
+
+
+def collate(examples: list[Encoded], pad_id: int) -> Batch:
+    """Right-pad examples into tensors; padding is unsupervised and weightless."""
     width = max(len(e.input_ids) for e in examples)
     pad = lambda xs, v: xs + [v] * (width - len(xs))  # noqa: E731
     return Batch(
         input_ids=torch.tensor([pad(e.input_ids, pad_id) for e in examples]),
         attention_mask=torch.tensor([pad([1] * len(e.input_ids), 0) for e in examples]),
         labels=torch.tensor([pad(e.labels, IGNORE_INDEX) for e in examples]),
-        weights=torch.tensor([pad(e.weights, 0.0) for e in examples], dtype=torch.float32),
+        loss_weights=torch.tensor(
+            [pad(e.loss_weights, 0.0) for e in examples], dtype=torch.float32
+        ),
     )

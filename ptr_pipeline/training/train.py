@@ -3,9 +3,17 @@
 Run (one process):   python -m ptr_pipeline.training.train --job job.json
 Run (several ranks): deepspeed --num_gpus N --module ptr_pipeline.training.train --job job.json
 
-``job.json`` holds the settings, the resolved base model path, the dataset Parquet path and the
-output folder. Rank 0 saves a Hugging Face checkpoint (safetensors, tokenizer, config) and
-``ptr_manifest.json`` (settings, loss curve, files with sha256) into the output folder.
+``job.json`` is a ``TrainJob``: settings, the resolved base model, the tokenized examples (Parquet,
+``schemas.TRAIN_EXAMPLES``) and the output folder. Rank 0 saves a Hugging Face checkpoint
+(safetensors, tokenizer, config) and its manifest (``storage.CHECKPOINT_MANIFEST``: settings, loss
+curve, files with sha256). A rank that fails writes its error to ``error_dir/rank-<N>.json`` first,
+so the launcher can report the rank that failed rather than the ranks it took down.
+
+Loss normalisation: each micro-batch's loss is divided by the weight of the whole optimizer step
+(all micro-batches, all ranks; one all-reduce per step) and multiplied by
+``gradient_accumulation_steps x world_size``, which undoes DeepSpeed's division by the former in
+``engine.backward`` and its mean over ranks. The gradient is then that of
+``sum(w * ce) / sum(w)`` over the step, whatever the cut into micro-batches and ranks.
 """
 
 import argparse
@@ -13,104 +21,102 @@ import json
 import os
 import random
 import time
+import traceback
 from pathlib import Path
 
 import deepspeed
+import deepspeed.comm as dist
 import pyarrow.parquet as pq
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from ptr_pipeline.storage import file_sha256
-from ptr_pipeline.training.launch import MANIFEST
-from ptr_pipeline.training.loss import weighted_thought_loss
-from ptr_pipeline.training.settings import TrainSettings, deepspeed_config
-from ptr_pipeline.training.tokenize import Batch, collate, encode_example
+from ptr_pipeline.conversation import Encoded
+from ptr_pipeline.schemas import IGNORE_INDEX
+from ptr_pipeline.storage import CHECKPOINT_MANIFEST, folder_manifest_files
+from ptr_pipeline.training.loss import supervised_weight, weighted_thought_loss
+from ptr_pipeline.training.settings import TrainJob, deepspeed_config
+from ptr_pipeline.training.tokenize import Batch, collate, step_plan, total_steps
 
 
-def main(job: dict) -> dict:
-    settings = TrainSettings.model_validate(job["settings"])
-    output_dir = Path(job["output_dir"])
+def main(job: TrainJob) -> dict:
+    settings = job.settings
     rank = int(os.environ.get("RANK", "0"))
     _seed(settings.seed)
     hf_logging.disable_progress_bar()
 
-    # --- setup: tokenizer, data, model, engine
-    tokenizer = AutoTokenizer.from_pretrained(job["model_path"])
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    examples, dropped = _encode(tokenizer, Path(job["dataset_path"]), settings)
-    if not examples:
-        raise SystemExit(f"no training example fits max_seq_len={settings.max_seq_len}")
+    # --- setup: examples, tokenizer, model, engine
+    examples = [Encoded(**r) for r in pq.read_table(job.examples_path).to_pylist()]
+    tokenizer = AutoTokenizer.from_pretrained(job.model_path)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     dtype = torch.bfloat16 if settings.precision == "bf16" else torch.float32  # half the host RAM
-    model = AutoModelForCausalLM.from_pretrained(job["model_path"], dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(job.model_path, dtype=dtype)
     engine, *_ = deepspeed.initialize(
         model=model, model_parameters=model.parameters(), config=deepspeed_config(settings)
     )
     world = engine.world_size
-    micro_per_epoch = len(examples) // (settings.micro_batch_size * world) or 1
-    steps_per_epoch = max(1, micro_per_epoch // settings.gradient_accumulation_steps)
-    total_steps = min(settings.max_steps or 10**12, steps_per_epoch * settings.num_epochs)
+    steps = total_steps(len(examples), settings, world)
+    scale = settings.gradient_accumulation_steps * world
+    # A rank with no row left for a micro-step still joins every collective, with zero weight.
+    empty = Encoded(examples[0].input_ids, [IGNORE_INDEX] * len(examples[0].input_ids),
+                    [0.0] * len(examples[0].input_ids))  # fmt: skip
 
-    # --- loop
-    losses, tokens, step, micro_losses = [], 0, 0, []
+    # --- loop: one iteration per optimizer step
+    losses, tokens = [], 0
     started = time.perf_counter()
-    rng = random.Random(settings.seed)
-    while step < total_steps:
-        for batch in _epoch(
-            examples, micro_per_epoch, settings, rng, engine, tokenizer.pad_token_id
-        ):
+    for step, plan in enumerate(step_plan(len(examples), settings, world), start=1):
+        batches = [
+            _to(collate([examples[i] for i in indices] or [empty], pad_id), engine.device)
+            for indices in plan[engine.global_rank]
+        ]
+        step_weight = _all_reduce(sum(supervised_weight(b.labels, b.loss_weights) for b in batches))
+        step_loss = torch.zeros((), dtype=torch.float32)
+        for batch, indices in zip(batches, plan[engine.global_rank], strict=True):
             logits = engine(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-            loss = weighted_thought_loss(logits, batch.labels, batch.weights)
-            engine.backward(loss)
-            boundary = engine.is_gradient_accumulation_boundary()
+            loss = weighted_thought_loss(logits, batch.labels, batch.loss_weights, step_weight)
+            engine.backward(loss * scale)
             engine.step()
-            micro_losses.append(loss.item())
-            tokens += int(batch.attention_mask.sum())
-            if boundary:
-                step += 1
-                losses.append(round(sum(micro_losses) / len(micro_losses), 6))
-                micro_losses = []
-                if rank == 0:
-                    print(f"step {step}/{total_steps} loss {losses[-1]:.4f}", flush=True)
-                if step >= total_steps:
-                    break
+            step_loss += loss.detach().float().cpu()
+            tokens += int(batch.attention_mask.sum()) if indices else 0
+        losses.append(round(_all_reduce(step_loss).item(), 6))
+        if rank == 0:
+            print(f"step {step}/{steps} loss {losses[-1]:.4f}", flush=True)
     seconds = time.perf_counter() - started
 
     # --- save (rank 0 writes; every rank joins the ZeRO-3 gather)
     summary = {
-        "steps": step,
+        "steps": len(losses),
         "examples": len(examples),
-        "examples_dropped_too_long": dropped,
+        "examples_dropped_too_long": job.examples_dropped_too_long,
         "loss_curve": losses,
         "train_seconds": round(seconds, 3),
-        "tokens_per_s": round(tokens * world / seconds, 1) if seconds else None,
+        "tokens_per_s": round(_all_reduce(torch.tensor(float(tokens))).item() / seconds, 1)
+        if seconds
+        else None,
         "world_size": world,
     }
     state_dict = engine._zero3_consolidated_16bit_state_dict() if settings.zero_stage == 3 else None
     if rank == 0:
-        _save(engine.module, tokenizer, state_dict, output_dir, job, summary)
+        _save(engine.module, tokenizer, state_dict, job, summary)
     return summary
 
 
-def _encode(tokenizer, dataset_path: Path, settings: TrainSettings):
-    rows = pq.read_table(dataset_path).to_pylist()
-    encoded = [
-        encode_example(tokenizer, r["query"], r["thoughts"], r["answer"], settings) for r in rows
-    ]
-    examples = [e for e in encoded if e is not None]
-    return examples, len(encoded) - len(examples)
+def _to(batch: Batch, device) -> Batch:
+    return Batch(*(t.to(device) for t in vars(batch).values()))
 
 
-def _epoch(examples, micro_batches: int, settings: TrainSettings, rng, engine, pad_id: int):
-    """One shuffled pass: this rank's ``micro_batches`` micro-batches, on the engine's device."""
-    order = list(range(len(examples)))
-    rng.shuffle(order)  # same seed on every rank: the same order, sliced per rank below
-    mine = order[engine.global_rank :: engine.world_size]
-    size = settings.micro_batch_size
-    for start in range(0, micro_batches * size, size):
-        batch = collate([examples[i] for i in mine[start : start + size]], pad_id)
-        yield Batch(*(t.to(engine.device) for t in vars(batch).values()))
+def _all_reduce(value: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks (a CPU float32 scalar in, the same out)."""
+    tensor = torch.as_tensor(value, dtype=torch.float32).detach().clone().reshape(1)
+    if dist.get_world_size() > 1:
+        device = (
+            torch.device("cuda", torch.cuda.current_device())
+            if torch.cuda.is_available()
+            else "cpu"
+        )
+        tensor = tensor.to(device)
+        dist.all_reduce(tensor)
+    return tensor.cpu()[0]
 
 
 def _seed(seed: int) -> None:
@@ -118,32 +124,52 @@ def _seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _save(model, tokenizer, state_dict, output_dir: Path, job: dict, summary: dict) -> None:
+def _save(model, tokenizer, state_dict, job: TrainJob, summary: dict) -> None:
+    output_dir = Path(job.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir, state_dict=state_dict, safe_serialization=True)
     tokenizer.save_pretrained(output_dir)
-    files = {
-        p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
-        for p in sorted(output_dir.iterdir())
-        if p.is_file() and p.name != MANIFEST
-    }
     manifest = {
-        "base_model": job["base_model"],
-        "model_path": job["model_path"],
-        "dataset_fingerprint": job.get("dataset_fingerprint"),
-        "code_version": job.get("code_version"),
-        "settings": job["settings"],
-        "deepspeed_config": deepspeed_config(TrainSettings.model_validate(job["settings"])),
+        "base_model": job.base_model,
+        "model_path": job.model_path,
+        "dataset_fingerprint": job.dataset_fingerprint,
+        "code_version": job.code_version,
+        "settings": job.settings.model_dump(),
+        "deepspeed_config": deepspeed_config(job.settings),
         "summary": summary,
-        "files": files,
+        "files": folder_manifest_files(output_dir),
         "versions": {"torch": torch.__version__, "deepspeed": deepspeed.__version__},
     }
-    (output_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    (output_dir / CHECKPOINT_MANIFEST).write_text(json.dumps(manifest, indent=2))
+
+
+def _record_error(job: TrainJob, error: BaseException) -> None:
+    """Leave this rank's error where the launcher looks, before the process exits."""
+    rank = os.environ.get("RANK", "0")
+    path = Path(job.error_dir) / f"rank-{rank}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        json.dumps(
+            {
+                "rank": int(rank),
+                "time": time.time(),
+                "error": f"{type(error).__name__}: {error}",
+                "traceback": "".join(traceback.format_exception(error)),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--job", required=True, type=Path, help="job JSON written by launch.py")
+    parser.add_argument(
+        "--job", required=True, type=Path, help="TrainJob JSON written by launch.py"
+    )
     parser.add_argument("--local_rank", type=int, default=0, help="set by the deepspeed launcher")
     args = parser.parse_args()
-    main(json.loads(args.job.read_text()))
+    train_job = TrainJob.model_validate_json(args.job.read_text())
+    try:
+        main(train_job)
+    except BaseException as e:
+        _record_error(train_job, e)
+        raise

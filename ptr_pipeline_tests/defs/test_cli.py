@@ -66,4 +66,9 @@ def test_job_execute_fails_clearly_on_bad_input(home, tmp_path):
         config,
     )
     assert proc.returncode != 0
-    assert "missing.jsonl: query source not found" in proc.stdout + proc.stderr
+    output = proc.stdout + proc.stderr
+    # The short console: one line with the cause, the trace once, one line for the run.
+    assert "query_pool FAILED: ptr_pipeline.records.InputError: " in output
+    assert f"{tmp_path / 'missing.jsonl'}: not found" in output
+    assert output.count("Traceback") + output.count("Stack Trace") <= 1
+    assert "run failed:" in output

@@ -15,8 +15,8 @@ EXPECTED_ASSETS = {
     "query_pool": ("dataset", set()),
     "weak_thoughts": ("dataset", {"query_pool"}),
     "strong_refinements": ("dataset", {"weak_thoughts"}),
-    "filter_decisions": ("dataset", {"weak_thoughts", "strong_refinements"}),
-    "ptr_dataset": ("dataset", {"weak_thoughts", "strong_refinements"}),
+    "filter_decisions": ("dataset", {"strong_refinements"}),  # its rows carry the thoughts
+    "ptr_dataset": ("dataset", {"strong_refinements"}),
     "ptr_checkpoint": ("training", {"ptr_dataset"}),
     "eval_scores": ("evaluation", {"ptr_checkpoint"}),
     "eval_summary": ("evaluation", {"eval_scores"}),
@@ -66,6 +66,10 @@ def test_jobs_and_schedule(defs):
         EXPECTED_ASSETS
     )
     assert full.tags["dagster/asset_partition_range_start"] == "gsm8k"
+    assert full.executor_def.name == "ptr_executor"
+    sensor = defs.resolve_sensor_def("dead_run_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert sensor.minimum_interval_seconds == 30
     schedule = defs.resolve_schedule_def("nightly_dataset_rebuild_schedule")
     assert schedule.cron_schedule == "0 2 * * *"
     assert schedule.job_name == "dataset_rebuild_job"
@@ -90,3 +94,27 @@ def test_instance_configs_are_valid(folder):
     assert config["run_monitoring"]["free_slots_after_run_end_seconds"] == 300
     assert "ptr_pipeline" in config["python_logs"]["managed_python_loggers"]
     assert ("storage" in config) == (folder == "docker")  # local: SQLite under DAGSTER_HOME
+
+
+def test_every_settings_rule_is_checked_for_the_whole_run(defs):
+    """Dagster's launch validation knows types, not bounds: these pass it, and the run guard
+    refuses them before any step, naming op and field."""
+    from ptr_pipeline.defs.runs import config_problems
+
+    job = defs.resolve_job_def("ptr_full_job")
+    config = {
+        "ops": {
+            "strong_refinements": {"config": {"num_rounds": 0}},
+            "weak_thoughts": {"config": {"temperature": -1}},
+            "consistency_filter": {"config": {"min_step_similarity": 7}},
+            "ptr_checkpoint": {"config": {"offload_optimizer": True}},  # needs zero_stage >= 1
+        }
+    }
+    assert dg.validate_run_config(job, config)  # Dagster alone accepts it
+    assert sorted(config_problems(job, config)) == [
+        "ops.consistency_filter.config.min_step_similarity: Input should be less than or equal to 1 (got 7)",
+        "ops.ptr_checkpoint.config: Value error, offload_optimizer needs zero_stage >= 1",
+        "ops.strong_refinements.config.num_rounds: Input should be greater than or equal to 1 (got 0)",
+        "ops.weak_thoughts.config.temperature: Input should be greater than or equal to 0 (got -1)",
+    ]  # fmt: skip
+    assert config_problems(job, {}) == []  # the defaults are the demo

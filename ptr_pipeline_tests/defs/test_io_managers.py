@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ptr_pipeline.defs.io_managers import CheckpointIOManager, ParquetIOManager
+from ptr_pipeline.storage import CHECKPOINT_MANIFEST, checkpoint_problems, checkpoint_version
 
 PARTS = dg.StaticPartitionsDefinition(["a", "b"])
 
@@ -94,34 +95,57 @@ def test_partitioned_output_is_split_per_key_and_reloaded(tmp_path):
             "task"
         ).to_pylist() == [key, key]
     assert pq.read_table(tmp_path / "summary" / "latest.parquet").column("n").to_pylist() == [4]
+    # Each partition's materialization describes that partition alone.
+    events = {
+        e.partition: e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == dg.AssetKey("scores")
+    }
+    assert set(events) == {"a", "b"}
+    for key, meta in events.items():
+        assert meta["dagster/row_count"].value == 2
+        assert f"| {key} |" in meta["preview"].value
+        assert Path(meta["snapshot"].value).parent == tmp_path / "scores" / key / "versions"
+
+
+def _checkpoint(folder: Path, content: str) -> Path:
+    """A checkpoint-shaped folder: one weights file and a manifest listing it with its hash."""
+    folder.mkdir(parents=True)
+    (folder / "weights.bin").write_text(content)
+    files = {
+        "weights.bin": {
+            "bytes": len(content),
+            "sha256": hashlib.sha256(content.encode()).hexdigest(),
+        }
+    }
+    (folder / CHECKPOINT_MANIFEST).write_text(json.dumps({"files": files, "seconds": time.time()}))
+    return folder
+
+
+def _checkpoint_assets(tmp_path, content: str):
+    @dg.asset(io_manager_key="ckpt")
+    def ckpt(context: dg.AssetExecutionContext) -> Path:
+        return _checkpoint(tmp_path / "work" / context.run_id, content)
+
+    @dg.asset(io_manager_key="pq")
+    def consumer(ckpt: Path) -> pa.Table:
+        return pa.table({"weights": [(ckpt / "weights.bin").read_text()]})
+
+    return [ckpt, consumer]
+
+
+def _io(tmp_path) -> dict:
+    return {
+        "ckpt": CheckpointIOManager(base_dir=str(tmp_path / "artifacts")),
+        "pq": ParquetIOManager(base_dir=str(tmp_path / "artifacts")),
+    }
 
 
 def test_checkpoint_manager_versions_folders(tmp_path):
-    io = CheckpointIOManager(base_dir=str(tmp_path / "artifacts"))
-
-    def make(content: str):
-        @dg.asset(io_manager_key="ckpt")
-        def ckpt(context: dg.AssetExecutionContext) -> Path:
-            staging = tmp_path / "work" / context.run_id
-            staging.mkdir(parents=True)
-            (staging / "weights.bin").write_text(content)
-            files = {"weights.bin": {"sha256": hashlib.sha256(content.encode()).hexdigest()}}
-            (staging / "ptr_manifest.json").write_text(
-                json.dumps({"files": files, "seconds": time.time()})
-            )
-            return staging
-
-        @dg.asset(io_manager_key="pq")
-        def consumer(ckpt: Path) -> pa.Table:
-            return pa.table({"weights": [(ckpt / "weights.bin").read_text()]})
-
-        return [ckpt, consumer]
-
-    pq_io = ParquetIOManager(base_dir=str(tmp_path / "artifacts"))
-    first = dg.materialize(make("one"), resources={"ckpt": io, "pq": pq_io})
+    first = dg.materialize(_checkpoint_assets(tmp_path, "one"), resources=_io(tmp_path))
     assert first.success
-    dg.materialize(make("two"), resources={"ckpt": io, "pq": pq_io})
-    dg.materialize(make("two"), resources={"ckpt": io, "pq": pq_io})  # same files, other timings
+    dg.materialize(_checkpoint_assets(tmp_path, "two"), resources=_io(tmp_path))
+    dg.materialize(_checkpoint_assets(tmp_path, "two"), resources=_io(tmp_path))  # same files
     root = tmp_path / "artifacts" / "ckpt"
     assert len(list((root / "versions").iterdir())) == 2
     assert (root / "latest" / "weights.bin").read_text() == "two"
@@ -132,9 +156,68 @@ def test_checkpoint_manager_versions_folders(tmp_path):
         first.get_asset_materialization_events()[0].materialization.metadata["path"].value
     )
     assert (first_path / "weights.bin").read_text() == "one"  # older versions stay immutable
-    assert not list(
-        (tmp_path / "work").rglob("weights.bin")
-    )  # staging folders were moved, not copied
+    staged = next(p for p in (tmp_path / "work").rglob("weights.bin") if p.read_text() == "one")
+    assert staged.stat().st_ino == (first_path / "weights.bin").stat().st_ino  # linked, not copied
+
+
+def test_an_incomplete_version_folder_is_replaced_not_trusted(tmp_path):
+    """A crash left versions/<hash>/ with config.json only: the next publish replaces it."""
+    staging = _checkpoint(tmp_path / "staging", "weights")
+    digest = checkpoint_version(json.loads((staging / CHECKPOINT_MANIFEST).read_text()))
+    partial = tmp_path / "artifacts" / "ckpt" / "versions" / digest
+    partial.mkdir(parents=True)
+    (partial / "config.json").write_text("{}")
+
+    @dg.asset(io_manager_key="ckpt")
+    def ckpt() -> Path:
+        return staging
+
+    result = dg.materialize([ckpt], resources=_io(tmp_path))
+    assert result.success
+    assert checkpoint_problems(partial) == []
+    assert (tmp_path / "artifacts" / "ckpt" / "latest").resolve() == partial
+    meta = result.get_asset_materialization_events()[0].materialization.metadata
+    assert meta["new_version"].value is True
+
+
+def test_a_step_reads_the_version_its_own_run_wrote(tmp_path):
+    """Run B rewrites `up` between run A's `up` and `down` steps; A's `down` still reads A's `up`."""
+    io = {"pq": ParquetIOManager(base_dir=str(tmp_path))}
+
+    def up_asset(values):
+        @dg.asset(io_manager_key="pq", name="up")
+        def up() -> pa.Table:
+            return pa.table({"v": values})
+
+        return up
+
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+
+        @dg.asset(deps=["up"])
+        def meddler() -> None:  # another run on the same instance materializes `up` meanwhile
+            assert dg.materialize([up_asset([9, 9])], resources=io, instance=instance).success
+
+        @dg.asset(io_manager_key="pq", deps=[meddler])
+        def down(up: pa.Table) -> pa.Table:
+            return up
+
+        assert dg.materialize(
+            [up_asset([1, 2]), meddler, down], resources=io, instance=instance
+        ).success
+        assert pq.read_table(tmp_path / "up" / "latest.parquet").column("v").to_pylist() == [9, 9]
+        assert pq.read_table(tmp_path / "down" / "latest.parquet").column("v").to_pylist() == [1, 2]
+
+        # A later run that does not materialize `up` reads the latest recorded materialization.
+        @dg.asset(io_manager_key="pq", name="down")
+        def down_again(up: pa.Table) -> pa.Table:
+            return up
+
+        (tmp_path / "up" / "latest.parquet").unlink()  # not needed: the record names the version
+        assert dg.materialize(
+            [up_asset([0]).to_source_asset(), down_again], resources=io, instance=instance
+        ).success
+        assert pq.read_table(tmp_path / "down" / "latest.parquet").column("v").to_pylist() == [9, 9]
 
 
 def test_load_of_unmaterialized_asset_names_it(tmp_path):

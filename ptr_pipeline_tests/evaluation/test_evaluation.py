@@ -1,16 +1,25 @@
 """Eval tasks: loaders for both schemas, answer extraction, multi-round scoring, summary flips."""
 
 import json
+import re
 
 import pyarrow as pa
 import pytest
 
 from ptr_pipeline import schemas
-from ptr_pipeline.evaluation import TASKS, evaluate_rounds, load_examples, summarize
-from ptr_pipeline.evaluation.rounds import summary_markdown
-from ptr_pipeline.evaluation.tasks import TaskDataError, extract_choice, extract_number
-from ptr_pipeline.generation.backends import TransformersGenerator
-from ptr_pipeline.generation.settings import Sampling
+from ptr_pipeline.conversation import PromptTooLongError
+from ptr_pipeline.engines import Sampling, TransformersGenerator
+from ptr_pipeline.evaluation import (
+    TASKS,
+    EvalSettings,
+    evaluate_models,
+    evaluate_rounds,
+    load_examples,
+    summarize,
+    summary_markdown,
+)
+from ptr_pipeline.evaluation.tasks import extract_choice, extract_number
+from ptr_pipeline.records import InputError
 
 
 @pytest.mark.parametrize(
@@ -83,8 +92,88 @@ def test_bad_record_names_file_row_and_field(tmp_path):
         + json.dumps({"question": "q"})
         + "\n"
     )
-    with pytest.raises(TaskDataError, match=r"g.jsonl row 2: missing field 'answer'"):
+    with pytest.raises(InputError, match=r"g.jsonl row 2: missing field 'answer'"):
         load_examples("gsm8k", str(tmp_path / "g.jsonl"))
+
+
+@pytest.mark.parametrize(
+    ("task", "record", "message"),
+    [
+        ("gsm8k", {"question": "q", "answer": 4}, "row 2 field 'answer': expected a string, got int"),
+        ("gsm8k", {"question": 12, "answer": "#### 1"}, "row 2 field 'question': expected a string"),
+        ("gsm8k", {"question": "q", "answer": "no marker"}, "row 2 field 'answer': no '####"),
+        ("mmlu", {"question": "q", "choices": ["a", "b"], "answer": 7}, "row 2 field 'answer': index 7"),
+        ("mmlu", {"question": "q", "choices": "ab", "answer": 0}, "row 2 field 'choices': expected a list"),
+        ("arc", {"question": "q", "choices": {"text": ["a"], "label": ["A"]}, "answerKey": "C"},
+         "row 2 field 'answerKey': 'C' is not one of the labels"),
+    ],
+)  # fmt: skip
+def test_wrongly_typed_fields_name_file_row_and_field(tmp_path, task, record, message):
+    good = {
+        "gsm8k": {"question": "q", "answer": "#### 1"},
+        "mmlu": {"question": "q", "choices": ["a", "b"], "answer": 0},
+        "arc": {"question": "q", "choices": {"text": ["a"], "label": ["A"]}, "answerKey": "A"},
+    }[task]
+    path = tmp_path / "e.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps(record) + "\n")
+    with pytest.raises(InputError, match=re.escape(f"e.jsonl {message}")):
+        load_examples(task, str(path))
+
+
+def test_empty_eval_file_is_an_error(tmp_path):
+    (tmp_path / "e.jsonl").write_text("\n  \n")
+    with pytest.raises(InputError, match=r"e\.jsonl: no records"):
+        load_examples("gsm8k", str(tmp_path / "e.jsonl"))
+
+
+def _no_model(path):
+    raise AssertionError(f"no model may load here ({path})")
+
+
+def test_a_huge_question_is_refused_before_any_model_loads(tmp_path, models_home):
+    """A 5 MB question would make generate() allocate terabytes; it is refused from the tokenizer."""
+    path = tmp_path / "g.jsonl"
+    rows = [
+        {"question": "2+2?", "answer": "#### 4"},
+        {"question": "x " * 2_500_000, "answer": "#### 1"},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    examples = {"gsm8k": load_examples("gsm8k", str(path))}
+    models = {"base": models_home.resolve_model("tiny:base")}
+    with pytest.raises(PromptTooLongError, match=r"g.jsonl row 2 field 'question': 5,000,\d+ char"):
+        evaluate_models(models, examples, EvalSettings(), _no_model, tmp_path / "work")
+    # Just over the context: found by tokenizing (each "x " is a token or two).
+    path.write_text(
+        json.dumps(rows[0])
+        + "\n"
+        + json.dumps({"question": "x " * 1100, "answer": "#### 1"})
+        + "\n"
+    )
+    examples = {"gsm8k": load_examples("gsm8k", str(path))}
+    with pytest.raises(
+        PromptTooLongError, match=r"g.jsonl row 2 field 'question': needs up to \d+ tokens"
+    ):
+        evaluate_models(models, examples, EvalSettings(), _no_model, tmp_path / "work")
+
+
+def test_evaluate_models_caches_per_model_and_task(tmp_path, models_home):
+    loads = []
+
+    def make(path):
+        loads.append(path)
+        return TransformersGenerator(path)
+
+    examples = {"gsm8k": load_examples("gsm8k", limit=2), "arc": load_examples("arc", limit=2)}
+    models = {"base": models_home.resolve_model("tiny:base")}
+    settings = EvalSettings(num_rounds=2, max_new_tokens=4)
+    first = evaluate_models(models, examples, settings, make, tmp_path / "work")
+    assert first.num_rows == 2 * 2 * 2 and len(loads) == 1  # one load for both tasks
+    again = evaluate_models(models, examples, settings, _no_model, tmp_path / "work")
+    assert again.sort_by("task").equals(first.sort_by("task"))
+    changed = evaluate_models(
+        models, examples, settings.model_copy(update={"num_rounds": 3}), make, tmp_path / "work"
+    )
+    assert changed.num_rows == 2 * 2 * 3 and len(loads) == 2
 
 
 def test_rounds_keep_history_and_score_each_round(models_home):

@@ -21,20 +21,15 @@ PROV = {
 }
 
 
-def _tables(progressions: dict[str, tuple[list[str], list[str]]]):
-    thoughts, refinements = [], []
-    for qid, (weak, strong) in progressions.items():
-        thoughts += [
-            {"query_id": qid, "query": f"query {qid}", "sample_index": i, "thought": t, **PROV}
-            for i, t in enumerate(weak)
-        ]
-        refinements += [
-            {"query_id": qid, "round": r + 1, "refinement": t, **PROV} for r, t in enumerate(strong)
-        ]
-    return (
-        pa.Table.from_pylist(thoughts, schema=schemas.WEAK_THOUGHTS),
-        pa.Table.from_pylist(refinements, schema=schemas.STRONG_REFINEMENTS),
-    )
+def _refinements(progressions: dict[str, tuple[list[str], list[str]]]) -> pa.Table:
+    """A strong_refinements table: every row carries its query and weak thoughts."""
+    rows = [
+        {"query_id": qid, "query": f"query {qid}", "thoughts": weak, "round": r + 1,
+         "refinement": t, **PROV}
+        for qid, (weak, strong) in progressions.items()
+        for r, t in enumerate(strong)
+    ]  # fmt: skip
+    return pa.Table.from_pylist(rows, schema=schemas.STRONG_REFINEMENTS)
 
 
 def test_lexical_similarity():
@@ -44,7 +39,7 @@ def test_lexical_similarity():
 
 
 def test_each_rule_drops_with_its_reason():
-    thoughts, refinements = _tables(
+    refinements = _refinements(
         {
             "ok": (
                 ["paris is the capital"],
@@ -63,7 +58,7 @@ def test_each_rule_drops_with_its_reason():
     settings = FilterSettings(
         min_answer_chars=3, min_distinct_ratio=0.3, min_step_similarity=0.2, drop_unchanged=True
     )
-    result = filter_consistent(thoughts, refinements, settings)
+    result = filter_consistent(refinements, settings)
     reasons = dict(
         zip(
             result.decisions.column("query_id").to_pylist(),
@@ -90,8 +85,8 @@ def test_each_rule_drops_with_its_reason():
 
 
 def test_weak_only_thoughts_and_step_similarities():
-    thoughts, refinements = _tables({"q": (["a b", "a b c"], ["a b c d", "a b c d e"])})
-    result = filter_consistent(thoughts, refinements, FilterSettings(include_strong_rounds=False))
+    refinements = _refinements({"q": (["a b", "a b c"], ["a b c d", "a b c d e"])})
+    result = filter_consistent(refinements, FilterSettings(include_strong_rounds=False))
     row = result.decisions.to_pylist()[0]
     assert row["thoughts"] == ["a b", "a b c"] and row["answer"] == "a b c d e"
     assert row["step_similarity"] == pytest.approx(

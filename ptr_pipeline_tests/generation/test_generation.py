@@ -5,14 +5,14 @@ import json
 import pytest
 
 from ptr_pipeline import schemas
+from ptr_pipeline.conversation import PromptTooLongError
+from ptr_pipeline.engines import LazyGenerator, Sampling, TransformersGenerator
 from ptr_pipeline.generation import (
     RefineSettings,
-    Sampling,
     ThoughtSettings,
     generate_thoughts,
     refine_thoughts,
 )
-from ptr_pipeline.generation.backends import TransformersGenerator
 from ptr_pipeline.generation.prompts import prompt_hash, strong_conversation, thought_conversation
 from ptr_pipeline_tests.conftest import make_queries
 
@@ -22,6 +22,7 @@ class Recording:
 
     def __init__(self, inner):
         self.inner, self.model, self.calls = inner, inner.model, []
+        self.chat_format = inner.chat_format
 
     def generate(self, conversations, sampling):
         self.calls.append(([list(c) for c in conversations], sampling))
@@ -30,6 +31,13 @@ class Recording:
 
 def _never():
     raise AssertionError("a cached stage must not load a model")
+
+
+NEVER = LazyGenerator(_never)
+
+
+def lazy(generator) -> LazyGenerator:
+    return LazyGenerator(lambda: generator)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +64,7 @@ def test_generate_thoughts_rows_provenance_and_resume(home, weak):
     queries = make_queries(["Name a color.", "Say hi.", "Count to 3."])
     settings = ThoughtSettings(num_thoughts=2, shard_size=2, max_new_tokens=8)
     recorder = Recording(weak)
-    table = generate_thoughts(queries, settings, lambda: recorder, home.work)
+    table = generate_thoughts(queries, settings, lazy(recorder), home.work)
     schemas.validate(table, schemas.WEAK_THOUGHTS, "weak_thoughts")
     assert table.num_rows == 6
     assert table.column("sample_index").to_pylist() == [0, 1] * 3
@@ -68,10 +76,10 @@ def test_generate_thoughts_rows_provenance_and_resume(home, weak):
         thought_conversation("Name a color.", "ptr_thought_v1")
     )
     # Unchanged inputs and settings: everything comes from the shards, no model is loaded.
-    assert generate_thoughts(queries, settings, _never, home.work).equals(table)
+    assert generate_thoughts(queries, settings, NEVER, home.work).equals(table)
     # Changed settings: a new computation.
     other = generate_thoughts(
-        queries, settings.model_copy(update={"seed": 1}), lambda: weak, home.work
+        queries, settings.model_copy(update={"seed": 1}), lazy(weak), home.work
     )
     assert other.num_rows == 6
 
@@ -79,11 +87,11 @@ def test_generate_thoughts_rows_provenance_and_resume(home, weak):
 def test_refine_rounds_see_thoughts_and_previous_round(home, weak, models_home):
     queries = make_queries(["Name a color.", "Say hi."])
     thoughts = generate_thoughts(
-        queries, ThoughtSettings(num_thoughts=2, max_new_tokens=6), lambda: weak, home.work
+        queries, ThoughtSettings(num_thoughts=2, max_new_tokens=6), lazy(weak), home.work
     )
     strong = Recording(TransformersGenerator(models_home.resolve_model("tiny:strong")))
     settings = RefineSettings(num_rounds=3, max_new_tokens=6)
-    table = refine_thoughts(thoughts, settings, lambda: strong, home.work)
+    table = refine_thoughts(thoughts, settings, lazy(strong), home.work)
     schemas.validate(table, schemas.STRONG_REFINEMENTS, "strong_refinements")
     assert table.num_rows == 6
     assert sorted(
@@ -96,7 +104,10 @@ def test_refine_rounds_see_thoughts_and_previous_round(home, weak, models_home):
     by_round = {r["round"]: r["refinement"] for r in table.to_pylist() if r["query_id"] == "q0"}
     assert rounds[2][0][1]["content"] == by_round[1] and rounds[2][0][3]["content"] == by_round[2]
     assert rounds[2][0][-1]["content"] == settings.refine_prompt
-    assert refine_thoughts(thoughts, settings, _never, home.work).equals(table)
+    q0 = [r for r in table.to_pylist() if r["query_id"] == "q0"]
+    assert all(r["query"] == "Name a color." and r["thoughts"] == [d["thought"] for d in drafts]
+               for r in q0)  # fmt: skip
+    assert refine_thoughts(thoughts, settings, NEVER, home.work).equals(table)
 
 
 def test_strong_conversation_layout():
@@ -110,4 +121,13 @@ def test_strong_conversation_layout():
 def test_bad_input_table_names_the_problem(home):
     bad = make_queries(["x"]).drop_columns(["query"])
     with pytest.raises(schemas.SchemaError, match="missing column 'query'"):
-        generate_thoughts(bad, ThoughtSettings(), _never, home.work)
+        generate_thoughts(bad, ThoughtSettings(), NEVER, home.work)
+
+
+def test_a_query_too_long_for_the_context_is_refused_before_the_model_loads(home, models_home):
+    """The tiny models have a 2,048-token context; the check needs only the tokenizer."""
+    queries = make_queries(["Name a color.", "word " * 3000])
+    engine = LazyGenerator(_never, model_path=models_home.resolve_model("tiny:weak"))
+    with pytest.raises(PromptTooLongError, match=r"query q1 \(test\): needs up to \d+ tokens"):
+        generate_thoughts(queries, ThoughtSettings(shard_size=1), engine, home.work)
+    assert not list((home.work / "weak_thoughts").rglob("*.parquet"))  # nothing was generated

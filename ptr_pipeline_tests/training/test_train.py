@@ -1,19 +1,26 @@
-"""DeepSpeed training in a subprocess on CPU: the checkpoint loads, generates, and changed."""
+"""DeepSpeed training in a subprocess on CPU: invariants of the objective, caching, failures."""
 
 import json
+import shutil
 
 import pyarrow as pa
 import pytest
 import torch
 
 from ptr_pipeline import schemas
-from ptr_pipeline.storage import file_sha256
+from ptr_pipeline.conversation import ChatFormat
+from ptr_pipeline.storage import checkpoint_problems, file_sha256
 from ptr_pipeline.training import (
     TrainingFailed,
     TrainSettings,
     deepspeed_config,
     train_in_subprocess,
 )
+from ptr_pipeline.training.launch import _failure, command, environment
+from ptr_pipeline.training.loss import weighted_thought_loss
+from ptr_pipeline.training.tokenize import collate, encode_dataset
+
+LONG = "Add the tens, then the ones, then carry: the sum of these numbers is four in the end. " * 3
 
 
 def _dataset(n: int = 8) -> pa.Table:
@@ -25,6 +32,15 @@ def _dataset(n: int = 8) -> pa.Table:
             "answer": f"The answer is {2 * i}.",
         }
         for i in range(n)
+    ]
+    return pa.Table.from_pylist(rows, schema=schemas.PTR_DATASET)
+
+
+def _two_rows() -> pa.Table:
+    """A long answer and a 4-token answer: a per-micro-batch mean would weigh them alike."""
+    rows = [
+        {"query_id": "long", "query": "What is 2 + 2?", "thoughts": [], "answer": LONG},
+        {"query_id": "short", "query": "What is 2 + 2?", "thoughts": [], "answer": "4."},
     ]
     return pa.Table.from_pylist(rows, schema=schemas.PTR_DATASET)
 
@@ -44,34 +60,89 @@ def test_deepspeed_config_follows_settings():
         TrainSettings(offload_optimizer=True)
 
 
+def _train(models_home, folder, dataset, **settings):
+    lines: list[str] = []
+    result = train_in_subprocess(
+        dataset,
+        TrainSettings(**settings),
+        models_home.resolve_model("tiny:base"),
+        folder,
+        on_line=lines.append,
+    )
+    return result, lines
+
+
+@pytest.fixture(scope="module")
+def cuts(models_home, tmp_path_factory) -> dict:
+    """Two optimizer steps on the same two rows, cut three ways into micro-batches and ranks."""
+    out = {}
+    for name, settings in {
+        "micro2": {"micro_batch_size": 2},
+        "accumulate2": {"micro_batch_size": 1, "gradient_accumulation_steps": 2},
+        "ranks2": {"micro_batch_size": 1, "num_gpus": 2},
+    }.items():
+        folder = tmp_path_factory.mktemp(name)
+        out[name] = _train(
+            models_home, folder, _two_rows(), max_steps=2, learning_rate=1e-2, **settings
+        )
+    return out
+
+
+@pytest.mark.slow
+def test_the_objective_does_not_depend_on_how_a_step_is_cut(models_home, chat_format, cuts):
+    """micro 2 x acc 1 = micro 1 x acc 2 = 2 ranks x micro 1: same losses, same weights after two
+    steps, and the first loss is sum(w * ce) / sum(w) over the step's tokens, computed here
+    directly. (Normalised per micro-batch instead, "4." would carry half the objective.)"""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    curves = {name: r.manifest["summary"]["loss_curve"] for name, (r, _) in cuts.items()}
+    examples, _ = encode_dataset(_two_rows(), chat_format, TrainSettings())
+    batch = collate([_encoded(r) for r in examples.to_pylist()], 0)
+    model = AutoModelForCausalLM.from_pretrained(models_home.resolve_model("tiny:base"))
+    with torch.no_grad():
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    expected = weighted_thought_loss(logits, batch.labels, batch.loss_weights).item()
+    for name, curve in curves.items():
+        assert curve[0] == pytest.approx(expected, rel=1e-5), name
+        assert curve[1] == pytest.approx(curves["micro2"][1], rel=1e-5), name
+    assert cuts["ranks2"][0].manifest["summary"]["world_size"] == 2
+    assert any("dist_world_size=2" in line for line in cuts["ranks2"][1])
+    weights = {n: load_file(r.checkpoint / "model.safetensors") for n, (r, _) in cuts.items()}
+    # Adam's first steps move each weight by about the learning rate (1e-2) whatever the gradient's
+    # size, so float noise in a near-zero gradient can move one weight by ~1e-4; a different
+    # objective would move many weights by up to 2e-2.
+    for name in ("accumulate2", "ranks2"):
+        for key, tensor in weights["micro2"].items():
+            torch.testing.assert_close(weights[name][key], tensor, rtol=0, atol=5e-4)
+
+
+def _encoded(row: dict):
+    from ptr_pipeline.conversation import Encoded
+
+    return Encoded(**row)
+
+
 @pytest.fixture(scope="module")
 def runs(models_home, tmp_path_factory) -> dict:
     """Three optimizer steps under ZeRO 0 and ZeRO 3, same data and seed."""
     out = {}
     for stage in (0, 3):
         folder = tmp_path_factory.mktemp(f"zero{stage}")
-        settings = TrainSettings(
-            zero_stage=stage, max_steps=3, micro_batch_size=2, learning_rate=1e-2
-        )
-        lines: list[str] = []
-        manifest = train_in_subprocess(
-            _dataset(),
-            settings,
-            models_home.resolve_model("tiny:base"),
-            folder / "ckpt",
-            folder / "work",
-            on_line=lines.append,
-        )
-        out[stage] = (folder / "ckpt", manifest, lines)
+        out[stage] = _train(
+            models_home, folder, _dataset(), zero_stage=stage, max_steps=3,
+            micro_batch_size=2, learning_rate=1e-2,
+        )  # fmt: skip
     return out
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("zero_stage", [0, 3])
 def test_train_writes_a_loadable_changed_checkpoint(models_home, runs, zero_stage):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    checkpoint, manifest, lines = runs[zero_stage]
+    result, lines = runs[zero_stage]
+    checkpoint, manifest = result.checkpoint, result.manifest
     assert any(line.startswith("step 3/3 loss") for line in lines)
     summary = manifest["summary"]
     assert summary["steps"] == 3 and len(summary["loss_curve"]) == 3 and summary["examples"] == 8
@@ -85,16 +156,12 @@ def test_train_writes_a_loadable_changed_checkpoint(models_home, runs, zero_stag
     tuned_params = dict(tuned.named_parameters())
     changed = [n for n, p in original.named_parameters() if not torch.equal(p, tuned_params[n])]
     assert len(changed) == len(tuned_params)  # every trainable parameter moved
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-    enc = tokenizer(
-        ["<|im_start|>user\nWhat is 2 plus 2?<|im_end|>\n<|im_start|>assistant\n"],
-        return_tensors="pt",
-        add_special_tokens=False,
-    )
+    fmt = ChatFormat.from_pretrained(str(checkpoint))
+    ids = torch.tensor([fmt.prompt_ids([{"role": "user", "content": "What is 2 plus 2?"}])])
     out = tuned.generate(
-        **enc, max_new_tokens=5, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        ids, max_new_tokens=5, do_sample=False, eos_token_id=list(fmt.stop_token_ids)
     )
-    assert out.shape[1] > enc["input_ids"].shape[1]
+    assert out.shape[1] > ids.shape[1]
 
 
 @pytest.mark.slow
@@ -102,28 +169,77 @@ def test_zero_3_trains_like_zero_0(runs):
     """Sharding changes where state lives, not the maths: same losses, same weights."""
     from safetensors.torch import load_file
 
-    curves = [runs[stage][1]["summary"]["loss_curve"] for stage in (0, 3)]
+    curves = [runs[stage][0].manifest["summary"]["loss_curve"] for stage in (0, 3)]
     assert curves[1] == pytest.approx(curves[0], rel=1e-4)
-    weights = [load_file(runs[stage][0] / "model.safetensors") for stage in (0, 3)]
+    weights = [load_file(runs[stage][0].checkpoint / "model.safetensors") for stage in (0, 3)]
     assert weights[0].keys() == weights[1].keys()
     for name, tensor in weights[0].items():
         torch.testing.assert_close(weights[1][name].float(), tensor.float(), rtol=1e-3, atol=1e-4)
 
 
 @pytest.mark.slow
-def test_failure_reports_the_process_output(home, tmp_path):
-    settings = TrainSettings(max_seq_len=16)  # every example is too long
-    with pytest.raises(TrainingFailed, match="no training example fits max_seq_len=16"):
+def test_unchanged_inputs_reuse_the_checkpoint_and_staging_is_cleaned(models_home, runs):
+    result, _ = runs[0]
+    work = result.checkpoint.parent
+    assert not list(work.glob(".staging-*"))  # removed after success
+    again, lines = _train(
+        models_home, work, _dataset(), zero_stage=0, max_steps=3, micro_batch_size=2,
+        learning_rate=1e-2,
+    )  # fmt: skip
+    assert again.cached and lines == [] and again.checkpoint == result.checkpoint
+    assert again.manifest == result.manifest
+
+
+@pytest.mark.slow
+def test_a_failing_rank_reports_its_own_error_and_keeps_its_staging(models_home, tmp_path):
+    model = tmp_path / "broken-model"
+    shutil.copytree(models_home.resolve_model("tiny:base"), model)
+    (model / "model.safetensors").write_bytes(b"not safetensors")  # the tokenizer still loads
+    with pytest.raises(TrainingFailed, match=r"training failed on rank 0: \w+Error"):
+        train_in_subprocess(_dataset(4), TrainSettings(max_steps=1), str(model), tmp_path / "w")
+    staging = list((tmp_path / "w").glob(".staging-*"))
+    assert len(staging) == 1 and (staging[0] / "errors" / "rank-0.json").exists()
+    assert checkpoint_problems(tmp_path / "w" / "none")  # nothing was published
+
+
+def test_the_first_rank_to_fail_is_the_cause(tmp_path):
+    """Rank 1 dies first; rank 0 then fails on the closed connection. The report names rank 1."""
+    (tmp_path / "rank-0.json").write_text(json.dumps(
+        {"rank": 0, "time": 20.0, "error": "RuntimeError: Connection closed by peer", "traceback": "t0"}))  # fmt: skip
+    (tmp_path / "rank-1.json").write_text(json.dumps(
+        {"rank": 1, "time": 10.0, "error": "ValueError: max() arg is an empty sequence", "traceback": "t1"}))  # fmt: skip
+    message = _failure(tmp_path, 1, deque_of(["last line"]))
+    assert message.startswith(
+        "training failed on rank 1 (then ranks [0] failed too): ValueError: max() arg"
+    )
+    assert "last line" in _failure(tmp_path / "none", 1, deque_of(["last line"]))
+
+
+def deque_of(lines):
+    from collections import deque
+
+    return deque(lines)
+
+
+def test_too_few_rows_are_refused_before_launch(models_home, tmp_path):
+    with pytest.raises(
+        TrainingFailed, match=r"1 training rows .* fewer than num_gpus=2 x micro_batch_size=4 = 8"
+    ):
         train_in_subprocess(
-            _dataset(2), settings, home.resolve_model("tiny:base"), tmp_path / "c", tmp_path / "w"
+            _dataset(1), TrainSettings(num_gpus=2), models_home.resolve_model("tiny:base"), tmp_path
         )
-    assert json.loads((tmp_path / "w" / "job.json").read_text())["settings"]["max_seq_len"] == 16
+    with pytest.raises(
+        TrainingFailed, match=r"0 training rows fit max_seq_len=16 \(2 longer rows dropped\)"
+    ):
+        train_in_subprocess(
+            _dataset(2), TrainSettings(max_seq_len=16, micro_batch_size=1),
+            models_home.resolve_model("tiny:base"), tmp_path,
+        )  # fmt: skip
+    assert not list(tmp_path.glob(".staging-*"))  # refused before anything was staged
 
 
 def test_launch_command_one_rank_and_several(tmp_path):
     import sys
-
-    from ptr_pipeline.training.launch import command, environment
 
     one = command(TrainSettings(), tmp_path / "job.json")
     assert one == [
@@ -134,11 +250,10 @@ def test_launch_command_one_rank_and_several(tmp_path):
         str(tmp_path / "job.json"),
     ]
     env = environment(TrainSettings(), "cpu")
-    assert env["DS_ACCELERATOR"] == "cpu" and (
-        env["RANK"],
-        env["WORLD_SIZE"],
-        env["LOCAL_RANK"],
-    ) == ("0", "1", "0")
+    assert env["DS_ACCELERATOR"] == "cpu"
+    assert (env["RANK"], env["WORLD_SIZE"], env["LOCAL_RANK"]) == ("0", "1", "0")
+    # DeepSpeed's op build cache belongs to this environment, not to the shared home cache.
+    assert env["TORCH_EXTENSIONS_DIR"].startswith(sys.prefix)
     several = command(TrainSettings(num_gpus=4), tmp_path / "job.json")
     assert several[:5] == [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "4"]
     assert several[-4:] == [
@@ -148,21 +263,3 @@ def test_launch_command_one_rank_and_several(tmp_path):
         str(tmp_path / "job.json"),
     ]
     assert "RANK" not in environment(TrainSettings(num_gpus=4), "cuda")  # the launcher sets ranks
-
-
-@pytest.mark.slow
-def test_two_ranks_through_the_deepspeed_launcher(models_home, tmp_path):
-    """num_gpus > 1 goes through DeepSpeed's launcher; on CPU each rank is a gloo process."""
-    settings = TrainSettings(num_gpus=2, max_steps=2, micro_batch_size=2)
-    lines: list[str] = []
-    manifest = train_in_subprocess(
-        _dataset(),
-        settings,
-        models_home.resolve_model("tiny:base"),
-        tmp_path / "ckpt",
-        tmp_path / "work",
-        on_line=lines.append,
-    )
-    assert manifest["summary"]["world_size"] == 2 and manifest["summary"]["steps"] == 2
-    assert any("dist_world_size=2" in line for line in lines)
-    assert (tmp_path / "ckpt" / "model.safetensors").exists()

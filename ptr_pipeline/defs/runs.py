@@ -1,0 +1,172 @@
+"""Run guard: before any step runs, a run checks its whole config and cleans up after dead runs.
+
+Dagster checks a run's config against the config schema at launch, which knows types but not the
+settings' bounds (``num_rounds >= 1``, ``temperature >= 0``, ...) nor their cross-field rules;
+pydantic would only enforce them when each step starts, after earlier steps spent their compute.
+And a run whose worker is killed (``kill -9``) stays ``STARTED`` forever, holding its ``gpu`` pool
+slot: the next run waits on it. Both are fixed at the one point every run passes through, its
+executor (``ptr_executor``, Dagster's ``multi_or_in_process_executor`` wrapped):
+
+1. the run records its worker's pid, the process start time and the host as run tags;
+2. runs on this host whose recorded worker is gone are marked failed, and the pool slots of
+   every run that has ended are freed (no waiting for ``free_slots_after_run_end_seconds``);
+3. every op's config is validated by its pydantic settings class; a bad value fails the run
+   naming the op and the field, before any step.
+
+``dead_run_sensor`` does step 2 every 30 s under the daemon (``make dev``), so a killed run is
+marked failed within a minute even when no other run starts. The default execution mode is
+``in_process`` (one process per run: each step saves the 3-4 s of a fresh process, and
+generators free their model with ``close()``); ``execution: {config: {multiprocess: {}}}`` in a run
+config gives one process per step.
+"""
+
+import inspect
+import os
+import socket
+
+import dagster as dg
+import psutil  # process liveness, portably (a dependency of DeepSpeed and Dagster)
+import pydantic
+
+PID_TAG = "ptr/worker_pid"
+START_TAG = "ptr/worker_started"
+HOST_TAG = "ptr/worker_host"
+
+_LIVE = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+
+
+def _process_started(pid: int) -> str | None:
+    """The start time of process ``pid`` (to tell it from a later process given the same pid)."""
+    try:
+        return f"{psutil.Process(pid).create_time():.2f}"
+    except psutil.Error:
+        return None
+
+
+def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Mark failed the live-looking runs of this host whose worker process is gone, and free the
+    pool slots of every run that has ended. Returns the run ids marked failed."""
+    host = socket.gethostname()
+    reaped = []
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=_LIVE)):
+        tags = run.tags
+        if tags.get(HOST_TAG) != host or PID_TAG not in tags:
+            continue
+        if _process_started(int(tags[PID_TAG])) == tags.get(START_TAG):
+            continue
+        instance.report_run_failed(
+            run,
+            message=f"run worker (pid {tags[PID_TAG]} on {host}) is gone, killed or crashed; "
+            "run marked failed and its pool slots freed",
+        )
+        reaped.append(run.run_id)
+    storage = instance.event_log_storage
+    for run_id in storage.get_concurrency_run_ids():
+        run = instance.get_run_by_id(run_id)
+        if run is None or run.is_finished:
+            storage.free_concurrency_slots_for_run(run_id)
+    return reaped
+
+
+def config_class(op_def) -> type[pydantic.BaseModel] | None:
+    """The pydantic ``dg.Config`` class an op's ``config`` parameter is annotated with."""
+    fn = getattr(getattr(op_def, "compute_fn", None), "decorated_fn", None)
+    if fn is None:
+        return None
+    parameter = inspect.signature(fn).parameters.get("config")
+    annotation = parameter.annotation if parameter else None
+    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+        return annotation
+    return None
+
+
+def config_problems(job_def: dg.JobDefinition, run_config: dict) -> list[str]:
+    """Every settings violation in ``run_config`` for ``job_def``'s ops, as 'op.field: why'."""
+    problems = []
+    ops = (run_config or {}).get("ops") or {}
+    for node in job_def.graph.nodes:
+        cls = config_class(node.definition)
+        if cls is None:
+            continue
+        given = (ops.get(node.name) or {}).get("config") or {}
+        try:
+            cls.model_validate(given)
+        except pydantic.ValidationError as e:
+            for error in e.errors():
+                where = ".".join(["ops", node.name, "config", *map(str, error["loc"])])
+                got = f" (got {error['input']!r})" if error["loc"] else ""
+                problems.append(f"{where}: {error['msg']}{got}")
+    return problems
+
+
+class RunConfigError(ValueError):
+    """A run's config breaks its settings' rules; raised before any step runs."""
+
+
+class _GuardedExecutor(dg.Executor):
+    def __init__(self, inner: dg.Executor):
+        self._inner = inner
+
+    @property
+    def retries(self):
+        return self._inner.retries
+
+    @property
+    def step_dependency_config(self):
+        return self._inner.step_dependency_config
+
+    def execute(self, plan_context, execution_plan):
+        instance, run = plan_context.instance, plan_context.dagster_run
+        pid = os.getpid()
+        instance.add_run_tags(
+            run.run_id,
+            {
+                PID_TAG: str(pid),
+                START_TAG: _process_started(pid) or "",
+                HOST_TAG: socket.gethostname(),
+            },
+        )
+        for run_id in reap_dead_runs(instance):
+            plan_context.log.warning(f"marked run {run_id} failed: its worker process is gone")
+        problems = config_problems(plan_context.job.get_definition(), plan_context.run_config)
+        if problems:
+            raise RunConfigError("invalid run config, nothing was run: " + "; ".join(problems))
+        yield from self._inner.execute(plan_context, execution_plan)
+
+
+@dg.executor(
+    name="ptr_executor",
+    config_schema=dg.Field(
+        dg.Selector(
+            {
+                "in_process": dg.multi_or_in_process_executor.config_schema.config_type.fields[
+                    "in_process"
+                ],
+                "multiprocess": dg.multi_or_in_process_executor.config_schema.config_type.fields[
+                    "multiprocess"
+                ],
+            }
+        ),
+        default_value={"in_process": {}},
+    ),
+    requirements=dg.multi_or_in_process_executor.get_requirements,
+)
+def ptr_executor(init_context: dg.InitExecutorContext) -> dg.Executor:
+    """Dagster's multi_or_in_process_executor (in_process by default), guarded (module docstring)."""
+    return _GuardedExecutor(dg.multi_or_in_process_executor.executor_creation_fn(init_context))
+
+
+@dg.sensor(
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Marks failed the runs whose worker process died (kill -9) and frees the gpu "
+    "pool slots of ended runs, every 30 s.",
+)
+def dead_run_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+    reaped = reap_dead_runs(context.instance)
+    return dg.SkipReason(f"marked failed: {reaped}" if reaped else "no dead runs")
+
+
+@dg.definitions
+def run_guard() -> dg.Definitions:
+    return dg.Definitions(executor=ptr_executor, sensors=[dead_run_sensor])

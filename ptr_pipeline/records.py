@@ -1,0 +1,320 @@
+"""One reader for every input file the pipeline accepts: query corpora and eval sets.
+
+Sources, as users have them:
+
+- a file: JSON Lines (``.jsonl``), JSON (``.json``: an array of objects, or JSON Lines under a
+  ``.json`` name, as the Hugging Face hub often ships them), Parquet (``.parquet``), CSV
+  (``.csv``, with a header unless ``csv_columns`` names the columns); any of them gzip-compressed
+  (``.jsonl.gz``...);
+- a folder written by ``datasets``' ``save_to_disk`` (a ``Dataset``, or a ``DatasetDict`` of which
+  one split is read);
+- a folder of data files in the hub's layouts (``data/test-00000-of-00001.parquet``,
+  ``train.jsonl``, ``test/*.csv``, ``abstract_algebra_dev.csv``): one split is read;
+- ``hf:<name>[:<split>]``: ``datasets.load_dataset`` from the local Hugging Face cache.
+
+Text is UTF-8 with or without a byte-order mark; lines end in LF or CRLF; JSON Lines are split on
+"\\n" only, so a raw U+2028 inside a JSON string stays inside its record. Every record carries the
+file and row it came from, and every error (``InputError``) names them, and the field when one is
+at fault. A source that yields no record is an error naming it.
+
+Parsing is delegated to well-kept libraries: ``json``, ``csv`` and ``gzip`` from the standard
+library, ``pyarrow.parquet`` for Parquet, ``datasets`` for ``save_to_disk`` folders and the hub cache.
+"""
+
+import csv
+import gzip
+import io
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+KNOWN_SPLITS = ("train", "test", "validation", "val", "dev", "auxiliary_train")
+_SHARD = re.compile(r"^(?P<split>.+?)-\d{5}-of-\d{5}$")  # the hub's test-00000-of-00001
+
+
+class InputError(ValueError):
+    """Bad input data; the message names the file, the row and, when one is at fault, the field."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One input row: its fields, and where it came from (for error messages)."""
+
+    fields: dict[str, Any]
+    file: str  # the file (or folder, or hf: name) it was read from
+    row: int  # 1-based: the line in text formats, the record index otherwise
+
+    @property
+    def where(self) -> str:
+        return f"{self.file} row {self.row}"
+
+    def error(self, message: str, field: str | None = None) -> InputError:
+        at = f"{self.where} field {field!r}" if field else self.where
+        return InputError(f"{at}: {message}")
+
+    def has(self, name: str) -> bool:
+        return name in self.fields and self.fields[name] is not None
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.fields.get(name, default)
+
+    def require(self, name: str) -> Any:
+        """The value of field ``name``. Raises InputError when it is missing or null."""
+        if name not in self.fields:
+            found = ", ".join(sorted(self.fields)) or "none"
+            raise self.error(f"missing field {name!r} (found {found})")
+        if self.fields[name] is None:
+            raise self.error("is null", name)
+        return self.fields[name]
+
+    def text(self, name: str) -> str:
+        """The string value of field ``name``. Raises InputError when missing or not a string."""
+        value = self.require(name)
+        if not isinstance(value, str):
+            raise self.error(f"expected a string, got {type(value).__name__}", name)
+        return value
+
+
+def read_records(
+    source: str | Path, split: str | None = None, csv_columns: list[str] | None = None
+) -> list[Record]:
+    """Every record of ``source`` (see the module docstring for what a source can be).
+
+    Args:
+        source: a file, a folder, or ``hf:<name>[:<split>]``.
+        split: which split of a folder or DatasetDict to read; None reads the only split there
+            is (an error lists the splits when there are several). Ignored for a single file.
+        csv_columns: column names for CSV files without a header row (MMLU's original release).
+
+    Raises:
+        InputError: the source is missing, unreadable, malformed, or holds no record; the
+            message names the file and row.
+    """
+    records = list(iter_records(source, split, csv_columns))
+    if not records:
+        raise InputError(f"{source}: no records (the source is empty or holds only blank lines)")
+    return records
+
+
+def iter_records(
+    source: str | Path, split: str | None = None, csv_columns: list[str] | None = None
+) -> Iterator[Record]:
+    """Like ``read_records``, one record at a time and without the emptiness check."""
+    text = str(source)
+    if text.startswith("hf:"):
+        yield from _hub(text, split)
+        return
+    path = Path(source)
+    if not path.exists():
+        raise InputError(f"{path}: not found")
+    if path.is_dir():
+        yield from _folder(path, split, csv_columns)
+    else:
+        yield from _file(path, csv_columns)
+
+
+# --- files
+
+
+def _data_suffix(path: Path) -> str:
+    """The format suffix of a data file, looking through a trailing ``.gz``."""
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    return suffixes[-1] if suffixes else ""
+
+
+def _file(path: Path, csv_columns: list[str] | None) -> Iterator[Record]:
+    suffix = _data_suffix(path)
+    if suffix not in SUFFIXES:
+        raise InputError(
+            f"{path}: unsupported format {suffix or path.name!r}; "
+            f"use {', '.join(SUFFIXES)} (optionally .gz), or a folder"
+        )
+    if suffix == ".parquet":
+        yield from _parquet(path)
+        return
+    data = path.read_bytes()
+    if path.suffix.lower() == ".gz":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as e:
+            raise InputError(f"{path}: not a readable gzip file: {e}") from e
+    data = data.removeprefix(b"\xef\xbb\xbf")  # UTF-8 byte-order mark
+    if suffix == ".jsonl":
+        yield from _json_lines(path, data)
+    elif suffix == ".json":
+        yield from _json(path, data)
+    else:
+        yield from _csv(path, data, csv_columns)
+
+
+def _decode(path: Path, data: bytes, first_line: int = 1) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = first_line + data.count(b"\n", 0, e.start)
+        raise InputError(
+            f"{path} row {line}: not valid UTF-8 (byte {data[e.start]:#04x}); "
+            "re-encode the file as UTF-8"
+        ) from e
+
+
+def _json_lines(path: Path, data: bytes) -> Iterator[Record]:
+    # Split on "\n" only: str.splitlines() would also split on U+2028/U+2029 inside strings.
+    for lineno, raw in enumerate(data.split(b"\n"), start=1):
+        line = _decode(path, raw, lineno).rstrip("\r")
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path} row {lineno}: invalid JSON: {e.msg}") from e
+        yield _record(value, path, lineno)
+
+
+def _json(path: Path, data: bytes) -> Iterator[Record]:
+    text = _decode(path, data)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        if e.msg == "Extra data":  # several JSON values: JSON Lines under a .json name
+            yield from _json_lines(path, data)
+            return
+        if not text.strip():
+            return
+        raise InputError(f"{path} row {e.lineno}: invalid JSON: {e.msg}") from e
+    if isinstance(value, dict):  # a single object: one record
+        value = [value]
+    if not isinstance(value, list):
+        raise InputError(f"{path}: expected a JSON array of objects, or JSON Lines")
+    for index, item in enumerate(value, start=1):
+        yield _record(item, path, index)
+
+
+def _record(value: Any, path: Path | str, row: int) -> Record:
+    if not isinstance(value, dict):
+        raise InputError(f"{path} row {row}: expected a JSON object, got {type(value).__name__}")
+    return Record(value, str(path), row)
+
+
+def _csv(path: Path, data: bytes, columns: list[str] | None) -> Iterator[Record]:
+    text = _decode(path, data)
+    rows = csv.reader(io.StringIO(text, newline=""))
+    header = columns
+    first = 1
+    if header is None:
+        header = next(rows, None)
+        first = 2
+        if header is None:
+            return
+    for lineno, row in enumerate(rows, start=first):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            raise InputError(
+                f"{path} row {lineno}: {len(row)} columns, expected {len(header)} ({', '.join(header)})"
+            )
+        yield Record(dict(zip(header, row, strict=True)), str(path), lineno)
+
+
+def _parquet(path: Path) -> Iterator[Record]:
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow raises ArrowInvalid or OSError for a non-Parquet file
+        raise InputError(f"{path}: not a readable Parquet file: {e}") from e
+    row = 0
+    for batch in parquet.iter_batches(batch_size=4096):
+        try:
+            values = batch.to_pylist()
+        except Exception as e:  # e.g. invalid UTF-8 in a string column
+            raise InputError(f"{path} rows {row + 1}-{row + batch.num_rows}: {e}") from e
+        for value in values:
+            row += 1
+            yield Record(value, str(path), row)
+
+
+# --- folders
+
+
+def _split_of(file: Path, root: Path) -> str:
+    """The split a data file of a folder belongs to, by the hub's naming conventions."""
+    stem = file.name
+    while Path(stem).suffix:
+        stem = Path(stem).stem
+    shard = _SHARD.match(stem)
+    if shard:
+        return shard.group("split")
+    for part in file.relative_to(root).parts[:-1]:
+        if part in KNOWN_SPLITS:
+            return part
+    for name in KNOWN_SPLITS:
+        if stem == name or stem.endswith(f"_{name}") or stem.endswith(f"-{name}"):
+            return name
+    return stem
+
+
+def _choose_split(where: Path | str, available: list[str], split: str | None) -> str:
+    if split is not None:
+        if split not in available:
+            raise InputError(f"{where}: no split {split!r}; its splits are {', '.join(available)}")
+        return split
+    if len(available) != 1:
+        raise InputError(
+            f"{where}: several splits ({', '.join(available)}); choose one with the split setting"
+        )
+    return available[0]
+
+
+def _folder(path: Path, split: str | None, csv_columns: list[str] | None) -> Iterator[Record]:
+    if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+        yield from _saved_dataset(path, split)
+        return
+    files = sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file() and _data_suffix(p) in SUFFIXES and not p.name.startswith(".")
+    )
+    if not files:
+        raise InputError(
+            f"{path}: a folder with no data files ({', '.join(SUFFIXES)}) and no save_to_disk dataset"
+        )
+    by_split: dict[str, list[Path]] = {}
+    for f in files:
+        by_split.setdefault(_split_of(f, path), []).append(f)
+    chosen = _choose_split(path, sorted(by_split), split)
+    for f in by_split[chosen]:
+        yield from _file(f, csv_columns)
+
+
+def _saved_dataset(path: Path, split: str | None) -> Iterator[Record]:
+    import datasets
+
+    loaded = datasets.load_from_disk(str(path))
+    if isinstance(loaded, datasets.DatasetDict):
+        chosen = _choose_split(path, sorted(loaded), split)
+        loaded = loaded[chosen]
+        where = f"{path}[{chosen}]"
+    else:
+        where = str(path)
+    for index, value in enumerate(loaded, start=1):
+        yield Record(dict(value), where, index)
+
+
+def _hub(source: str, split: str | None) -> Iterator[Record]:
+    import datasets
+
+    name, _, named_split = source.removeprefix("hf:").partition(":")
+    chosen = named_split or split or "train"
+    try:
+        loaded = datasets.load_dataset(name, split=chosen)
+    except Exception as e:  # no network here: only what the local cache holds
+        raise InputError(f"{source}: could not load split {chosen!r}: {e}") from e
+    for index, value in enumerate(loaded, start=1):
+        yield Record(dict(value), f"{source}:{chosen}", index)

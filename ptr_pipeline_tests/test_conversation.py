@@ -1,0 +1,166 @@
+"""The training = inference rule, for every tokenizer family: the ids a training row gives the model
+for a conversation prefix are exactly the ids the generator feeds it, and every trained assistant
+turn ends with a token generation stops at."""
+
+import pytest
+import torch
+
+from ptr_pipeline.conversation import (
+    REFINE_PROMPT,
+    ChatFormat,
+    ChatFormatError,
+    progression,
+    refinement_prompt,
+)
+from ptr_pipeline.engines import Sampling, TransformersGenerator
+from ptr_pipeline.schemas import IGNORE_INDEX
+from ptr_pipeline_tests.families import FAMILIES, build_model_folder, build_tokenizer
+
+QUERY = "What is two plus two?"
+STEPS = ["It is 5.", "No, it is 4.", "The answer is 4."]  # two thoughts, then the answer
+WEIGHTS = [0.5, 0.75, 1.0]
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("families")
+    return {f: build_model_folder(f, root / f) for f in FAMILIES}
+
+
+def _turns(encoded):
+    """(start, end) of each maximal run of supervised positions."""
+    runs, start = [], None
+    for i, label in enumerate([*encoded.labels, IGNORE_INDEX]):
+        if label != IGNORE_INDEX and start is None:
+            start = i
+        if label == IGNORE_INDEX and start is not None:
+            runs.append((start, i))
+            start = None
+    return runs
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_training_ids_are_the_generators_ids_and_turns_end_on_a_stop_token(folders, family):
+    generator = TransformersGenerator(str(folders[family]), batch_size=1)
+    fmt = generator.chat_format
+    conversation = progression(QUERY, STEPS)
+    encoded = fmt.encode(conversation, WEIGHTS)
+    assert len(encoded.input_ids) == len(encoded.labels) == len(encoded.loss_weights)
+
+    # What the generator really feeds the model at each round, captured at the model's input.
+    seen: list[list[int]] = []
+    hook = generator.lm.register_forward_pre_hook(
+        lambda module, args, kwargs: (
+            seen.append(kwargs["input_ids"][0].tolist()) if not seen else None
+        ),
+        with_kwargs=True,
+    )
+    turns = _turns(encoded)
+    assert len(turns) == len(STEPS)
+    try:
+        for k, (start, end) in enumerate(turns):
+            seen.clear()
+            prefix = refinement_prompt(QUERY, STEPS[:k], REFINE_PROMPT)
+            generator.generate([prefix], Sampling(max_new_tokens=1))
+            assert seen[0] == encoded.input_ids[:start], f"{family} turn {k + 1}"
+            # The turn is supervised through a token generation stops at, and nothing after it.
+            assert encoded.input_ids[end - 1] in fmt.stop_token_ids
+            assert STEPS[k] in fmt.tokenizer.decode(encoded.input_ids[start:end])
+            assert set(encoded.loss_weights[start:end]) == {WEIGHTS[k]}
+            assert encoded.labels[start:end] == encoded.input_ids[start:end]
+    finally:
+        hook.remove()
+    assert sum(w > 0 for w in encoded.loss_weights) == sum(e - s for s, e in turns)
+
+
+def test_bos_is_there_once_whoever_adds_it(folders):
+    for family in ("llama2", "llama3", "mistral", "base"):
+        fmt = ChatFormat.from_pretrained(str(folders[family]))
+        bos = fmt.tokenizer.bos_token_id
+        ids = fmt.encode(progression(QUERY, ["4"]), [1.0]).input_ids
+        prompt = fmt.prompt_ids([{"role": "user", "content": QUERY}])
+        assert ids[0] == bos and ids[1] != bos, family  # post-processor or template, never both
+        assert prompt[0] == bos and prompt[1] != bos, family
+    qwen = ChatFormat.from_pretrained(str(folders["qwen2"]))
+    assert qwen.tokenizer.bos_token_id is None
+
+
+def test_stop_ids_include_the_end_of_turn_and_every_generation_config_eos(folders):
+    qwen = ChatFormat.from_pretrained(str(folders["qwen2"]))
+    ids = qwen.tokenizer.convert_tokens_to_ids
+    assert set(qwen.stop_token_ids) == {ids("<|im_end|>"), ids("<|endoftext|>")}
+    llama3 = ChatFormat.from_pretrained(str(folders["llama3"]))
+    ids = llama3.tokenizer.convert_tokens_to_ids
+    assert set(llama3.stop_token_ids) == {ids("<|eot_id|>"), ids("<|end_of_text|>")}
+
+
+def test_a_base_model_learns_to_stop(folders):
+    """No chat template: Question/Answer text, and the answer ends with the EOS token."""
+    fmt = ChatFormat.from_pretrained(str(folders["base"]))
+    encoded = fmt.encode(progression(QUERY, ["It is 4."]), [1.0])
+    start, end = _turns(encoded)[0]
+    assert fmt.tokenizer.decode(encoded.input_ids[start:end]) == " It is 4.</s>"
+    assert encoded.input_ids[end - 1] == fmt.tokenizer.eos_token_id
+    text = fmt.tokenizer.decode(encoded.input_ids)
+    assert text == f"<s>Question: {QUERY}\nAnswer: It is 4.</s>\n"
+
+
+def test_a_template_whose_turns_end_without_a_stop_token_is_refused():
+    tokenizer = build_tokenizer("base")
+    tokenizer.chat_template = (
+        "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}assistant:{% endif %}"
+    )
+    fmt = ChatFormat(tokenizer)
+    with pytest.raises(ChatFormatError, match="holds no token generation stops at"):
+        fmt.encode(progression(QUERY, ["4"]), [1.0])
+
+
+def test_qwen2_answer_stops_at_im_end_not_at_the_eos(tmp_path):
+    """A model that writes '7<|im_end|>9' answers 7: generation stops at the end-of-turn token.
+
+    The model is a real Qwen2 whose weights are set by hand to a bigram table (one-hot embeddings,
+    attention and MLP outputs zeroed, lm_head mapping each token to its successor)."""
+    from transformers import AutoModelForCausalLM
+
+    from ptr_pipeline.evaluation import evaluate_rounds
+    from ptr_pipeline.evaluation.tasks import EvalExample
+
+    tokenizer = build_tokenizer("qwen2")
+    folder = tmp_path / "bigram"
+    build_model_folder("qwen2", folder)
+    vocab = len(tokenizer)
+    from transformers import Qwen2Config
+
+    config = Qwen2Config(
+        vocab_size=vocab, hidden_size=vocab, intermediate_size=8, num_hidden_layers=1,
+        num_attention_heads=1, num_key_value_heads=1, max_position_embeddings=512,
+        tie_word_embeddings=False,
+    )  # fmt: skip
+    model = AutoModelForCausalLM.from_config(config)
+    ids = tokenizer.convert_tokens_to_ids
+    newline = tokenizer("\n", add_special_tokens=False)["input_ids"][-1]
+    seven, nine = (tokenizer(t, add_special_tokens=False)["input_ids"][0] for t in ("7", "9"))
+    successor = {
+        newline: seven,
+        seven: ids("<|im_end|>"),
+        ids("<|im_end|>"): nine,
+        nine: ids("<|endoftext|>"),
+    }
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.model.embed_tokens.weight.copy_(torch.eye(vocab))
+        model.model.norm.weight.fill_(1.0)
+        for token in range(vocab):
+            model.lm_head.weight[successor.get(token, ids("<|endoftext|>")), token] = 1.0
+    model.generation_config.eos_token_id = [ids("<|endoftext|>")]  # as Qwen2 base ships
+    model.save_pretrained(folder)
+
+    generator = TransformersGenerator(str(folder))
+    example = EvalExample("x", "q", "What is 3 + 4?", "7")
+    table = evaluate_rounds(
+        [example], "gsm8k", generator, 1, REFINE_PROMPT, Sampling(max_new_tokens=6), "base", "m"
+    )
+    row = table.to_pylist()[0]
+    assert row["response"] == "7" and row["correct"]

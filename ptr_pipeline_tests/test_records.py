@@ -1,0 +1,98 @@
+"""The one reader: every format and layout users have, and errors that name file, row and field."""
+
+import gzip
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ptr_pipeline.records import InputError, read_records
+
+ROWS = [{"q": "first question"}, {"q": "second \u2028 question"}, {"q": "third"}]
+
+
+def _texts(source, **kwargs) -> list[str]:
+    return [r.fields["q"] for r in read_records(source, **kwargs)]
+
+
+def test_jsonl_with_bom_crlf_blank_lines_and_u2028(tmp_path):
+    body = "\r\n".join(json.dumps(r, ensure_ascii=False) for r in ROWS) + "\r\n\r\n\n"
+    path = tmp_path / "q.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + body.encode())
+    records = read_records(path)
+    assert [r.fields["q"] for r in records] == [r["q"] for r in ROWS]  # U+2028 stays inside
+    assert [r.row for r in records] == [1, 2, 3]
+
+
+def test_json_array_and_json_lines_under_a_json_name(tmp_path):
+    (tmp_path / "a.json").write_text(json.dumps(ROWS, ensure_ascii=False))
+    (tmp_path / "l.json").write_text("\n".join(json.dumps(r) for r in ROWS))
+    assert _texts(tmp_path / "a.json") == _texts(tmp_path / "l.json") == [r["q"] for r in ROWS]
+
+
+def test_parquet_csv_and_gzip(tmp_path):
+    pq.write_table(pa.Table.from_pylist(ROWS), tmp_path / "q.parquet")
+    (tmp_path / "q.csv").write_text('q\n"first question"\n"second \u2028 question"\nthird\n')
+    (tmp_path / "q.jsonl.gz").write_bytes(
+        gzip.compress("".join(json.dumps(r) + "\n" for r in ROWS).encode())
+    )
+    expected = [r["q"] for r in ROWS]
+    for name in ("q.parquet", "q.csv", "q.jsonl.gz"):
+        assert _texts(tmp_path / name) == expected, name
+    headless = read_records(tmp_path / "q.csv", csv_columns=["q"])
+    assert headless[0].fields["q"] == "q" and headless[0].row == 1
+
+
+def test_hub_folder_layout_picks_the_split(tmp_path):
+    data = tmp_path / "gsm8k" / "main"
+    data.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(ROWS[:2]), data / "test-00000-of-00001.parquet")
+    pq.write_table(pa.Table.from_pylist(ROWS[2:]), data / "train-00000-of-00001.parquet")
+    assert _texts(tmp_path / "gsm8k", split="test") == [r["q"] for r in ROWS[:2]]
+    with pytest.raises(InputError, match=r"gsm8k: several splits \(test, train\)"):
+        read_records(tmp_path / "gsm8k")
+    with pytest.raises(InputError, match=r"no split 'dev'; its splits are test, train"):
+        read_records(tmp_path / "gsm8k", split="dev")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", r"q\.jsonl: no records"),
+        (b"\n  \n\r\n", r"q\.jsonl: no records"),
+        (b'{"q": "ok"}\n{"q": "caf\xe9"}\n', r"q\.jsonl row 2: not valid UTF-8 \(byte 0xe9\)"),
+        (b'{"q": "ok"}\n{"q": oops}\n', r"q\.jsonl row 2: invalid JSON"),
+        (b'{"q": "ok"}\n[1, 2]\n', r"q\.jsonl row 2: expected a JSON object, got list"),
+    ],
+)
+def test_bad_files_name_file_and_row(tmp_path, content, message):
+    (tmp_path / "q.jsonl").write_bytes(content)
+    with pytest.raises(InputError, match=message):
+        read_records(tmp_path / "q.jsonl")
+
+
+def test_non_utf8_json_array_names_the_line(tmp_path):
+    (tmp_path / "q.json").write_bytes(b'[\n{"q": "ok"},\n{"q": "\xff"}\n]')
+    with pytest.raises(InputError, match=r"q\.json row 3: not valid UTF-8"):
+        read_records(tmp_path / "q.json")
+
+
+def test_typed_fields_name_the_field(tmp_path):
+    (tmp_path / "q.jsonl").write_text('{"q": 12}\n')
+    record = read_records(tmp_path / "q.jsonl")[0]
+    with pytest.raises(InputError, match=r"q\.jsonl row 1 field 'q': expected a string, got int"):
+        record.text("q")
+    with pytest.raises(InputError, match=r"q\.jsonl row 1: missing field 'answer' \(found q\)"):
+        record.text("answer")
+
+
+def test_missing_source_unsupported_format_and_empty_folder(tmp_path):
+    with pytest.raises(InputError, match=r"nope\.jsonl: not found"):
+        read_records(tmp_path / "nope.jsonl")
+    (tmp_path / "q.txt").write_text("hello")
+    with pytest.raises(InputError, match=r"q\.txt: unsupported format '\.txt'"):
+        read_records(tmp_path / "q.txt")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match=r"empty: a folder with no data files"):
+        read_records(tmp_path / "empty")
