@@ -36,7 +36,7 @@ dev: .venv/installed $(DAGSTER_HOME)/dagster.yaml
 	.venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 lint: .venv/installed
-	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/lint-imports
 
 fmt: .venv/installed
 	.venv/bin/ruff check --fix . && .venv/bin/ruff format .
