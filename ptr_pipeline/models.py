@@ -136,6 +136,9 @@ def build_tiny_tokenizer():
 def _build_tiny(name: str, folder: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     arch, hidden, layers, heads, kv_heads, intermediate = TINY_MODELS[name]
     tokenizer = build_tiny_tokenizer()

@@ -4,7 +4,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ptr_pipeline.storage import run_sharded, table_fingerprint, write_parquet_atomic
+from ptr_pipeline.storage import (
+    run_sharded,
+    table_fingerprint,
+    write_parquet_atomic,
+    write_versioned,
+)
 
 SCHEMA = pa.schema([pa.field("x", pa.int64()), pa.field("double", pa.int64())])
 
@@ -49,6 +54,40 @@ def test_run_sharded_resumes_after_a_crash(tmp_path):
     calls.clear()
     again = run_sharded(rows, tmp_path, 3, lambda s, i: (calls.append(i), _double(s, i))[1], SCHEMA)
     assert calls == [] and again.equals(out)  # unchanged inputs: nothing is recomputed
+
+
+def test_run_sharded_checks_pending_rows_before_the_first_shard(tmp_path):
+    rows = pa.table({"x": list(range(10))})
+    seen = []
+    run_sharded(rows, tmp_path, 4, _double, SCHEMA, before_first=lambda t: seen.append(t))
+    assert [t.column("x").to_pylist() for t in seen] == [list(range(10))]
+    (tmp_path / "shard-00001.parquet").unlink()  # a crash lost the second shard
+    seen.clear()
+    run_sharded(rows, tmp_path, 4, _double, SCHEMA, before_first=lambda t: seen.append(t))
+    assert [t.column("x").to_pylist() for t in seen] == [[4, 5, 6, 7]]  # only what is left
+    seen.clear()
+    run_sharded(rows, tmp_path, 4, _double, SCHEMA, before_first=lambda t: seen.append(t))
+    assert seen == []  # all done: no check, no model
+
+    def refuse(pending):
+        raise ValueError("too long")
+
+    (tmp_path / "shard-00002.parquet").unlink()
+    with pytest.raises(ValueError, match="too long"):
+        run_sharded(rows, tmp_path, 4, lambda s, i: pytest.fail("processed"), SCHEMA, refuse)
+
+
+def test_write_versioned_keeps_one_immutable_copy_per_content(tmp_path):
+    latest, snapshot, digest = write_versioned(pa.table({"x": [1]}), tmp_path)
+    assert latest.stat().st_ino == snapshot.stat().st_ino  # the same bytes, linked
+    assert snapshot.name == f"{digest[:16]}.parquet"
+    again = write_versioned(pa.table({"x": [1]}), tmp_path)
+    assert again[1] == snapshot and len(list((tmp_path / "versions").iterdir())) == 1
+    write_versioned(pa.table({"x": [2]}), tmp_path)
+    assert pq.read_table(snapshot).column("x").to_pylist() == [1]  # untouched
+    assert pq.read_table(latest).column("x").to_pylist() == [2]
+    leftovers = [p.name for p in tmp_path.rglob(".*")]
+    assert leftovers == []  # no temp file left behind
 
 
 def test_run_sharded_empty_input(tmp_path):

@@ -34,6 +34,7 @@ class _Formatter(logging.Formatter):
     def __init__(self, verbose: bool):
         super().__init__()
         self.verbose = verbose
+        self.step_failed = False  # its cause and trace are printed already
 
     def format(self, record: logging.LogRecord) -> str:
         meta = getattr(record, "dagster_meta", None) or {}
@@ -43,13 +44,20 @@ class _Formatter(logging.Formatter):
         message = meta.get("orig_message") or record.getMessage()
         kind = event.event_type_value if event is not None else None
         if kind == "STEP_FAILURE":
+            self.step_failed = True
             cause = _root_cause(event.event_specific_data.error)
             lines = [f"{when} {step} FAILED: {cause.message.strip() if cause else message}"]
             if cause is not None and cause.stack:
                 lines.append("".join(cause.stack).rstrip())
             return "\n".join(lines)
         if kind == "PIPELINE_FAILURE":
-            return f"{when} run failed: {message.splitlines()[0]}"
+            line = f"{when} run failed: {message.splitlines()[0]}"
+            data = event.event_specific_data
+            cause = _root_cause(getattr(data, "error", None))
+            if self.step_failed or cause is None:
+                return line
+            # The run failed outside any step (e.g. its config was refused): cause and trace once.
+            return "\n".join([line, f"  {cause.message.strip()}", "".join(cause.stack).rstrip()])
         if kind == "STEP_SUCCESS":
             return f"{when} {step} done ({message.rsplit(' in ', 1)[-1].rstrip('.')})"
         return f"{when} {step + ': ' if step else ''}{message}"
@@ -61,6 +69,7 @@ class _Filter(logging.Filter):
     def __init__(self, verbose: bool):
         super().__init__()
         self.verbose = verbose
+        self.step_failed = False  # its cause and trace are printed already
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self.verbose:

@@ -2,8 +2,10 @@
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -14,19 +16,28 @@ REPO = Path(__file__).resolve().parents[2]
 DAGSTER = str(Path(sys.executable).parent / "dagster")
 
 
-def _run(
-    args: list[str], home, tmp_path, config: dict | None = None
-) -> subprocess.CompletedProcess:
+def _command(args: list[str], home, tmp_path, config: dict | None = None, name: str = "run"):
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir(exist_ok=True)
     shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
     if config is not None:
-        (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
-        args = [*args, "-c", str(tmp_path / "run.yaml")]
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(config))
+        args = [*args, "-c", str(tmp_path / f"{name}.yaml")]
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "PTR_HOME": str(home.root)}
-    return subprocess.run(
-        [DAGSTER, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
-    )
+    return [DAGSTER, *args], env
+
+
+def _run(
+    args: list[str], home, tmp_path, config: dict | None = None
+) -> subprocess.CompletedProcess:
+    argv, env = _command(args, home, tmp_path, config)
+    return subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _instance(tmp_path):
+    import dagster as dg
+
+    return dg.DagsterInstance.from_config(str(tmp_path / "dagster_home"))
 
 
 def test_definitions_validate(home, tmp_path):
@@ -72,3 +83,97 @@ def test_job_execute_fails_clearly_on_bad_input(home, tmp_path):
     assert f"{tmp_path / 'missing.jsonl'}: not found" in output
     assert output.count("Traceback") + output.count("Stack Trace") <= 1
     assert "run failed:" in output
+
+
+@pytest.mark.slow
+def test_out_of_range_settings_fail_before_any_stage_runs(home, tmp_path):
+    config = {
+        "ops": {
+            "strong_refinements": {"config": {"num_rounds": 0}},
+            "weak_thoughts": {"config": {"temperature": -1}},
+            "consistency_filter": {"config": {"min_step_similarity": 7}},
+        }
+    }
+    proc = _run(
+        ["job", "execute", "-m", "ptr_pipeline.definitions", "-j", "dataset_rebuild_job"],
+        home,
+        tmp_path,
+        config,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    for field in (
+        "ops.strong_refinements.config.num_rounds: Input should be greater than or equal to 1 (got 0)",
+        "ops.weak_thoughts.config.temperature: Input should be greater than or equal to 0 (got -1)",
+        "ops.consistency_filter.config.min_step_similarity: Input should be less than or equal to 1",
+    ):
+        assert field in output
+    assert not (home.artifacts / "query_pool").exists()  # no stage ran, not even the first
+
+
+SLOW_WEAK_STEP = {
+    "ops": {
+        "query_pool": {"config": {"max_queries": 24}},
+        "weak_thoughts": {"config": {"max_new_tokens": 1500, "num_thoughts": 4, "seed": 7}},
+    }
+}
+
+
+def _start_and_kill(home, tmp_path, name: str) -> str:
+    """Start a dataset rebuild, wait until its weak_thoughts step holds the gpu pool slot, then
+    kill -9 the run (its whole process group). Returns the run id."""
+    import dagster as dg
+
+    argv, env = _command(
+        ["job", "execute", "-m", "ptr_pipeline.definitions", "-j", "dataset_rebuild_job"],
+        home, tmp_path, SLOW_WEAK_STEP, name,
+    )  # fmt: skip
+    proc = subprocess.Popen(
+        argv, cwd=tmp_path, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    with _instance(tmp_path) as instance:
+        while time.monotonic() < deadline:
+            runs = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+            info = instance.event_log_storage.get_concurrency_info("gpu")
+            if runs and info.claimed_slots:
+                break
+            time.sleep(0.5)
+        else:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("the run never claimed the gpu pool slot")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        run = instance.get_run_by_id(runs[0].run_id)
+        assert run.status == dg.DagsterRunStatus.STARTED  # killed: nobody marked it
+        assert instance.event_log_storage.get_concurrency_info("gpu").claimed_slots
+        return run.run_id
+
+
+@pytest.mark.slow
+def test_a_killed_run_is_failed_and_its_pool_slot_freed(home, tmp_path):
+    import dagster as dg
+
+    from ptr_pipeline.defs.runs import dead_run_sensor
+
+    # Under the daemon (make dev): the sensor marks it failed within its 30 s interval.
+    killed = _start_and_kill(home, tmp_path, "first")
+    with _instance(tmp_path) as instance:
+        dead_run_sensor(dg.build_sensor_context(instance=instance))
+        assert instance.get_run_by_id(killed).status == dg.DagsterRunStatus.FAILURE
+        assert not instance.event_log_storage.get_concurrency_info("gpu").claimed_slots
+
+    # With the bare CLI: the next run reaps it before its first step, and is not blocked.
+    killed = _start_and_kill(home, tmp_path, "second")
+    started = time.monotonic()
+    proc = _run(
+        ["job", "execute", "-m", "ptr_pipeline.definitions", "-j", "dataset_rebuild_job"],
+        home,
+        tmp_path,
+        {"ops": {"query_pool": {"config": {"max_queries": 4}}}},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert time.monotonic() - started < 60
+    with _instance(tmp_path) as instance:
+        assert instance.get_run_by_id(killed).status == dg.DagsterRunStatus.FAILURE

@@ -41,10 +41,18 @@ def _metadata(result, asset: str) -> dict:
 @pytest.mark.slow
 def test_full_job_materializes_every_asset(defs, home, tmp_path, capsys):
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-        result = defs.resolve_job_def("ptr_full_job").execute_in_process(
-            run_config=SMALL, instance=instance
-        )
-    assert result.success
+        job = defs.resolve_job_def("ptr_full_job")
+        result = job.execute_in_process(run_config=SMALL, instance=instance)
+        assert result.success
+        # Unchanged inputs: nothing is generated, trained or evaluated again (no new shard,
+        # checkpoint or score file), and the same checkpoint version is published.
+        work = sorted(p for p in home.work.rglob("*") if p.is_file())
+        rerun = job.execute_in_process(run_config=SMALL, instance=instance)
+        assert sorted(p for p in home.work.rglob("*") if p.is_file()) == work
+    assert rerun.success
+    again = _metadata(rerun, "ptr_checkpoint")
+    assert again["reused"] is True and again["steps_run"] == 0
+    assert again["version"] == _metadata(result, "ptr_checkpoint")["version"]
     assert _metadata(result, "query_pool")["dagster/row_count"] == 6
     assert _metadata(result, "weak_thoughts")["dagster/row_count"] == 12  # 2 thoughts per query
     assert _metadata(result, "strong_refinements")["dagster/row_count"] == 12  # 2 rounds
@@ -64,10 +72,19 @@ def test_full_job_materializes_every_asset(defs, home, tmp_path, capsys):
     )
     AutoModelForCausalLM.from_pretrained(latest)
 
+    per_partition = {
+        e.partition: e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == dg.AssetKey("eval_scores")
+    }
     for task in ("gsm8k", "arc", "mmlu"):
         scores = pq.read_table(home.artifacts / "eval_scores" / task / "latest.parquet")
         assert scores.num_rows == 2 * 3 * 2  # models x examples x rounds
         assert set(scores.column("task").to_pylist()) == {task}
+        assert per_partition[task]["dagster/row_count"].value == 12  # this partition's rows
+        assert f"| {task} |" in per_partition[task]["accuracy_by_round"].value
+        other = next(t for t in ("gsm8k", "arc", "mmlu") if t != task)
+        assert f"| {other} |" not in per_partition[task]["accuracy_by_round"].value
     summary = pq.read_table(home.artifacts / "eval_summary" / "latest.parquet").to_pylist()
     assert {(s["model_role"], s["task"], s["round"]) for s in summary} == {
         (m, t, r) for m in ("base", "ptr") for t in ("gsm8k", "arc", "mmlu") for r in (1, 2)
