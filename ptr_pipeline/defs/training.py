@@ -34,7 +34,7 @@ def ptr_checkpoint(
         config,
         model_path=home.resolve_model(config.base_model),
         work_dir=home.work / "ptr_checkpoint",
-        device=compute.resolved_device(),
+        device=compute.resolved_device,  # resolved (importing torch) only if training runs
         on_line=context.log.info,
         base_model=config.base_model,
     )

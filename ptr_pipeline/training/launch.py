@@ -91,7 +91,7 @@ def train_in_subprocess(
     settings: TrainSettings,
     model_path: str,
     work_dir: Path,
-    device: str = "cpu",
+    device: str | Callable[[], str] = "cpu",
     on_line: Callable[[str], None] = log.info,
     base_model: str | None = None,
 ) -> TrainResult:
@@ -102,7 +102,8 @@ def train_in_subprocess(
         settings: the stage settings.
         model_path: the resolved base model (what ``from_pretrained`` loads).
         work_dir: this stage's folder for cached checkpoints and staging.
-        device: "cpu" or "cuda".
+        device: "cpu" or "cuda", or a function returning it (called only when training runs, so
+            a cached run never imports torch to find the device).
         on_line: receives every output line of the training process.
         base_model: the model setting as written (recorded in the manifest); default model_path.
 
@@ -163,7 +164,7 @@ def train_in_subprocess(
     tail: deque[str] = deque(maxlen=40)
     with subprocess.Popen(
         argv,
-        env=environment(settings, device),
+        env=environment(settings, device() if callable(device) else device),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
