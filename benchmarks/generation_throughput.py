@@ -2,7 +2,8 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/generation_throughput.py [--model PATH]
 
-Both decode the same prompts greedily in the same batches, so they do identical work; the two are
+Both decode the same prompt ids greedily in the same batches with the same stop ids, so they do
+identical work; the two are
 timed alternately ``--repeats`` times and the medians compared. Prints tokens per second for both
 and the ratio backend/raw (the roadmap's goal: at least 0.95). Default model: the embedded tiny
 strong model, built in a temp folder.
@@ -16,9 +17,8 @@ from pathlib import Path
 
 import torch
 
+from ptr_pipeline.engines import Sampling, TransformersGenerator
 from ptr_pipeline.evaluation import load_examples
-from ptr_pipeline.generation.backends import TransformersGenerator
-from ptr_pipeline.generation.settings import Sampling
 from ptr_pipeline.models import resolve_model
 
 
@@ -35,20 +35,21 @@ def main() -> None:
     conversations = [[{"role": "user", "content": q}] for q in questions[: args.prompts]]
     backend = TransformersGenerator(model, batch_size=args.batch_size)
     sampling = Sampling(temperature=0.0, max_new_tokens=args.max_new_tokens)
-    tok, lm = backend.tokenizer, backend.lm
+    tok, lm, fmt = backend.tokenizer, backend.lm, backend.chat_format
 
     def raw() -> int:
-        """The baseline: the same batches through model.generate, no stop handling or bookkeeping."""
+        """The baseline: the same ids through model.generate, no decoding or bookkeeping."""
         tokens = 0
         for start in range(0, len(conversations), args.batch_size):
-            texts = [backend.render(c) for c in conversations[start : start + args.batch_size]]
-            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            ids = [fmt.prompt_ids(c) for c in conversations[start : start + args.batch_size]]
+            enc = tok.pad({"input_ids": ids}, padding=True, return_tensors="pt")
             with torch.inference_mode():
                 out = lm.generate(
                     **enc,
                     do_sample=False,
                     max_new_tokens=args.max_new_tokens,
                     pad_token_id=tok.pad_token_id,
+                    eos_token_id=list(fmt.stop_token_ids),
                 )
             tokens += out[:, enc["input_ids"].shape[1] :].numel()
         return tokens

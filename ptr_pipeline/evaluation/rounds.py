@@ -70,7 +70,7 @@ def evaluate_rounds(
                     "correct": extracted == example.gold,
                 }
             )
-        log.info("%s %s round %d of %d done", model_role, task, round_, num_rounds)
+        log.debug("%s %s round %d of %d done", model_role, task, round_, num_rounds)
     return pa.Table.from_pylist(rows, schema=schemas.EVAL_SCORES)
 
 
@@ -149,6 +149,12 @@ def evaluate_models(
             )
             write_parquet_atomic(table, cache)
             tables.append(table)
+            by_round = summarize(table).column("accuracy").to_pylist()
+            log.info(
+                "%s %s: %d examples x %d rounds, accuracy by round %s",
+                role, task, len(examples[task]), settings.num_rounds,
+                [round(a, 3) for a in by_round],
+            )  # fmt: skip
         engine.close()  # free this model (GPU memory included) before the next one loads
     if not tables:
         return schemas.EVAL_SCORES.empty_table()
