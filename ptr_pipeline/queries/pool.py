@@ -103,8 +103,9 @@ def _query_text(record: Record, settings: QueryPoolSettings) -> str:
                 f"no query field (looked for {', '.join(AUTO_FIELDS)}; found {found}); "
                 "set text_field"
             )
-    if not record.has(name):
-        record.require(name)  # missing: raises naming the fields found
+    if name not in record.fields:
+        record.require(name)  # raises, naming the fields found
+    if record.get(name) is None:
         return ""  # null: an empty query, dropped as such
     text = record.text(name)
     if settings.input_field and record.has(settings.input_field):

@@ -77,6 +77,26 @@ def test_original_release_formats(tmp_path):
     assert mmlu.gold == "C" and mmlu.id == "virology-0" and "(D) z" in mmlu.prompt
 
 
+def test_hub_parquet_file_and_folder_load(tmp_path):
+    """The hub's layout: data/<split>-0000x-of-0000y.parquet, also given as the single file."""
+    import pyarrow.parquet as pq
+
+    rows = [
+        {"question": "Tom has 3 apples and buys 4 more. How many?", "answer": "3 + 4 = 7\n#### 7"},
+        {"question": "A café sells 2 cakes.\u2028How many?", "answer": "#### 2"},
+    ]
+    data = tmp_path / "gsm8k" / "main"
+    data.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), data / "test-00000-of-00001.parquet")
+    pq.write_table(pa.Table.from_pylist(rows[:1]), data / "train-00000-of-00001.parquet")
+    from_file = load_examples("gsm8k", str(data / "test-00000-of-00001.parquet"))
+    from_folder = load_examples("gsm8k", str(tmp_path / "gsm8k"), split="test")
+    assert [e.gold for e in from_file] == [e.gold for e in from_folder] == ["7", "2"]
+    assert "\u2028" in from_folder[1].question
+    with pytest.raises(InputError, match=r"several splits \(test, train\)"):
+        load_examples("gsm8k", str(tmp_path / "gsm8k"))
+
+
 def test_shared_release_files_load(shared_data):
     bench = shared_data / "benchmarks"
     assert len(load_examples("gsm8k", str(bench / "gsm8k" / "train.jsonl"), limit=50)) == 50

@@ -180,3 +180,9 @@ def test_datasetdict_folder_reads_the_chosen_split(tmp_path):
         build_query_pool(QueryPoolSettings(source=str(tmp_path / "dd")))
     with pytest.raises(InputError, match=r"dd: no split 'validation'; its splits are test, train"):
         build_query_pool(QueryPoolSettings(source=str(tmp_path / "dd"), split="validation"))
+
+
+def test_null_query_is_dropped_as_empty(tmp_path):
+    source = _jsonl(tmp_path / "q.jsonl", [{"query": None}, {"query": "A real question here?"}])
+    table, dropped = build_query_pool(QueryPoolSettings(source=source, max_queries=None))
+    assert table.num_rows == 1 and dropped == {"empty": 1}
