@@ -2,7 +2,7 @@
 
 Sources, as users have them:
 
-- a file: JSON Lines (``.jsonl``), JSON (``.json``: an array of objects, or JSON Lines under a
+- a file: JSON Lines (``.jsonl``, ``.ndjson``), JSON (``.json``: an array of objects, or JSON Lines under a
   ``.json`` name, as the Hugging Face hub often ships them), Parquet (``.parquet``), CSV
   (``.csv``, with a header unless ``csv_columns`` names the columns); any of them gzip-compressed
   (``.jsonl.gz``...);
@@ -33,7 +33,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".csv")
 KNOWN_SPLITS = ("train", "test", "validation", "val", "dev", "auxiliary_train")
 _SHARD = re.compile(r"^(?P<split>.+?)-\d{5}-of-\d{5}$")  # the hub's test-00000-of-00001
 
@@ -147,7 +147,7 @@ def _file(path: Path, csv_columns: list[str] | None) -> Iterator[Record]:
         except (OSError, EOFError) as e:
             raise InputError(f"{path}: not a readable gzip file: {e}") from e
     data = data.removeprefix(b"\xef\xbb\xbf")  # UTF-8 byte-order mark
-    if suffix == ".jsonl":
+    if suffix in (".jsonl", ".ndjson"):
         yield from _json_lines(path, data)
     elif suffix == ".json":
         yield from _json(path, data)

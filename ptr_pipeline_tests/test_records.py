@@ -37,8 +37,9 @@ def test_parquet_csv_and_gzip(tmp_path):
     (tmp_path / "q.jsonl.gz").write_bytes(
         gzip.compress("".join(json.dumps(r) + "\n" for r in ROWS).encode())
     )
+    (tmp_path / "q.ndjson").write_text("".join(json.dumps(r) + "\n" for r in ROWS))
     expected = [r["q"] for r in ROWS]
-    for name in ("q.parquet", "q.csv", "q.jsonl.gz"):
+    for name in ("q.parquet", "q.csv", "q.jsonl.gz", "q.ndjson"):
         assert _texts(tmp_path / name) == expected, name
     headless = read_records(tmp_path / "q.csv", csv_columns=["q"])
     assert headless[0].fields["q"] == "q" and headless[0].row == 1

@@ -116,6 +116,8 @@ def _mmlu(r: Record, i: int) -> EvalExample:
     answer = r.require("answer")
     if isinstance(answer, bool) or not isinstance(answer, int | str):
         raise r.error(f"expected an index or a letter, got {type(answer).__name__}", "answer")
+    if isinstance(answer, str) and answer.strip().isdigit():  # an index written as text
+        answer = int(answer)
     if isinstance(answer, int):
         if not 0 <= answer < len(options):
             raise r.error(f"index {answer} outside the {len(options)} choices", "answer")

@@ -75,6 +75,10 @@ def test_original_release_formats(tmp_path):
     assert arc.gold == "B" and "(B) b" in arc.prompt
     mmlu = load_examples("mmlu", str(tmp_path / "mmlu"))[0]
     assert mmlu.gold == "C" and mmlu.id == "virology-0" and "(D) z" in mmlu.prompt
+    (tmp_path / "m.jsonl").write_text(
+        json.dumps({"question": "q", "choices": ["a", "b"], "answer": "1"})
+    )
+    assert load_examples("mmlu", str(tmp_path / "m.jsonl"))[0].gold == "B"  # an index as text
 
 
 def test_hub_parquet_file_and_folder_load(tmp_path):
