@@ -22,7 +22,9 @@ def _kwargs() -> dict:
 def generator(models_home):
     from ptr_pipeline.engines import VLLMGenerator
 
-    return VLLMGenerator(models_home.resolve_model("tiny:strong"), **_kwargs())
+    generator = VLLMGenerator(models_home.resolve_model("tiny:strong"), **_kwargs())
+    yield generator
+    generator.close()  # shut the engine core down here, not in an exit-time finalizer
 
 
 def test_vllm_samples_n_completions_per_conversation(generator):
