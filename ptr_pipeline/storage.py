@@ -74,15 +74,17 @@ def write_versioned(table: pa.Table, folder: Path) -> tuple[Path, Path, str]:
         incoming.unlink()
     else:
         os.replace(incoming, snapshot)
+    latest = folder / LATEST
+    if latest.exists() and os.path.samefile(latest, snapshot):
+        return latest, snapshot, digest  # already these bytes (rename would be a no-op)
     tmp = folder / f".{LATEST}.{os.getpid()}.tmp"
     tmp.unlink(missing_ok=True)
     try:
         _link_or_copy(snapshot, tmp)
-        os.replace(tmp, folder / LATEST)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return folder / LATEST, snapshot, digest
+        os.replace(tmp, latest)
+    finally:
+        tmp.unlink(missing_ok=True)  # rename(2) leaves it when both were links to one file
+    return latest, snapshot, digest
 
 
 def file_sha256(path: Path) -> str:
@@ -132,16 +134,17 @@ def checkpoint_problems(folder: Path, hashes: bool = True) -> list[str]:
         return [f"{folder}: no {CHECKPOINT_MANIFEST}"]
     try:
         files = json.loads(manifest_path.read_text())["files"]
-    except (ValueError, KeyError) as e:
-        return [f"{manifest_path}: unreadable manifest ({e})"]
+        if not isinstance(files, dict) or not files:
+            raise ValueError("'files' is not a non-empty object")
+        entries = {name: (int(e["bytes"]), str(e["sha256"])) for name, e in files.items()}
+    except (ValueError, KeyError, TypeError) as e:
+        return [f"{manifest_path}: unreadable manifest ({type(e).__name__}: {e})"]
     problems = []
-    for name, entry in files.items():
+    for name, (size, sha256) in entries.items():
         path = folder / name
         if not path.is_file():
             problems.append(f"{path}: missing")
-        elif path.stat().st_size != entry["bytes"] or (
-            hashes and file_sha256(path) != entry["sha256"]
-        ):
+        elif path.stat().st_size != size or (hashes and file_sha256(path) != sha256):
             problems.append(f"{path}: content differs from the manifest")
     return problems
 

@@ -5,6 +5,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from ptr_pipeline.storage import (
+    CHECKPOINT_MANIFEST,
+    checkpoint_problems,
     run_sharded,
     table_fingerprint,
     write_parquet_atomic,
@@ -83,6 +85,7 @@ def test_write_versioned_keeps_one_immutable_copy_per_content(tmp_path):
     assert snapshot.name == f"{digest[:16]}.parquet"
     again = write_versioned(pa.table({"x": [1]}), tmp_path)
     assert again[1] == snapshot and len(list((tmp_path / "versions").iterdir())) == 1
+    assert [p.name for p in tmp_path.rglob(".*")] == []  # an unchanged rewrite leaves no temp file
     write_versioned(pa.table({"x": [2]}), tmp_path)
     assert pq.read_table(snapshot).column("x").to_pylist() == [1]  # untouched
     assert pq.read_table(latest).column("x").to_pylist() == [2]
@@ -99,3 +102,12 @@ def test_table_fingerprint_depends_on_content():
     a = pa.table({"x": [1, 2]})
     assert table_fingerprint(a) == table_fingerprint(pa.table({"x": [1, 2]}))
     assert table_fingerprint(a) != table_fingerprint(pa.table({"x": [2, 1]}))
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    ["null", "[]", '{"files": null}', '{"files": {}}', '{"files": {"w": {"sha256": "x"}}}', "{"],
+)
+def test_a_broken_manifest_is_a_problem_not_a_crash(tmp_path, manifest):
+    (tmp_path / CHECKPOINT_MANIFEST).write_text(manifest)
+    assert "unreadable manifest" in checkpoint_problems(tmp_path)[0]

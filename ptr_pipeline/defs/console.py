@@ -24,8 +24,11 @@ import dagster as dg
 _SKIPPED = "Not executing."  # Dagster's message for steps skipped after an upstream failure
 
 
-def _root_cause(error) -> object:
-    while error is not None and error.cause is not None:
+def _user_error(error) -> object:
+    """The exception the pipeline's code raised: the first one in the chain that is not one of
+    Dagster's wrappers (its own ``__cause__``, e.g. the UnicodeDecodeError under an InputError that
+    names file and row, is left out)."""
+    while error is not None and (error.cls_name or "").startswith("Dagster") and error.cause:
         error = error.cause
     return error
 
@@ -34,7 +37,6 @@ class _Formatter(logging.Formatter):
     def __init__(self, verbose: bool):
         super().__init__()
         self.verbose = verbose
-        self.step_failed = False  # its cause and trace are printed already
 
     def format(self, record: logging.LogRecord) -> str:
         meta = getattr(record, "dagster_meta", None) or {}
@@ -44,17 +46,15 @@ class _Formatter(logging.Formatter):
         message = meta.get("orig_message") or record.getMessage()
         kind = event.event_type_value if event is not None else None
         if kind == "STEP_FAILURE":
-            self.step_failed = True
-            cause = _root_cause(event.event_specific_data.error)
+            cause = _user_error(event.event_specific_data.error)
             lines = [f"{when} {step} FAILED: {cause.message.strip() if cause else message}"]
             if cause is not None and cause.stack:
                 lines.append("".join(cause.stack).rstrip())
             return "\n".join(lines)
         if kind == "PIPELINE_FAILURE":
             line = f"{when} run failed: {message.splitlines()[0]}"
-            data = event.event_specific_data
-            cause = _root_cause(getattr(data, "error", None))
-            if self.step_failed or cause is None:
+            cause = _user_error(getattr(event.event_specific_data, "error", None))
+            if cause is None or "Steps failed" in line:  # the step's failure printed it already
                 return line
             # The run failed outside any step (e.g. its config was refused): cause and trace once.
             return "\n".join([line, f"  {cause.message.strip()}", "".join(cause.stack).rstrip()])
@@ -69,7 +69,6 @@ class _Filter(logging.Filter):
     def __init__(self, verbose: bool):
         super().__init__()
         self.verbose = verbose
-        self.step_failed = False  # its cause and trace are printed already
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self.verbose:

@@ -165,6 +165,9 @@ class CheckpointIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: Path) -> None:
         started = time.perf_counter()
         folder = _asset_dir(self.base_dir, context)
+        problems = checkpoint_problems(obj)
+        if problems:
+            raise ValueError("cannot publish an incomplete checkpoint: " + "; ".join(problems))
         digest = checkpoint_version(json.loads((obj / CHECKPOINT_MANIFEST).read_text()))
         final = folder / "versions" / digest
         written = publish_folder(obj, final)

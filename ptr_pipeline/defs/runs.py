@@ -7,9 +7,13 @@ And a run whose worker is killed (``kill -9``) stays ``STARTED`` forever, holdin
 slot: the next run waits on it. Both are fixed at the one point every run passes through, its
 executor (``ptr_executor``, Dagster's ``multi_or_in_process_executor`` wrapped):
 
-1. the run records its worker's pid, the process start time and the host as run tags;
-2. runs on this host whose recorded worker is gone are marked failed, and the pool slots of
-   every run that has ended are freed (no waiting for ``free_slots_after_run_end_seconds``);
+1. the run records its worker's pid, the process start time and the host as run tags, and puts
+   its run id in the environment (``PTR_RUN_ID``) that its step processes and training processes
+   inherit;
+2. runs on this host whose recorded worker is gone are marked failed, after the processes they
+   left behind (a step process or a training still running on the GPU, found by ``PTR_RUN_ID``)
+   are killed; and the pool slots of every run that has ended are freed (no waiting for
+   ``free_slots_after_run_end_seconds``);
 3. every op's config is validated by its pydantic settings class; a bad value fails the run
    naming the op and the field, before any step.
 
@@ -28,6 +32,7 @@ import dagster as dg
 import psutil  # process liveness, portably (a dependency of DeepSpeed and Dagster)
 import pydantic
 
+RUN_ID_ENV = "PTR_RUN_ID"  # inherited by every process a run starts
 PID_TAG = "ptr/worker_pid"
 START_TAG = "ptr/worker_started"
 HOST_TAG = "ptr/worker_host"
@@ -43,6 +48,20 @@ def _process_started(pid: int) -> str | None:
         return None
 
 
+def _kill_leftovers(run_id: str) -> list[int]:
+    """Kill the processes a dead run left behind (they carry its id in PTR_RUN_ID)."""
+    killed = []
+    for process in psutil.process_iter(["pid"]):
+        try:
+            if process.environ().get(RUN_ID_ENV) == run_id:
+                process.kill()
+                killed.append(process.pid)
+        except psutil.Error:  # gone meanwhile, or another user's process
+            continue
+    psutil.wait_procs([psutil.Process(p) for p in killed if psutil.pid_exists(p)], timeout=10)
+    return killed
+
+
 def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
     """Mark failed the live-looking runs of this host whose worker process is gone, and free the
     pool slots of every run that has ended. Returns the run ids marked failed."""
@@ -54,10 +73,11 @@ def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
             continue
         if _process_started(int(tags[PID_TAG])) == tags.get(START_TAG):
             continue
+        leftovers = _kill_leftovers(run.run_id)
         instance.report_run_failed(
             run,
             message=f"run worker (pid {tags[PID_TAG]} on {host}) is gone, killed or crashed; "
-            "run marked failed and its pool slots freed",
+            f"run marked failed, {len(leftovers)} process(es) it left killed, pool slots freed",
         )
         reaped.append(run.run_id)
     storage = instance.event_log_storage
@@ -117,6 +137,7 @@ class _GuardedExecutor(dg.Executor):
 
     def execute(self, plan_context, execution_plan):
         instance, run = plan_context.instance, plan_context.dagster_run
+        os.environ[RUN_ID_ENV] = run.run_id  # step and training processes inherit it
         pid = os.getpid()
         instance.add_run_tags(
             run.run_id,

@@ -9,8 +9,9 @@ looks for mpi4py) or DeepSpeed's own launcher (``deepspeed --num_gpus N --module
 
 Caching: the checkpoint of a (dataset, settings, base model, code version) fingerprint lives in
 ``work_dir/<key16>/`` and is reused while its manifest verifies, so an unchanged rerun trains 0
-steps. Each attempt stages in ``work_dir/.staging-<key16>-<pid>/``; a success renames the
-checkpoint into place and removes every staging folder, a failure keeps its own for inspection.
+steps (every file hash is checked first; a damaged cache is trained again). Each attempt stages in
+``work_dir/.staging-<key16>-<pid>/``; a success renames the checkpoint into place and removes the
+staging folders of processes that are gone, a failure keeps its own for inspection.
 
 DeepSpeed compiles its CPU ops into ``TORCH_EXTENSIONS_DIR``; unless set, that is a folder of this
 Python environment (``<sys.prefix>/torch_extensions``), not the home cache every checkout shares.
@@ -28,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil  # is a staging folder's process still alive
 import pyarrow as pa
 
 from ptr_pipeline.conversation import ChatFormat
@@ -122,9 +124,13 @@ def train_in_subprocess(
         CODE_VERSION,
     )[:16]
     final = work_dir / key
-    if not checkpoint_problems(final, hashes=False):  # it was fully verified when renamed in
-        log.info("training inputs unchanged: reusing %s", final)
-        return TrainResult(final, json.loads((final / CHECKPOINT_MANIFEST).read_text()), True)
+    if final.exists():
+        problems = checkpoint_problems(final)  # every hash: a reused checkpoint must be intact
+        if not problems:
+            log.info("training inputs unchanged: reusing %s", final)
+            return TrainResult(final, json.loads((final / CHECKPOINT_MANIFEST).read_text()), True)
+        log.warning("cached checkpoint %s is damaged (%s); training again", final, problems[0])
+        shutil.rmtree(final)
 
     # --- before launch: tokenize, count, refuse what cannot train
     from ptr_pipeline.training.tokenize import encode_dataset  # imports torch: not at Dagster load
@@ -187,7 +193,9 @@ def train_in_subprocess(
         shutil.rmtree(final)  # an incomplete earlier attempt
     os.rename(staging / "checkpoint", final)
     for leftover in work_dir.glob(".staging-*"):
-        shutil.rmtree(leftover, ignore_errors=True)
+        owner = int(leftover.name.rsplit("-", 1)[-1])
+        if owner == os.getpid() or not psutil.pid_exists(owner):  # never a live run's staging
+            shutil.rmtree(leftover, ignore_errors=True)
     return TrainResult(final, json.loads((final / CHECKPOINT_MANIFEST).read_text()), False)
 
 

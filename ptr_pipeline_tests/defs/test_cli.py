@@ -40,6 +40,25 @@ def _instance(tmp_path):
     return dg.DagsterInstance.from_config(str(tmp_path / "dagster_home"))
 
 
+def _home(tmp_path):
+    (tmp_path / "dagster_home").mkdir(exist_ok=True)
+    shutil.copy(REPO / "dagster.yaml", tmp_path / "dagster_home" / "dagster.yaml")
+    return tmp_path
+
+
+def _processes_of(run_id: str) -> list[int]:
+    import psutil
+
+    pids = []
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if p.environ().get("PTR_RUN_ID") == run_id:
+                pids.append(p.pid)
+        except psutil.Error:
+            continue
+    return pids
+
+
 def test_definitions_validate(home, tmp_path):
     proc = _run(["definitions", "validate", "-w", str(REPO / "workspace.yaml")], home, tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -79,10 +98,32 @@ def test_job_execute_fails_clearly_on_bad_input(home, tmp_path):
     assert proc.returncode != 0
     output = proc.stdout + proc.stderr
     # The short console: one line with the cause, the trace once, one line for the run.
-    assert "query_pool FAILED: ptr_pipeline.records.InputError: " in output
-    assert f"{tmp_path / 'missing.jsonl'}: not found" in output
-    assert output.count("Traceback") + output.count("Stack Trace") <= 1
-    assert "run failed:" in output
+    assert (
+        f"query_pool FAILED: ptr_pipeline.records.InputError: {tmp_path / 'missing.jsonl'}: not found"
+        in output
+    )
+    assert output.count("in iter_records") == 1  # the raising frame: one trace
+    assert output.count("run failed:") == 1
+
+
+@pytest.mark.slow
+def test_a_chained_input_error_names_file_and_row_on_the_console(home, tmp_path):
+    """InputError raised from a UnicodeDecodeError: the console shows the InputError."""
+    (tmp_path / "latin1.jsonl").write_bytes(b'{"query": "fine query"}\n{"query": "caf\xe9"}\n')
+    config = {"ops": {"query_pool": {"config": {"source": str(tmp_path / "latin1.jsonl")}}}}
+    proc = _run(
+        ["job", "execute", "-m", "ptr_pipeline.definitions", "-j", "dataset_rebuild_job"],
+        home,
+        tmp_path,
+        config,
+    )
+    output = proc.stdout + proc.stderr
+    assert "latin1.jsonl row 2: not valid UTF-8 (byte 0xe9)" in output
+    assert (
+        "FAILED: ptr_pipeline.records.InputError" in output
+        and "FAILED: UnicodeDecodeError" not in output
+    )
+    assert output.count("in _decode") == 1
 
 
 @pytest.mark.slow
@@ -119,14 +160,20 @@ SLOW_WEAK_STEP = {
 }
 
 
-def _start_and_kill(home, tmp_path, name: str) -> str:
+def _start_and_kill(home, tmp_path, name: str, multiprocess: bool = False) -> str:
     """Start a dataset rebuild, wait until its weak_thoughts step holds the gpu pool slot, then
-    kill -9 the run (its whole process group). Returns the run id."""
+    kill -9 the run: its whole process group, or with one process per step, the run's own process
+    alone (its step process lives on). Returns the run id."""
     import dagster as dg
 
+    config = dict(SLOW_WEAK_STEP)
+    if multiprocess:
+        config["execution"] = {"config": {"multiprocess": {}}}
+    with _instance(_home(tmp_path)):  # create the storage before two processes open it at once
+        pass
     argv, env = _command(
         ["job", "execute", "-m", "ptr_pipeline.definitions", "-j", "dataset_rebuild_job"],
-        home, tmp_path, SLOW_WEAK_STEP, name,
+        home, tmp_path, config, name,
     )  # fmt: skip
     proc = subprocess.Popen(
         argv, cwd=tmp_path, env=env, start_new_session=True,
@@ -143,7 +190,10 @@ def _start_and_kill(home, tmp_path, name: str) -> str:
         else:
             os.killpg(proc.pid, signal.SIGKILL)
             pytest.fail("the run never claimed the gpu pool slot")
-        os.killpg(proc.pid, signal.SIGKILL)
+        if multiprocess:
+            os.kill(proc.pid, signal.SIGKILL)
+        else:
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         run = instance.get_run_by_id(runs[0].run_id)
         assert run.status == dg.DagsterRunStatus.STARTED  # killed: nobody marked it
@@ -177,3 +227,12 @@ def test_a_killed_run_is_failed_and_its_pool_slot_freed(home, tmp_path):
     assert time.monotonic() - started < 60
     with _instance(tmp_path) as instance:
         assert instance.get_run_by_id(killed).status == dg.DagsterRunStatus.FAILURE
+
+    # One process per step: the killed run's step process lives on, holding the model; the reaper
+    # kills it before it marks the run failed.
+    killed = _start_and_kill(home, tmp_path, "third", multiprocess=True)
+    assert _processes_of(killed)  # the orphaned step process
+    with _instance(tmp_path) as instance:
+        dead_run_sensor(dg.build_sensor_context(instance=instance))
+        assert instance.get_run_by_id(killed).status == dg.DagsterRunStatus.FAILURE
+    assert _processes_of(killed) == []

@@ -188,6 +188,18 @@ def test_unchanged_inputs_reuse_the_checkpoint_and_staging_is_cleaned(models_hom
     )  # fmt: skip
     assert again.cached and lines == [] and again.checkpoint == result.checkpoint
     assert again.manifest == result.manifest
+    # A damaged cache (same size, one byte flipped) is not reused: it is trained again.
+    with (result.checkpoint / "model.safetensors").open("r+b") as f:
+        f.seek(-1, 2)
+        last = f.read(1)
+        f.seek(-1, 2)
+        f.write(bytes([last[0] ^ 0xFF]))
+    retrained, lines = _train(
+        models_home, work, _dataset(), zero_stage=0, max_steps=3, micro_batch_size=2,
+        learning_rate=1e-2,
+    )  # fmt: skip
+    assert not retrained.cached and any(line.startswith("step 3/3") for line in lines)
+    assert checkpoint_problems(retrained.checkpoint) == []
 
 
 @pytest.mark.slow
