@@ -3,9 +3,10 @@
 Rules, in order: read every record (``records.read_records``: one reader for every format); take
 the query field (Alpaca rows join ``instruction`` and a non-empty ``input`` with a newline, as
 LLaMA-Factory's Alpaca converter does); strip; drop empty, too short and too long queries; drop
-exact duplicates of the normalised text (Unicode NFKC, case-folded, punctuation dropped,
-whitespace collapsed; first occurrence wins); drop queries sharing a word n-gram with an eval
-question (or containing a whole short one); then a seeded sample.
+exact duplicates of the normalised text (Unicode NFKC, case-folded,
+whitespace collapsed: "12+7" and "12-7" stay two queries; first occurrence wins); drop queries
+sharing a word n-gram with an eval question (or containing a whole short one; words are the
+case-folded NFKC word characters); then a seeded sample.
 
 Bad input raises ``records.InputError`` naming the file, the row and the field, and a source
 that leaves no query at all is an error too: nothing is returned for the stage to write.
@@ -32,9 +33,14 @@ CODE_VERSION = "queries_v2"
 AUTO_FIELDS = ("instruction", "question", "query", "prompt")
 
 
-def normalize(text: str) -> str:
-    """The dedup and n-gram key: NFKC, case-folded, word characters only, single spaces."""
-    return " ".join(re.findall(r"\w+", unicodedata.normalize("NFKC", text).casefold()))
+def dedup_key(text: str) -> str:
+    """The exact-dedup key: Unicode NFKC, case-folded, whitespace collapsed (punctuation kept)."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def words(text: str) -> list[str]:
+    """The words n-gram decontamination compares: NFKC, case-folded word characters."""
+    return re.findall(r"\w+", unicodedata.normalize("NFKC", text).casefold())
 
 
 def build_query_pool(
@@ -61,7 +67,7 @@ def build_query_pool(
     rows = []
     for record in records:
         text = _query_text(record, settings).strip()
-        key = normalize(text)
+        key = dedup_key(text)
         reason = None
         if not key:
             reason = "empty"
@@ -71,7 +77,7 @@ def build_query_pool(
             reason = "too_long"
         elif key in seen:
             reason = "duplicate"
-        elif _is_contaminated(key, contaminated, settings.decontaminate_ngram):
+        elif _is_contaminated(words(text), contaminated, settings.decontaminate_ngram):
             reason = "contaminated"
         if reason:
             dropped[reason] += 1
@@ -120,19 +126,18 @@ def _ngram_index(questions: list[str], n: int) -> tuple[set[str], list[str]]:
     grams: set[str] = set()
     short: list[str] = []
     for q in questions:
-        words = normalize(q).split()
-        if len(words) < n:
-            if words:
-                short.append(" ".join(words))
+        ws = words(q)
+        if len(ws) < n:
+            if ws:
+                short.append(" ".join(ws))
             continue
-        grams.update(" ".join(words[i : i + n]) for i in range(len(words) - n + 1))
+        grams.update(" ".join(ws[i : i + n]) for i in range(len(ws) - n + 1))
     return grams, short
 
 
-def _is_contaminated(key: str, index: tuple[set[str], list[str]], n: int) -> bool:
+def _is_contaminated(ws: list[str], index: tuple[set[str], list[str]], n: int) -> bool:
     grams, short = index
-    words = key.split()
-    if grams and any(" ".join(words[i : i + n]) in grams for i in range(len(words) - n + 1)):
+    if grams and any(" ".join(ws[i : i + n]) in grams for i in range(len(ws) - n + 1)):
         return True
-    padded = f" {key} "
+    padded = f" {' '.join(ws)} "
     return any(f" {q} " in padded for q in short)

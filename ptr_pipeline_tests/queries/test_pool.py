@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ptr_pipeline import schemas
-from ptr_pipeline.queries import QueryPoolSettings, build_query_pool, normalize
+from ptr_pipeline.queries import QueryPoolSettings, build_query_pool, dedup_key
 from ptr_pipeline.records import InputError
 
 
@@ -32,7 +32,7 @@ def test_cleaning_dedup_and_decontamination(tmp_path):
         tmp_path / "q.jsonl",
         [
             {"instruction": "Explain gravity to a child."},
-            {"instruction": "  explain GRAVITY to a child!  "},  # duplicate after normalisation
+            {"instruction": "  explain GRAVITY  to a child.  "},  # duplicate after normalisation
             {"instruction": "   "},  # empty
             {"instruction": "Hi"},  # too short
             {"instruction": "Please solve: Ava buys 4 boxes with 3 pencils in each box and more."},
@@ -116,11 +116,11 @@ def test_ingests_wizardlm_sample(shared_data):
 
 def test_unicode_forms_case_and_spacing_are_one_query(tmp_path):
     composed, decomposed = "café in Zürich", "cafe\u0301 in Zu\u0308rich"
-    assert composed != decomposed and normalize(composed) == normalize(decomposed)
+    assert composed != decomposed and dedup_key(composed) == dedup_key(decomposed)
     source = _jsonl(
         tmp_path / "q.jsonl",
-        [{"query": f"Tell me about {composed}."}, {"query": f"TELL me  about {decomposed}!"},
-         {"query": "\uff34\uff45\uff4c\uff4c \uff4d\uff45 about café in Zürich"}],  # fullwidth: NFKC folds
+        [{"query": f"Tell me about {composed}."}, {"query": f"TELL me  about {decomposed}."},
+         {"query": "\uff34\uff45\uff4c\uff4c \uff4d\uff45 about café in Zürich."}],  # fullwidth: NFKC folds
     )  # fmt: skip
     table, dropped = build_query_pool(QueryPoolSettings(source=source, max_queries=None))
     assert table.num_rows == 1 and dropped == {"duplicate": 2}
@@ -186,3 +186,13 @@ def test_null_query_is_dropped_as_empty(tmp_path):
     source = _jsonl(tmp_path / "q.jsonl", [{"query": None}, {"query": "A real question here?"}])
     table, dropped = build_query_pool(QueryPoolSettings(source=source, max_queries=None))
     assert table.num_rows == 1 and dropped == {"empty": 1}
+
+
+def test_punctuation_tells_queries_apart(tmp_path):
+    texts = ["What is 12+7?", "What is 12-7?", "What is 12*7?", "Compare C++ and C#.",
+             "Compare C and C.", "Solve x >= 3.", "Solve x <= 3."]  # fmt: skip
+    source = _jsonl(tmp_path / "q.jsonl", [{"query": t} for t in texts])
+    table, dropped = build_query_pool(
+        QueryPoolSettings(source=source, max_queries=None, min_chars=5)
+    )
+    assert table.column("query").to_pylist() == texts and dropped == {}
