@@ -73,11 +73,19 @@ def _strings(record: Record, value, field: str) -> list[str]:
     return value
 
 
+def _options(record: Record, options: list[str], field: str) -> list[str]:
+    if not 2 <= len(options) <= len(LETTERS):
+        raise record.error(f"{len(options)} options; expected 2 to {len(LETTERS)}", field)
+    return options
+
+
 def _gsm8k(r: Record, i: int) -> EvalExample:
     question, answer = r.text("question"), r.text("answer")
     if "####" not in answer:
         raise r.error("no '#### <number>' final answer", "answer")
     gold = answer.rsplit("####", 1)[-1].strip()
+    if not gold:
+        raise r.error("the final answer after '####' is empty", "answer")
     prompt = f"Solve the math problem. End with 'The answer is N.'\n\nQuestion: {question}"
     return EvalExample(str(r.get("id", f"gsm8k-{i}")), question, prompt, _number(gold), r.where)
 
@@ -86,7 +94,11 @@ def _arc(r: Record, i: int) -> EvalExample:
     q = r.require("question")
     if isinstance(q, dict):  # AI2 original: {"stem", "choices": [{"text", "label"}]}
         stem, choices = q.get("stem"), q.get("choices")
-        if not isinstance(stem, str) or not isinstance(choices, list):
+        if (
+            not isinstance(stem, str)
+            or not isinstance(choices, list)
+            or not all(isinstance(c, dict) for c in choices)
+        ):
             raise r.error("expected {'stem': str, 'choices': [{'text', 'label'}]}", "question")
         texts = _strings(r, [c.get("text") for c in choices], "question")
         labels = _strings(r, [c.get("label") for c in choices], "question")
@@ -100,6 +112,9 @@ def _arc(r: Record, i: int) -> EvalExample:
         labels = _strings(r, choices.get("label"), "choices")
     else:
         raise r.error(f"expected a string or an object, got {type(q).__name__}", "question")
+    texts = _options(r, texts, "choices")
+    if len(labels) != len(texts):
+        raise r.error(f"{len(labels)} labels for {len(texts)} options", "choices")
     key = r.text("answerKey")
     if key not in labels:
         raise r.error(f"{key!r} is not one of the labels {labels}", "answerKey")
@@ -110,7 +125,7 @@ def _arc(r: Record, i: int) -> EvalExample:
 def _mmlu(r: Record, i: int) -> EvalExample:
     question = r.text("question")
     if r.has("choices"):
-        options = _strings(r, r.require("choices"), "choices")
+        options = _options(r, _strings(r, r.require("choices"), "choices"), "choices")
     else:  # the original CSV release: one column per option
         options = [r.text(letter) for letter in "ABCD"]
     answer = r.require("answer")
@@ -156,7 +171,15 @@ def load_examples(
         raise KeyError(f"unknown eval task {task!r}; choose from {sorted(TASKS)}")
     path = source or str(eval_sample(task))
     records = read_records(path, split=split, csv_columns=TASKS[task].csv_columns)
-    examples = [TASKS[task].parse(r, i) for i, r in enumerate(records[:limit])]
+    examples = []
+    for i, record in enumerate(records[:limit]):
+        try:
+            examples.append(TASKS[task].parse(record, i))
+        except InputError:
+            raise
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError) as e:  # any shape we
+            # did not foresee is still a bad record, named as such
+            raise record.error(f"not a {task} record ({type(e).__name__}: {e})") from e
     if not examples:
         raise InputError(f"{path}: no {task} examples")
     return examples

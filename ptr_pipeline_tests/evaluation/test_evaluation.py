@@ -128,15 +128,27 @@ def test_bad_record_names_file_row_and_field(tmp_path):
         ("gsm8k", {"question": "q", "answer": "no marker"}, "row 2 field 'answer': no '####"),
         ("mmlu", {"question": "q", "choices": ["a", "b"], "answer": 7}, "row 2 field 'answer': index 7"),
         ("mmlu", {"question": "q", "choices": "ab", "answer": 0}, "row 2 field 'choices': expected a list"),
-        ("arc", {"question": "q", "choices": {"text": ["a"], "label": ["A"]}, "answerKey": "C"},
+        ("arc", {"question": "q", "choices": {"text": ["a", "b"], "label": ["A", "B"]}, "answerKey": "C"},
          "row 2 field 'answerKey': 'C' is not one of the labels"),
+        ("arc", {"question": {"stem": "Q?", "choices": ["a", "b"]}, "answerKey": "A"},
+         "row 2 field 'question': expected {'stem': str, 'choices'"),
+        ("arc", {"question": "q", "choices": {"text": list("abcdefghi"), "label": list("ABCDEFGHI")},
+                 "answerKey": "A"}, "row 2 field 'choices': 9 options; expected 2 to 8"),
+        ("mmlu", {"question": "q", "choices": list("abcdefghi"), "answer": 0},
+         "row 2 field 'choices': 9 options"),
+        ("gsm8k", {"question": "q", "answer": "####  "}, "row 2 field 'answer': the final answer after '####' is empty"),
+        ("arc", {"question": "q", "choices": ["a", "b"], "answerKey": "A"}, "row 2 field 'choices': expected {'text'"),
     ],
 )  # fmt: skip
 def test_wrongly_typed_fields_name_file_row_and_field(tmp_path, task, record, message):
     good = {
         "gsm8k": {"question": "q", "answer": "#### 1"},
         "mmlu": {"question": "q", "choices": ["a", "b"], "answer": 0},
-        "arc": {"question": "q", "choices": {"text": ["a"], "label": ["A"]}, "answerKey": "A"},
+        "arc": {
+            "question": "q",
+            "choices": {"text": ["a", "b"], "label": ["A", "B"]},
+            "answerKey": "A",
+        },
     }[task]
     path = tmp_path / "e.jsonl"
     path.write_text(json.dumps(good) + "\n" + json.dumps(record) + "\n")
