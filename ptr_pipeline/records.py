@@ -10,7 +10,8 @@ Sources, as users have them:
   one split is read);
 - a folder of data files in the hub's layouts (``data/test-00000-of-00001.parquet``,
   ``train.jsonl``, ``test/*.csv``, ``abstract_algebra_dev.csv``): one split is read;
-- ``hf:<name>[:<split>]``: ``datasets.load_dataset`` from the local Hugging Face cache.
+- ``hf:<name>[:<split>]`` or ``hf:<name>:<config>:<split>``: ``datasets.load_dataset`` from the
+  local Hugging Face cache.
 
 Text is UTF-8 with or without a byte-order mark; lines end in LF or CRLF; JSON Lines are split on
 "\\n" only, so a raw U+2028 inside a JSON string stays inside its record. Every record carries the
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".csv")
@@ -137,8 +139,8 @@ def _file(path: Path, csv_columns: list[str] | None) -> Iterator[Record]:
             f"{path}: unsupported format {suffix or path.name!r}; "
             f"use {', '.join(SUFFIXES)} (optionally .gz), or a folder"
         )
-    if suffix == ".parquet":
-        yield from _parquet(path)
+    if suffix == ".parquet" and path.suffix.lower() != ".gz":
+        yield from _parquet(path, path)
         return
     data = path.read_bytes()
     if path.suffix.lower() == ".gz":
@@ -146,6 +148,9 @@ def _file(path: Path, csv_columns: list[str] | None) -> Iterator[Record]:
             data = gzip.decompress(data)
         except (OSError, EOFError) as e:
             raise InputError(f"{path}: not a readable gzip file: {e}") from e
+    if suffix == ".parquet":
+        yield from _parquet(pa.BufferReader(data), path)
+        return
     data = data.removeprefix(b"\xef\xbb\xbf")  # UTF-8 byte-order mark
     if suffix in (".jsonl", ".ndjson"):
         yield from _json_lines(path, data)
@@ -224,9 +229,9 @@ def _csv(path: Path, data: bytes, columns: list[str] | None) -> Iterator[Record]
         yield Record(dict(zip(header, row, strict=True)), str(path), lineno)
 
 
-def _parquet(path: Path) -> Iterator[Record]:
+def _parquet(source, path: Path) -> Iterator[Record]:
     try:
-        parquet = pq.ParquetFile(path)
+        parquet = pq.ParquetFile(source)
     except Exception as e:  # pyarrow raises ArrowInvalid or OSError for a non-Parquet file
         raise InputError(f"{path}: not a readable Parquet file: {e}") from e
     row = 0
@@ -289,6 +294,15 @@ def _folder(path: Path, split: str | None, csv_columns: list[str] | None) -> Ite
     for f in files:
         by_split.setdefault(_split_of(f, path), []).append(f)
     chosen = _choose_split(path, sorted(by_split), split)
+    # Several configs of one dataset (cais/mmlu's all/ and abstract_algebra/, ARC-Easy/ and
+    # ARC-Challenge/) each hold the split: merging them would count items twice or mix tasks.
+    parents = sorted({str(f.parent.relative_to(path)) for f in by_split[chosen]})
+    if len(parents) > 1:
+        shown = ", ".join(parents[:6]) + (", ..." if len(parents) > 6 else "")
+        raise InputError(
+            f"{path}: split {chosen!r} is in {len(parents)} folders ({shown}); "
+            "point the source at one of them"
+        )
     for f in by_split[chosen]:
         yield from _file(f, csv_columns)
 
@@ -296,24 +310,38 @@ def _folder(path: Path, split: str | None, csv_columns: list[str] | None) -> Ite
 def _saved_dataset(path: Path, split: str | None) -> Iterator[Record]:
     import datasets
 
-    loaded = datasets.load_from_disk(str(path))
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except Exception as e:  # a damaged or empty save_to_disk folder: datasets raises many kinds
+        raise InputError(
+            f"{path}: not a readable save_to_disk dataset ({type(e).__name__}: {e})"
+        ) from e
     if isinstance(loaded, datasets.DatasetDict):
+        if not loaded:
+            raise InputError(f"{path}: a DatasetDict with no splits")
         chosen = _choose_split(path, sorted(loaded), split)
         loaded = loaded[chosen]
         where = f"{path}[{chosen}]"
     else:
+        if split is not None and loaded.split is not None and str(loaded.split) != split:
+            raise InputError(f"{path}: a Dataset of split {str(loaded.split)!r}, not {split!r}")
         where = str(path)
     for index, value in enumerate(loaded, start=1):
         yield Record(dict(value), where, index)
 
 
 def _hub(source: str, split: str | None) -> Iterator[Record]:
+    """``hf:<name>``, ``hf:<name>:<split>`` or ``hf:<name>:<config>:<split>`` (the split setting
+    applies when the source names none; default train)."""
     import datasets
 
-    name, _, named_split = source.removeprefix("hf:").partition(":")
-    chosen = named_split or split or "train"
+    parts = source.removeprefix("hf:").split(":")
+    if len(parts) > 3 or not parts[0]:
+        raise InputError(f"{source}: expected hf:<name>[:<split>] or hf:<name>:<config>:<split>")
+    name, config = parts[0], (parts[1] if len(parts) == 3 else None)
+    chosen = parts[-1] if len(parts) > 1 else (split or "train")
     try:
-        loaded = datasets.load_dataset(name, split=chosen)
+        loaded = datasets.load_dataset(name, config, split=chosen)
     except Exception as e:  # no network here: only what the local cache holds
         raise InputError(f"{source}: could not load split {chosen!r}: {e}") from e
     for index, value in enumerate(loaded, start=1):

@@ -38,8 +38,9 @@ def test_parquet_csv_and_gzip(tmp_path):
         gzip.compress("".join(json.dumps(r) + "\n" for r in ROWS).encode())
     )
     (tmp_path / "q.ndjson").write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    (tmp_path / "q.parquet.gz").write_bytes(gzip.compress((tmp_path / "q.parquet").read_bytes()))
     expected = [r["q"] for r in ROWS]
-    for name in ("q.parquet", "q.csv", "q.jsonl.gz", "q.ndjson"):
+    for name in ("q.parquet", "q.csv", "q.jsonl.gz", "q.ndjson", "q.parquet.gz"):
         assert _texts(tmp_path / name) == expected, name
     headless = read_records(tmp_path / "q.csv", csv_columns=["q"])
     assert headless[0].fields["q"] == "q" and headless[0].row == 1
@@ -96,4 +97,39 @@ def test_missing_source_unsupported_format_and_empty_folder(tmp_path):
         read_records(tmp_path / "q.txt")
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match=r"empty: a folder with no data files"):
+        read_records(tmp_path / "empty")
+
+
+def test_configs_of_a_hub_dataset_are_never_merged(tmp_path):
+    """cais/mmlu ships all/ and one folder per subject: reading both would count items twice."""
+    for config in ("all", "abstract_algebra"):
+        (tmp_path / "mmlu" / config).mkdir(parents=True)
+        pq.write_table(
+            pa.Table.from_pylist(ROWS), tmp_path / "mmlu" / config / "test-00000-of-00001.parquet"
+        )
+    with pytest.raises(InputError, match=r"split 'test' is in 2 folders \(abstract_algebra, all\)"):
+        read_records(tmp_path / "mmlu", split="test")
+    assert _texts(tmp_path / "mmlu" / "all", split="test") == [r["q"] for r in ROWS]
+    shards = tmp_path / "sharded"
+    shards.mkdir()
+    for i in range(2):  # one split in several shards of one folder is one split
+        pq.write_table(pa.Table.from_pylist(ROWS), shards / f"train-0000{i}-of-00002.parquet")
+    assert len(read_records(shards)) == 2 * len(ROWS)
+
+
+def test_damaged_or_empty_saved_datasets_are_named(tmp_path):
+    import datasets
+
+    datasets.DatasetDict({}).save_to_disk(str(tmp_path / "empty_dict"))
+    with pytest.raises(InputError, match=r"empty_dict: "):
+        read_records(tmp_path / "empty_dict")
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS)}).save_to_disk(
+        str(tmp_path / "dd")
+    )
+    (tmp_path / "dd" / "dataset_dict.json").write_text("{broken")
+    with pytest.raises(InputError, match=r"dd: not a readable save_to_disk dataset"):
+        read_records(tmp_path / "dd")
+    empty = datasets.Dataset.from_list([{"q": "x"}]).select([])
+    empty.save_to_disk(str(tmp_path / "empty"))
+    with pytest.raises(InputError, match=r"empty: (no records|not a readable)"):
         read_records(tmp_path / "empty")
