@@ -36,6 +36,24 @@ TINY_MODELS = {
 }
 
 
+def check_model_spec(spec: str) -> str:
+    """``spec`` if it can name a model: a ``tiny:`` name must exist, anything else must be a hub
+    id or a path (checked when loaded). Raises ValueError, for settings validators."""
+    if spec.startswith(TINY_PREFIX) and spec.removeprefix(TINY_PREFIX) not in TINY_MODELS:
+        raise ValueError(f"unknown tiny model {spec!r}; choose one of {sorted(TINY_MODELS)}")
+    if not spec.strip():
+        raise ValueError("empty model setting")
+    return spec
+
+
+def check_source(source: str) -> str:
+    """``source`` if it can be read: a local path must exist (``hf:`` names are checked when
+    loaded). Raises ValueError, for settings validators."""
+    if source.startswith("hf:") or Path(source).exists():
+        return source
+    raise ValueError(f"{source}: not found")
+
+
 def resolve_model(spec: str, cache_dir: Path) -> str:
     """Return what ``from_pretrained`` should load for ``spec``, building tiny models on demand.
 

@@ -4,12 +4,27 @@ import time
 
 import dagster as dg
 import pyarrow as pa
+import pydantic
 
 from ptr_pipeline import evaluation, queries
 
 
 class QueryPoolConfig(dg.Config, queries.QueryPoolSettings):
-    """Dagster view of QueryPoolSettings: same fields, same defaults."""
+    """Dagster view of QueryPoolSettings: same fields, same defaults; the eval task names are
+    checked here, where both stages are known."""
+
+    @pydantic.model_validator(mode="after")
+    def _known_tasks(self) -> "QueryPoolConfig":
+        for name, tasks in (
+            ("decontaminate_tasks", self.decontaminate_tasks),
+            ("eval_sources", list(self.eval_sources)),
+        ):
+            unknown = sorted(set(tasks) - set(evaluation.TASKS))
+            if unknown:
+                raise ValueError(
+                    f"{name}: unknown task(s) {unknown}; the tasks are {sorted(evaluation.TASKS)}"
+                )
+        return self
 
 
 @dg.asset(

@@ -4,6 +4,8 @@ import pydantic
 
 from ptr_pipeline.conversation import REFINE_PROMPT
 from ptr_pipeline.engines import Backend, Sampling
+from ptr_pipeline.evaluation.tasks import TASKS
+from ptr_pipeline.models import check_model_spec, check_source
 
 
 class EvalSettings(pydantic.BaseModel):
@@ -31,6 +33,31 @@ class EvalSettings(pydantic.BaseModel):
     batch_size: int = pydantic.Field(16, ge=1)
     tensor_parallel_size: int = pydantic.Field(1, ge=1, description="vllm only")
     gpu_memory_utilization: float = pydantic.Field(0.85, gt=0.0, le=1.0, description="vllm only")
+
+    @pydantic.field_validator("base_model")
+    @classmethod
+    def _known_model(cls, spec: str) -> str:
+        return check_model_spec(spec)
+
+    @pydantic.model_validator(mode="after")
+    def _known_tasks_and_sources(self) -> "EvalSettings":
+        for name, mapping in (
+            ("eval_sources", self.eval_sources),
+            ("eval_splits", self.eval_splits),
+        ):
+            unknown = sorted(set(mapping) - set(TASKS))
+            if unknown:
+                raise ValueError(
+                    f"{name}: unknown task(s) {unknown}; the tasks are {sorted(TASKS)}"
+                )
+        for source in self.eval_sources.values():
+            check_source(source)
+        orphans = sorted(set(self.eval_splits) - set(self.eval_sources))
+        if orphans:
+            raise ValueError(
+                f"eval_splits: {orphans} have no eval_sources entry (the bundled samples have no splits)"
+            )
+        return self
 
     def sampling(self) -> Sampling:
         # Greedy, as the paper's evaluation.

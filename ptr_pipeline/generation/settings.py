@@ -1,9 +1,13 @@
 """Settings of the two generation stages. Flat, with shared knobs under the same names."""
 
+import importlib.util
+
 import pydantic
 
 from ptr_pipeline.conversation import REFINE_PROMPT
 from ptr_pipeline.engines import Backend, Sampling
+from ptr_pipeline.generation.prompts import STRONG_TEMPLATES, THOUGHT_TEMPLATES
+from ptr_pipeline.models import check_model_spec
 
 
 class _GenerationSettings(pydantic.BaseModel):
@@ -26,6 +30,13 @@ class _GenerationSettings(pydantic.BaseModel):
     tensor_parallel_size: int = pydantic.Field(1, ge=1, description="vllm only")
     gpu_memory_utilization: float = pydantic.Field(0.85, gt=0.0, le=1.0, description="vllm only")
 
+    @pydantic.field_validator("backend")
+    @classmethod
+    def _backend_installed(cls, backend: str) -> str:
+        if backend == "vllm" and importlib.util.find_spec("vllm") is None:
+            raise ValueError("backend 'vllm' needs vllm: pip install 'ptr-pipeline[vllm]'")
+        return backend
+
     def sampling(self, n: int = 1) -> Sampling:
         return Sampling(
             n=n,
@@ -46,6 +57,16 @@ class ThoughtSettings(_GenerationSettings):
     )
     template: str = pydantic.Field("ptr_thought_v1", description="see generation/prompts.py")
 
+    @pydantic.field_validator("weak_model")
+    @classmethod
+    def _known_model(cls, spec: str) -> str:
+        return check_model_spec(spec)
+
+    @pydantic.field_validator("template")
+    @classmethod
+    def _known_template(cls, name: str) -> str:
+        return _known(name, THOUGHT_TEMPLATES)
+
 
 class RefineSettings(_GenerationSettings):
     """The strong model refines the weak thoughts over ``num_rounds`` in-context rounds."""
@@ -61,3 +82,19 @@ class RefineSettings(_GenerationSettings):
         REFINE_PROMPT, description="user turn before every round > 1"
     )
     temperature: float = pydantic.Field(0.7, ge=0.0, description="0 = greedy")
+
+    @pydantic.field_validator("strong_model")
+    @classmethod
+    def _known_model(cls, spec: str) -> str:
+        return check_model_spec(spec)
+
+    @pydantic.field_validator("template")
+    @classmethod
+    def _known_template(cls, name: str) -> str:
+        return _known(name, STRONG_TEMPLATES)
+
+
+def _known(name: str, registry: dict[str, str]) -> str:
+    if name not in registry:
+        raise ValueError(f"unknown template {name!r}; choose one of {sorted(registry)}")
+    return name

@@ -2,6 +2,8 @@
 
 import pydantic
 
+from ptr_pipeline.models import check_source
+
 
 class QueryPoolSettings(pydantic.BaseModel):
     """Where the queries come from and how they are cleaned. Defaults are the CPU demo."""
@@ -43,3 +45,15 @@ class QueryPoolSettings(pydantic.BaseModel):
     decontaminate_ngram: int = pydantic.Field(
         8, ge=2, description="a shared word n-gram of this size marks a query as contaminated"
     )
+
+    @pydantic.model_validator(mode="after")
+    def _check(self) -> "QueryPoolSettings":
+        if self.source != "bundled":
+            check_source(self.source)
+        for source in self.eval_sources.values():
+            check_source(source)
+        if self.min_chars > self.max_chars:
+            raise ValueError(
+                f"min_chars {self.min_chars} > max_chars {self.max_chars}: every query would be dropped"
+            )
+        return self

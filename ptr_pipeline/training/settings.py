@@ -6,6 +6,7 @@ from typing import Literal
 import pydantic
 
 from ptr_pipeline.conversation import REFINE_PROMPT
+from ptr_pipeline.models import check_model_spec
 
 
 class TrainSettings(pydantic.BaseModel):
@@ -52,6 +53,11 @@ class TrainSettings(pydantic.BaseModel):
     num_gpus: int = pydantic.Field(
         1, ge=1, description=">1 starts the deepspeed launcher with that many ranks"
     )
+
+    @pydantic.field_validator("base_model")
+    @classmethod
+    def _known_model(cls, spec: str) -> str:
+        return check_model_spec(spec)
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> "TrainSettings":

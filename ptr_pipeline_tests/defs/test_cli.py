@@ -88,6 +88,8 @@ def test_job_execute_dataset_rebuild(home, tmp_path):
 
 @pytest.mark.slow
 def test_job_execute_fails_clearly_on_bad_input(home, tmp_path):
+    """A missing file is refused with the config, before any stage; an empty one by the stage
+    that reads it, with its cause on one line and the trace once."""
     config = {"ops": {"query_pool": {"config": {"source": str(tmp_path / "missing.jsonl")}}}}
     proc = _run(
         ["job", "execute", "-m", "ptr_pipeline.definitions", "-j", "dataset_rebuild_job"],
@@ -96,14 +98,28 @@ def test_job_execute_fails_clearly_on_bad_input(home, tmp_path):
         config,
     )
     assert proc.returncode != 0
-    output = proc.stdout + proc.stderr
-    # The short console: one line with the cause, the trace once, one line for the run.
     assert (
-        f"query_pool FAILED: ptr_pipeline.records.InputError: {tmp_path / 'missing.jsonl'}: not found"
+        f"ops.query_pool.config: Value error, {tmp_path / 'missing.jsonl'}: not found"
+        in proc.stderr
+    )
+
+    (tmp_path / "empty.jsonl").write_text("\n\n")
+    config = {"ops": {"query_pool": {"config": {"source": str(tmp_path / "empty.jsonl")}}}}
+    proc = _run(
+        ["job", "execute", "-m", "ptr_pipeline.definitions", "-j", "dataset_rebuild_job"],
+        home,
+        tmp_path,
+        config,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert (
+        f"query_pool FAILED: ptr_pipeline.records.InputError: {tmp_path / 'empty.jsonl'}: no records"
         in output
     )
-    assert output.count("in iter_records") == 1  # the raising frame: one trace
+    assert output.count("in read_records") == 1  # the raising frame: one trace
     assert output.count("run failed:") == 1
+    assert not (home.artifacts / "query_pool").exists()  # nothing was written
 
 
 @pytest.mark.slow

@@ -118,3 +118,19 @@ def test_every_settings_rule_is_checked_for_the_whole_run(defs):
         "ops.weak_thoughts.config.temperature: Input should be greater than or equal to 0 (got -1)",
     ]  # fmt: skip
     assert config_problems(job, {}) == []  # the defaults are the demo
+    # Names that pydantic's types accept but the pipeline does not know.
+    more = {
+        "ops": {
+            "query_pool": {"config": {"decontaminate_tasks": ["hellaswag"]}},
+            "weak_thoughts": {"config": {"weak_model": "tiny:wek", "template": "nope"}},
+            "eval_scores": {"config": {"eval_sources": {"GSM8K": "/nonexistent.jsonl"}}},
+        }
+    }  # fmt: skip
+    problems = "\n".join(config_problems(job, more))
+    for expected in (
+        "ops.query_pool.config: Value error, decontaminate_tasks: unknown task(s) ['hellaswag']",
+        "ops.weak_thoughts.config.weak_model: Value error, unknown tiny model 'tiny:wek'",
+        "ops.weak_thoughts.config.template: Value error, unknown template 'nope'",
+        "ops.eval_scores.config: Value error, eval_sources: unknown task(s) ['GSM8K']",
+    ):
+        assert expected in problems

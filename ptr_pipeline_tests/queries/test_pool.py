@@ -91,8 +91,10 @@ def test_explicit_field_missing_and_missing_file(tmp_path):
     source = _jsonl(tmp_path / "q.jsonl", [{"question": "a question here"}])
     with pytest.raises(InputError, match=r"row 1: missing field 'text'"):
         build_query_pool(QueryPoolSettings(source=source, text_field="text"))
-    with pytest.raises(InputError, match=r"nope\.jsonl: not found"):
-        build_query_pool(QueryPoolSettings(source=str(tmp_path / "nope.jsonl")))
+    with pytest.raises(ValueError, match=r"nope\.jsonl: not found"):  # refused by the settings
+        QueryPoolSettings(source=str(tmp_path / "nope.jsonl"))
+    with pytest.raises(ValueError, match=r"min_chars 50 > max_chars 10"):
+        QueryPoolSettings(min_chars=50, max_chars=10)
 
 
 def test_parquet_and_hf_dataset_sources(tmp_path):
