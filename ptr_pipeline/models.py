@@ -15,6 +15,9 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Annotated
+
+import pydantic
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,10 @@ def check_model_spec(spec: str) -> str:
     if not spec.strip():
         raise ValueError("empty model setting")
     return spec
+
+
+# A settings field that names a model: a tiny: name that does not exist fails validation.
+ModelSpec = Annotated[str, pydantic.AfterValidator(check_model_spec)]
 
 
 def check_source(source: str) -> str:

@@ -5,7 +5,7 @@ import pydantic
 from ptr_pipeline.conversation import REFINE_PROMPT
 from ptr_pipeline.engines import Backend, Sampling
 from ptr_pipeline.evaluation.tasks import TASKS
-from ptr_pipeline.models import check_model_spec, check_source
+from ptr_pipeline.models import ModelSpec, check_source
 
 
 class EvalSettings(pydantic.BaseModel):
@@ -13,7 +13,7 @@ class EvalSettings(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
-    base_model: str = pydantic.Field("tiny:base", description="the model before PTR training")
+    base_model: ModelSpec = pydantic.Field("tiny:base", description="the model before PTR training")
     num_rounds: int = pydantic.Field(3, ge=1, description="refinement rounds; the paper reports 3")
     refine_prompt: str = pydantic.Field(REFINE_PROMPT, description="user turn before rounds > 1")
     max_examples: int | None = pydantic.Field(
@@ -33,11 +33,6 @@ class EvalSettings(pydantic.BaseModel):
     batch_size: int = pydantic.Field(16, ge=1)
     tensor_parallel_size: int = pydantic.Field(1, ge=1, description="vllm only")
     gpu_memory_utilization: float = pydantic.Field(0.85, gt=0.0, le=1.0, description="vllm only")
-
-    @pydantic.field_validator("base_model")
-    @classmethod
-    def _known_model(cls, spec: str) -> str:
-        return check_model_spec(spec)
 
     @pydantic.model_validator(mode="after")
     def _known_tasks_and_sources(self) -> "EvalSettings":

@@ -1,13 +1,14 @@
 """Settings of the two generation stages. Flat, with shared knobs under the same names."""
 
 import importlib.util
+from typing import ClassVar
 
 import pydantic
 
 from ptr_pipeline.conversation import REFINE_PROMPT
 from ptr_pipeline.engines import Backend, Sampling
 from ptr_pipeline.generation.prompts import STRONG_TEMPLATES, THOUGHT_TEMPLATES
-from ptr_pipeline.models import check_model_spec
+from ptr_pipeline.models import ModelSpec
 
 
 class _GenerationSettings(pydantic.BaseModel):
@@ -30,12 +31,21 @@ class _GenerationSettings(pydantic.BaseModel):
     tensor_parallel_size: int = pydantic.Field(1, ge=1, description="vllm only")
     gpu_memory_utilization: float = pydantic.Field(0.85, gt=0.0, le=1.0, description="vllm only")
 
+    TEMPLATES: ClassVar[dict[str, str]] = {}  # the stage's prompt registry
+
     @pydantic.field_validator("backend")
     @classmethod
     def _backend_installed(cls, backend: str) -> str:
         if backend == "vllm" and importlib.util.find_spec("vllm") is None:
             raise ValueError("backend 'vllm' needs vllm: pip install 'ptr-pipeline[vllm]'")
         return backend
+
+    @pydantic.field_validator("template", check_fields=False)
+    @classmethod
+    def _known_template(cls, name: str) -> str:
+        if name not in cls.TEMPLATES:
+            raise ValueError(f"unknown template {name!r}; choose one of {sorted(cls.TEMPLATES)}")
+        return name
 
     def sampling(self, n: int = 1) -> Sampling:
         return Sampling(
@@ -51,27 +61,23 @@ class _GenerationSettings(pydantic.BaseModel):
 class ThoughtSettings(_GenerationSettings):
     """The weak model drafts ``num_thoughts`` answers per query (the "thoughts")."""
 
-    weak_model: str = pydantic.Field("tiny:weak", description="HF id, local folder, or tiny:<name>")
+    TEMPLATES: ClassVar[dict[str, str]] = THOUGHT_TEMPLATES
+
+    weak_model: ModelSpec = pydantic.Field(
+        "tiny:weak", description="HF id, local folder, or tiny:<name>"
+    )
     num_thoughts: int = pydantic.Field(
         2, ge=1, description="drafts per query (sampled independently)"
     )
     template: str = pydantic.Field("ptr_thought_v1", description="see generation/prompts.py")
 
-    @pydantic.field_validator("weak_model")
-    @classmethod
-    def _known_model(cls, spec: str) -> str:
-        return check_model_spec(spec)
-
-    @pydantic.field_validator("template")
-    @classmethod
-    def _known_template(cls, name: str) -> str:
-        return _known(name, THOUGHT_TEMPLATES)
-
 
 class RefineSettings(_GenerationSettings):
     """The strong model refines the weak thoughts over ``num_rounds`` in-context rounds."""
 
-    strong_model: str = pydantic.Field(
+    TEMPLATES: ClassVar[dict[str, str]] = STRONG_TEMPLATES
+
+    strong_model: ModelSpec = pydantic.Field(
         "tiny:strong", description="HF id, local folder, or tiny:<name>"
     )
     num_rounds: int = pydantic.Field(
@@ -82,19 +88,3 @@ class RefineSettings(_GenerationSettings):
         REFINE_PROMPT, description="user turn before every round > 1"
     )
     temperature: float = pydantic.Field(0.7, ge=0.0, description="0 = greedy")
-
-    @pydantic.field_validator("strong_model")
-    @classmethod
-    def _known_model(cls, spec: str) -> str:
-        return check_model_spec(spec)
-
-    @pydantic.field_validator("template")
-    @classmethod
-    def _known_template(cls, name: str) -> str:
-        return _known(name, STRONG_TEMPLATES)
-
-
-def _known(name: str, registry: dict[str, str]) -> str:
-    if name not in registry:
-        raise ValueError(f"unknown template {name!r}; choose one of {sorted(registry)}")
-    return name

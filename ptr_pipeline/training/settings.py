@@ -6,7 +6,7 @@ from typing import Literal
 import pydantic
 
 from ptr_pipeline.conversation import REFINE_PROMPT
-from ptr_pipeline.models import check_model_spec
+from ptr_pipeline.models import ModelSpec
 
 
 class TrainSettings(pydantic.BaseModel):
@@ -14,7 +14,9 @@ class TrainSettings(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
-    base_model: str = pydantic.Field("tiny:base", description="HF id, local folder, or tiny:<name>")
+    base_model: ModelSpec = pydantic.Field(
+        "tiny:base", description="HF id, local folder, or tiny:<name>"
+    )
     zero_stage: int = pydantic.Field(0, ge=0, le=3, description="DeepSpeed ZeRO stage")
     offload_optimizer: bool = pydantic.Field(False, description="ZeRO >= 1: optimizer state on CPU")
     precision: Literal["fp32", "bf16"] = "fp32"
@@ -53,11 +55,6 @@ class TrainSettings(pydantic.BaseModel):
     num_gpus: int = pydantic.Field(
         1, ge=1, description=">1 starts the deepspeed launcher with that many ranks"
     )
-
-    @pydantic.field_validator("base_model")
-    @classmethod
-    def _known_model(cls, spec: str) -> str:
-        return check_model_spec(spec)
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> "TrainSettings":

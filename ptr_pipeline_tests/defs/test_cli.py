@@ -34,6 +34,12 @@ def _run(
     return subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
 
 
+def _rebuild(home, tmp_path, config: dict) -> subprocess.CompletedProcess:
+    """`dagster job execute` of dataset_rebuild_job with ``config``."""
+    args = ["job", "execute", "-m", "ptr_pipeline.definitions", "-j", "dataset_rebuild_job"]
+    return _run(args, home, tmp_path, config)
+
+
 def _instance(tmp_path):
     import dagster as dg
 
@@ -73,12 +79,7 @@ def test_job_execute_dataset_rebuild(home, tmp_path):
             "strong_refinements": {"config": {"max_new_tokens": 8}},
         }
     }
-    proc = _run(
-        ["job", "execute", "-m", "ptr_pipeline.definitions", "-j", "dataset_rebuild_job"],
-        home,
-        tmp_path,
-        config,
-    )
+    proc = _rebuild(home, tmp_path, config)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert pq.read_metadata(home.artifacts / "ptr_dataset" / "latest.parquet").num_rows > 0
     assert pq.read_metadata(home.artifacts / "query_pool" / "latest.parquet").num_rows == 4
@@ -91,12 +92,7 @@ def test_job_execute_fails_clearly_on_bad_input(home, tmp_path):
     """A missing file is refused with the config, before any stage; an empty one by the stage
     that reads it, with its cause on one line and the trace once."""
     config = {"ops": {"query_pool": {"config": {"source": str(tmp_path / "missing.jsonl")}}}}
-    proc = _run(
-        ["job", "execute", "-m", "ptr_pipeline.definitions", "-j", "dataset_rebuild_job"],
-        home,
-        tmp_path,
-        config,
-    )
+    proc = _rebuild(home, tmp_path, config)
     assert proc.returncode != 0
     assert (
         f"ops.query_pool.config: Value error, {tmp_path / 'missing.jsonl'}: not found"
@@ -105,12 +101,7 @@ def test_job_execute_fails_clearly_on_bad_input(home, tmp_path):
 
     (tmp_path / "empty.jsonl").write_text("\n\n")
     config = {"ops": {"query_pool": {"config": {"source": str(tmp_path / "empty.jsonl")}}}}
-    proc = _run(
-        ["job", "execute", "-m", "ptr_pipeline.definitions", "-j", "dataset_rebuild_job"],
-        home,
-        tmp_path,
-        config,
-    )
+    proc = _rebuild(home, tmp_path, config)
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert (
@@ -127,12 +118,7 @@ def test_a_chained_input_error_names_file_and_row_on_the_console(home, tmp_path)
     """InputError raised from a UnicodeDecodeError: the console shows the InputError."""
     (tmp_path / "latin1.jsonl").write_bytes(b'{"query": "fine query"}\n{"query": "caf\xe9"}\n')
     config = {"ops": {"query_pool": {"config": {"source": str(tmp_path / "latin1.jsonl")}}}}
-    proc = _run(
-        ["job", "execute", "-m", "ptr_pipeline.definitions", "-j", "dataset_rebuild_job"],
-        home,
-        tmp_path,
-        config,
-    )
+    proc = _rebuild(home, tmp_path, config)
     output = proc.stdout + proc.stderr
     assert "latin1.jsonl row 2: not valid UTF-8 (byte 0xe9)" in output
     assert (
@@ -151,12 +137,7 @@ def test_out_of_range_settings_fail_before_any_stage_runs(home, tmp_path):
             "consistency_filter": {"config": {"min_step_similarity": 7}},
         }
     }
-    proc = _run(
-        ["job", "execute", "-m", "ptr_pipeline.definitions", "-j", "dataset_rebuild_job"],
-        home,
-        tmp_path,
-        config,
-    )
+    proc = _rebuild(home, tmp_path, config)
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0
     for field in (
