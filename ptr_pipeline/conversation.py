@@ -89,6 +89,7 @@ class Encoded:
     input_ids: list[int]
     labels: list[int]  # IGNORE_INDEX where nothing is supervised
     loss_weights: list[float]  # 0.0 wherever labels is IGNORE_INDEX
+    cut_turns: int = 0  # supervised turns whose text holds a stop token: supervised up to it
 
 
 class ChatFormat:
@@ -146,12 +147,22 @@ class ChatFormat:
     # --- rendering
 
     def render(self, conversation: Conversation, add_generation_prompt: bool) -> str:
-        return self.tokenizer.apply_chat_template(
-            conversation,
-            chat_template=self.template,
-            tokenize=False,
-            add_generation_prompt=add_generation_prompt,
-        )
+        """The conversation as text, by the chat template (transformers' ``apply_chat_template``).
+
+        Raises:
+            ChatFormatError: the template refuses the conversation (``raise_exception``).
+        """
+        try:
+            return self.tokenizer.apply_chat_template(
+                conversation,
+                chat_template=self.template,
+                tokenize=False,
+                add_generation_prompt=add_generation_prompt,
+            )
+        except Exception as e:  # jinja2's TemplateError, or whatever the template raises
+            raise ChatFormatError(
+                f"{self._name}: the chat template refused the conversation: {e}"
+            ) from e
 
     def _ids(self, text: str, offsets: bool = False):
         enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=offsets)
@@ -173,13 +184,18 @@ class ChatFormat:
         """Token ids, labels and loss weights of a conversation that ends with an assistant turn.
 
         The whole rendered conversation is tokenized once. Assistant turn ``k`` is supervised
-        from the end of its generation prompt through the first stop token after its content,
-        with weight ``turn_weights[k]`` (0 = context only); everything else is context.
+        from the end of its generation prompt through the first stop token after it, with weight
+        ``turn_weights[k]`` (0 = context only); everything else is context. When a turn's text
+        itself holds a stop token (ChatML or ``</s>`` written inside an answer, which the
+        tokenizer reads as the special token), generation would stop there: the turn is
+        supervised up to that token only, the rest is context, and ``cut_turns`` counts it.
 
         Raises:
-            ChatFormatError: the template is not prefix-stable, a turn's prompt ids are not a
-                prefix of the sequence (the tokenizer merges across the boundary), or a turn
-                ends without a stop token.
+            ChatFormatError: the template refuses the conversation or is not prefix-stable, it
+                puts text other than white space between the generation prompt and the content
+                (it ignores ``add_generation_prompt``: the model would learn the role header), a
+                turn's prompt ids are not a prefix of the sequence (the tokenizer merges across
+                the boundary), or a turn ends without a stop token.
             ValueError: ``turn_weights`` does not have one weight per assistant turn.
         """
         turns = [i for i, m in enumerate(conversation) if m["role"] == "assistant"]
@@ -189,6 +205,7 @@ class ChatFormat:
         ids, spans = self._ids(full, offsets=True)
         labels = [IGNORE_INDEX] * len(ids)
         weights = [0.0] * len(ids)
+        cut = 0
         for i, weight in zip(turns, turn_weights, strict=True):
             prompt = self.render(conversation[:i], add_generation_prompt=True)
             turn = self.render(conversation[: i + 1], add_generation_prompt=False)
@@ -207,8 +224,16 @@ class ChatFormat:
                 )
             content = conversation[i]["content"].strip()
             at = turn.find(content, len(prompt)) if content else -1
+            if at >= 0 and turn[len(prompt) : at].strip():
+                raise ChatFormatError(
+                    f"{self._name}: the chat template puts {turn[len(prompt) : at]!r} between the "
+                    "generation prompt and the assistant's text (it ignores add_generation_prompt); "
+                    "the model would be trained to write the role header itself"
+                )
             content_end = at + len(content) if at >= 0 else len(prompt)
             end = self._turn_end(ids, spans, start, content_end, len(turn))
+            if end is not None and spans[end][0] < content_end and weight > 0:
+                cut += 1  # a stop token inside the text: generation ends there
             if end is None:
                 raise ChatFormatError(
                     f"{self._name}: assistant turn {turns.index(i) + 1} ends with "
@@ -219,15 +244,15 @@ class ChatFormat:
                 for t in range(start, end + 1):
                     labels[t] = ids[t]
                     weights[t] = weight
-        return Encoded(ids, labels, weights)
+        return Encoded(ids, labels, weights, cut)
 
     def _turn_end(self, ids, spans, start: int, content_end: int, turn_end: int) -> int | None:
-        """Index of the first stop token at or after the content's end, inside the turn."""
+        """Index of the first stop token of the turn (None when the turn ends without one)."""
         for t in range(start, len(ids)):
             begin, _ = spans[t]
             if begin >= turn_end and t > start:
                 return None
-            if ids[t] in self.stop_token_ids and begin >= content_end:
+            if ids[t] in self.stop_token_ids:
                 return t
         return None
 
@@ -278,6 +303,15 @@ class ChatFormat:
         """
         if not self.context_length:
             return
+        floor = self.tokens_needed(
+            [{"role": "user", "content": ""}], rounds, max_new_tokens, refine_prompt
+        )
+        if floor > self.context_length:  # the settings, not the data, are at fault
+            raise PromptTooLongError(
+                f"max_new_tokens={max_new_tokens} over {rounds} round(s) needs at least {floor} "
+                f"tokens even for an empty prompt, more than the model's context of "
+                f"{self.context_length}; lower max_new_tokens or the number of rounds"
+            )
         # A token covers at most max_token_chars characters (x4 for Unicode normalisation), so a
         # longer prompt cannot fit: refused without tokenizing megabytes.
         max_chars = 4 * self._max_token_chars() * self.context_length

@@ -27,6 +27,8 @@ import gzip
 import io
 import json
 import re
+import sys
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,7 +148,7 @@ def _file(path: Path, csv_columns: list[str] | None) -> Iterator[Record]:
     if path.suffix.lower() == ".gz":
         try:
             data = gzip.decompress(data)
-        except (OSError, EOFError) as e:
+        except (OSError, EOFError, zlib.error) as e:
             raise InputError(f"{path}: not a readable gzip file: {e}") from e
     if suffix == ".parquet":
         yield from _parquet(pa.BufferReader(data), path)
@@ -211,22 +213,31 @@ def _record(value: Any, path: Path | str, row: int) -> Record:
 
 def _csv(path: Path, data: bytes, columns: list[str] | None) -> Iterator[Record]:
     text = _decode(path, data)
+    csv.field_size_limit(sys.maxsize)  # a long query is a long cell, not a broken file
     rows = csv.reader(io.StringIO(text, newline=""))
-    header = columns
-    first = 1
-    if header is None:
-        header = next(rows, None)
-        first = 2
+    try:
+        header = columns if columns is not None else next(rows, None)
         if header is None:
             return
-    for lineno, row in enumerate(rows, start=first):
-        if not any(cell.strip() for cell in row):
-            continue
-        if len(row) != len(header):
-            raise InputError(
-                f"{path} row {lineno}: {len(row)} columns, expected {len(header)} ({', '.join(header)})"
-            )
-        yield Record(dict(zip(header, row, strict=True)), str(path), lineno)
+        if columns is None:
+            duplicated = sorted({c for c in header if header.count(c) > 1})
+            if duplicated:
+                raise InputError(f"{path} row 1: duplicate column name(s) {duplicated}")
+        for row in rows:
+            lineno = rows.line_num  # the line the record ends on (cells may span lines)
+            if not any(cell.strip() for cell in row):
+                continue
+            if columns is not None and [c.strip().lower() for c in row] == [
+                c.lower() for c in columns
+            ]:
+                continue  # a header row on a file read with given column names
+            if len(row) != len(header):
+                raise InputError(
+                    f"{path} row {lineno}: {len(row)} columns, expected {len(header)} ({', '.join(header)})"
+                )
+            yield Record(dict(zip(header, row, strict=True)), str(path), lineno)
+    except csv.Error as e:
+        raise InputError(f"{path} row {rows.line_num}: not readable as CSV: {e}") from e
 
 
 def _parquet(source, path: Path) -> Iterator[Record]:
@@ -234,6 +245,10 @@ def _parquet(source, path: Path) -> Iterator[Record]:
         parquet = pq.ParquetFile(source)
     except Exception as e:  # pyarrow raises ArrowInvalid or OSError for a non-Parquet file
         raise InputError(f"{path}: not a readable Parquet file: {e}") from e
+    names = parquet.schema_arrow.names
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise InputError(f"{path}: duplicate column name(s) {duplicated}")
     row = 0
     for batch in parquet.iter_batches(batch_size=4096):
         try:
@@ -310,22 +325,25 @@ def _folder(path: Path, split: str | None, csv_columns: list[str] | None) -> Ite
 def _saved_dataset(path: Path, split: str | None) -> Iterator[Record]:
     import datasets
 
+    where = str(path)
     try:
-        loaded = datasets.load_from_disk(str(path))
+        if (path / "dataset_dict.json").exists():  # a DatasetDict: load the chosen split alone
+            splits = json.loads((path / "dataset_dict.json").read_text())["splits"]
+            if not splits:
+                raise InputError(f"{path}: a DatasetDict with no splits")
+            chosen = _choose_split(path, sorted(splits), split)
+            loaded = datasets.load_from_disk(str(path / chosen))
+            where = f"{path}[{chosen}]"
+        else:
+            loaded = datasets.load_from_disk(str(path))
+            if split is not None and loaded.split is not None and str(loaded.split) != split:
+                raise InputError(f"{path}: a Dataset of split {str(loaded.split)!r}, not {split!r}")
+    except InputError:
+        raise
     except Exception as e:  # a damaged or empty save_to_disk folder: datasets raises many kinds
         raise InputError(
             f"{path}: not a readable save_to_disk dataset ({type(e).__name__}: {e})"
         ) from e
-    if isinstance(loaded, datasets.DatasetDict):
-        if not loaded:
-            raise InputError(f"{path}: a DatasetDict with no splits")
-        chosen = _choose_split(path, sorted(loaded), split)
-        loaded = loaded[chosen]
-        where = f"{path}[{chosen}]"
-    else:
-        if split is not None and loaded.split is not None and str(loaded.split) != split:
-            raise InputError(f"{path}: a Dataset of split {str(loaded.split)!r}, not {split!r}")
-        where = str(path)
     for index, value in enumerate(loaded, start=1):
         yield Record(dict(value), where, index)
 

@@ -28,6 +28,8 @@ import pyarrow.parquet as pq
 log = logging.getLogger(__name__)
 
 LATEST = "latest.parquet"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read the process umask (os.umask can only be read by setting it)
 CHECKPOINT_MANIFEST = "ptr_manifest.json"  # written beside a checkpoint's weights
 
 
@@ -40,6 +42,7 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide artifacts from other users
         with os.fdopen(fd, "wb") as f:
             pq.write_table(table, f)
             f.flush()

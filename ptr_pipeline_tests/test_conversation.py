@@ -164,3 +164,32 @@ def test_qwen2_answer_stops_at_im_end_not_at_the_eos(tmp_path):
     )
     row = table.to_pylist()[0]
     assert row["response"] == "7" and row["correct"]
+
+
+def test_a_stop_token_written_inside_an_answer_ends_its_supervision():
+    """'7<|im_end|>9' as an answer: the tokenizer reads the special token, generation would stop
+    there, so only '7<|im_end|>' is trained; '9' is context."""
+    fmt = ChatFormat(build_tokenizer("qwen2"))
+    encoded = fmt.encode(progression(QUERY, ["7<|im_end|>9"]), [1.0])
+    ((start, end),) = _turns(encoded)
+    assert fmt.tokenizer.decode(encoded.input_ids[start:end]) == "7<|im_end|>"
+    assert encoded.cut_turns == 1
+    assert sum(t in fmt.stop_token_ids for t in encoded.input_ids[start:end]) == 1
+    clean = fmt.encode(progression(QUERY, ["7"]), [1.0])
+    assert clean.cut_turns == 0
+
+
+def test_a_template_that_ignores_the_generation_prompt_is_refused():
+    tokenizer = build_tokenizer("qwen2")
+    tokenizer.chat_template = (  # ChatML without the add_generation_prompt block
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    )
+    with pytest.raises(ChatFormatError, match="ignores add_generation_prompt"):
+        ChatFormat(tokenizer).encode(progression(QUERY, ["4"]), [1.0])
+
+
+def test_a_template_that_raises_is_a_chat_format_error():
+    tokenizer = build_tokenizer("qwen2")
+    tokenizer.chat_template = "{{ raise_exception('System message required') }}"
+    with pytest.raises(ChatFormatError, match="refused the conversation: System message required"):
+        ChatFormat(tokenizer).prompt_ids([{"role": "user", "content": QUERY}])

@@ -42,8 +42,8 @@ def test_parquet_csv_and_gzip(tmp_path):
     expected = [r["q"] for r in ROWS]
     for name in ("q.parquet", "q.csv", "q.jsonl.gz", "q.ndjson", "q.parquet.gz"):
         assert _texts(tmp_path / name) == expected, name
-    headless = read_records(tmp_path / "q.csv", csv_columns=["q"])
-    assert headless[0].fields["q"] == "q" and headless[0].row == 1
+    named = read_records(tmp_path / "q.csv", csv_columns=["q"])  # a header equal to them is skipped
+    assert named[0].fields["q"] == "first question" and named[0].row == 2
 
 
 def test_hub_folder_layout_picks_the_split(tmp_path):
@@ -133,3 +133,36 @@ def test_damaged_or_empty_saved_datasets_are_named(tmp_path):
     empty.save_to_disk(str(tmp_path / "empty"))
     with pytest.raises(InputError, match=r"empty: (no records|not a readable)"):
         read_records(tmp_path / "empty")
+
+
+def test_csv_and_gzip_edge_cases_name_the_file(tmp_path):
+    long = "x" * 200_000
+    (tmp_path / "long.csv").write_text(f'q\n"{long}"\n')
+    assert (
+        read_records(tmp_path / "long.csv")[0].fields["q"] == long
+    )  # beyond csv's 128 KiB default
+    (tmp_path / "dup.csv").write_text("q,q\na,b\n")
+    with pytest.raises(InputError, match=r"dup\.csv row 1: duplicate column name\(s\) \['q'\]"):
+        read_records(tmp_path / "dup.csv")
+    (tmp_path / "multi.csv").write_text('q,n\n"two\nlines",1\n"bad",1,2\n')
+    with pytest.raises(InputError, match=r"multi\.csv row 4: 3 columns, expected 2"):
+        read_records(tmp_path / "multi.csv")  # the physical line, after a two-line cell
+    (tmp_path / "bad.jsonl.gz").write_bytes(gzip.compress(b'{"q": "x"}\n')[:12] + b"garbage" * 5)
+    with pytest.raises(InputError, match=r"bad\.jsonl\.gz: not a readable gzip file"):
+        read_records(tmp_path / "bad.jsonl.gz")
+    headed = tmp_path / "mmlu_dev.csv"
+    headed.write_text("question,A,B,C,D,answer\nQ?,a,b,c,d,B\n")
+    rows = read_records(headed, csv_columns=["question", "A", "B", "C", "D", "answer"])
+    assert [r.fields["answer"] for r in rows] == ["B"]  # the header row is not an item
+
+
+def test_a_datasetdict_split_loads_even_when_another_split_is_empty(tmp_path):
+    import datasets
+
+    datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_list(ROWS),
+            "test": datasets.Dataset.from_list(ROWS).select([]),
+        }
+    ).save_to_disk(str(tmp_path / "dd"))
+    assert _texts(tmp_path / "dd", split="train") == [r["q"] for r in ROWS]

@@ -82,6 +82,7 @@ def test_run_sharded_checks_pending_rows_before_the_first_shard(tmp_path):
 def test_write_versioned_keeps_one_immutable_copy_per_content(tmp_path):
     latest, snapshot, digest = write_versioned(pa.table({"x": [1]}), tmp_path)
     assert latest.stat().st_ino == snapshot.stat().st_ino  # the same bytes, linked
+    assert latest.stat().st_mode & 0o777 == 0o666 & ~_umask()  # readable as umask allows
     assert snapshot.name == f"{digest[:16]}.parquet"
     again = write_versioned(pa.table({"x": [1]}), tmp_path)
     assert again[1] == snapshot and len(list((tmp_path / "versions").iterdir())) == 1
@@ -111,3 +112,11 @@ def test_table_fingerprint_depends_on_content():
 def test_a_broken_manifest_is_a_problem_not_a_crash(tmp_path, manifest):
     (tmp_path / CHECKPOINT_MANIFEST).write_text(manifest)
     assert "unreadable manifest" in checkpoint_problems(tmp_path)[0]
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -61,5 +61,6 @@ def ptr_dataset_is_trainable(ptr_dataset: pa.Table) -> dg.AssetCheckResult:
     problems = filtering.dataset_problems(ptr_dataset)
     return dg.AssetCheckResult(
         passed=not problems,
+        description="; ".join(problems) or None,
         metadata={"rows": ptr_dataset.num_rows, "problems": dg.MetadataValue.json(problems)},
     )

@@ -14,8 +14,10 @@ executor (``ptr_executor``, Dagster's ``multi_or_in_process_executor`` wrapped):
    left behind (a step process or a training still running on the GPU, found by ``PTR_RUN_ID``)
    are killed; and the pool slots of every run that has ended are freed (no waiting for
    ``free_slots_after_run_end_seconds``);
-3. every op's config is validated by its pydantic settings class; a bad value fails the run
-   naming the op and the field, before any step.
+3. every op's config is validated by its pydantic settings class, then its ``preflight()`` (if
+   it has one: the eval stage reads its configured sources), then the rules that span ops (a
+   query pool capped below one training micro-step); a bad value fails the run naming the op and
+   the field, before any step.
 
 ``dead_run_sensor`` does step 2 every 30 s under the daemon (``make dev``), so a killed run is
 marked failed within a minute even when no other run starts. The default execution mode is
@@ -104,18 +106,40 @@ def config_problems(job_def: dg.JobDefinition, run_config: dict) -> list[str]:
     """Every settings violation in ``run_config`` for ``job_def``'s ops, as 'op.field: why'."""
     problems = []
     ops = (run_config or {}).get("ops") or {}
+    configs: dict[str, pydantic.BaseModel] = {}
     for node in job_def.graph.nodes:
         cls = config_class(node.definition)
         if cls is None:
             continue
         given = (ops.get(node.name) or {}).get("config") or {}
         try:
-            cls.model_validate(given)
+            configs[node.name] = cls.model_validate(given)
         except pydantic.ValidationError as e:
             for error in e.errors():
                 where = ".".join(["ops", node.name, "config", *map(str, error["loc"])])
                 got = f" (got {error['input']!r})" if error["loc"] else ""
                 problems.append(f"{where}: {error['msg']}{got}")
+    for name, config in configs.items():
+        if hasattr(config, "preflight"):
+            try:
+                config.preflight()
+            except ValueError as e:  # InputError and friends
+                problems.append(f"ops.{name}.config: {e}")
+    return problems + _cross_op_problems(configs)
+
+
+def _cross_op_problems(configs: dict) -> list[str]:
+    """Rules between the stages of one run (checked only when the run holds both)."""
+    problems = []
+    pool, train = configs.get("query_pool"), configs.get("ptr_checkpoint")
+    if pool is not None and train is not None and pool.max_queries is not None:
+        needed = train.micro_batch_size * train.num_gpus
+        if pool.max_queries < needed:
+            problems.append(
+                f"ops.ptr_checkpoint.config.micro_batch_size: {train.micro_batch_size} x num_gpus "
+                f"{train.num_gpus} = {needed} rows per micro-step, but query_pool.max_queries caps "
+                f"the dataset at {pool.max_queries} rows"
+            )
     return problems
 
 

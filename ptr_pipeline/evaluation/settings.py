@@ -4,7 +4,7 @@ import pydantic
 
 from ptr_pipeline.conversation import REFINE_PROMPT
 from ptr_pipeline.engines import Backend, Sampling
-from ptr_pipeline.evaluation.tasks import TASKS
+from ptr_pipeline.evaluation.tasks import TASKS, load_examples
 from ptr_pipeline.models import ModelSpec, check_source
 
 
@@ -53,6 +53,12 @@ class EvalSettings(pydantic.BaseModel):
                 f"eval_splits: {orphans} have no eval_sources entry (the bundled samples have no splits)"
             )
         return self
+
+    def preflight(self) -> None:
+        """Read every configured eval source now (before any stage runs), so a malformed file
+        fails the run at launch, not after training. Raises InputError naming file, row, field."""
+        for task, source in self.eval_sources.items():
+            load_examples(task, source, self.max_examples, self.eval_splits.get(task))
 
     def sampling(self) -> Sampling:
         # Greedy, as the paper's evaluation.

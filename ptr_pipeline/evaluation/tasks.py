@@ -79,6 +79,14 @@ def _options(record: Record, options: list[str], field: str) -> list[str]:
     return options
 
 
+def _id(r: Record, field: str, fallback: str) -> str:
+    """The record's own id when it has a usable one, else ``fallback`` (task and position)."""
+    value = r.get(field)
+    if isinstance(value, bool) or not isinstance(value, str | int) or str(value).strip() == "":
+        return fallback
+    return str(value)
+
+
 def _gsm8k(r: Record, i: int) -> EvalExample:
     question, answer = r.text("question"), r.text("answer")
     if "####" not in answer:
@@ -87,7 +95,7 @@ def _gsm8k(r: Record, i: int) -> EvalExample:
     if not gold:
         raise r.error("the final answer after '####' is empty", "answer")
     prompt = f"Solve the math problem. End with 'The answer is N.'\n\nQuestion: {question}"
-    return EvalExample(str(r.get("id", f"gsm8k-{i}")), question, prompt, _number(gold), r.where)
+    return EvalExample(_id(r, "id", f"gsm8k-{i}"), question, prompt, _number(gold), r.where)
 
 
 def _arc(r: Record, i: int) -> EvalExample:
@@ -119,7 +127,7 @@ def _arc(r: Record, i: int) -> EvalExample:
     if key not in labels:
         raise r.error(f"{key!r} is not one of the labels {labels}", "answerKey")
     gold = LETTERS[labels.index(key)]  # labels may be 1-4; we always show A-D
-    return EvalExample(str(r.get("id", f"arc-{i}")), stem, _mc_prompt(stem, texts), gold, r.where)
+    return EvalExample(_id(r, "id", f"arc-{i}"), stem, _mc_prompt(stem, texts), gold, r.where)
 
 
 def _mmlu(r: Record, i: int) -> EvalExample:
@@ -180,6 +188,13 @@ def load_examples(
         except (AttributeError, IndexError, KeyError, TypeError, ValueError) as e:  # any shape we
             # did not foresee is still a bad record, named as such
             raise record.error(f"not a {task} record ({type(e).__name__}: {e})") from e
+    seen: dict[str, str] = {}
+    for example in examples:  # scores are keyed by example id: two items must not share one
+        if example.id in seen:
+            raise InputError(
+                f"{example.where}: example id {example.id!r} repeats {seen[example.id]}; ids must be unique"
+            )
+        seen[example.id] = example.where
     if not examples:
         raise InputError(f"{path}: no {task} examples")
     return examples

@@ -3,6 +3,7 @@
 from ptr_pipeline.filtering.consistency import (
     CODE_VERSION,
     FilterResult,
+    NothingKeptError,
     assemble_progressions,
     dataset_problems,
     filter_consistent,

@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 CODE_VERSION = "filter_v1"
 
 
+class NothingKeptError(ValueError):
+    """Every progression was dropped: there is no dataset to write."""
+
+
 @dataclass(frozen=True)
 class FilterResult:
     decisions: pa.Table  # schemas.FILTER_DECISIONS, one row per query
@@ -91,6 +95,10 @@ def filter_consistent(refinements: pa.Table, settings: FilterSettings) -> Filter
 
     Returns:
         A FilterResult with every row's verdict, the kept training rows and statistics.
+
+    Raises:
+        NothingKeptError: no progression passes; raised before anything is written, so the last
+            good dataset stays in place (the message counts the rows per reason).
     """
     rows = []
     for p in assemble_progressions(refinements, settings.include_strong_rounds):
@@ -110,6 +118,11 @@ def filter_consistent(refinements: pa.Table, settings: FilterSettings) -> Filter
     decisions = pa.Table.from_pylist(rows, schema=schemas.FILTER_DECISIONS)
     kept = pa.Table.from_pylist([r for r in rows if r["keep"]], schema=schemas.PTR_DATASET)
     drop_counts = dict(Counter(r["drop_reason"] for r in rows if not r["keep"]))
+    if rows and not kept.num_rows:
+        raise NothingKeptError(
+            f"the consistency filter kept 0 of {len(rows)} rows (dropped {drop_counts}); "
+            "nothing was written: loosen its thresholds"
+        )
     stats = _stats(rows)
     log.info(
         "consistency filter kept %d of %d rows; dropped %s", kept.num_rows, len(rows), drop_counts

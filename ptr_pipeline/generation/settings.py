@@ -25,7 +25,11 @@ class _GenerationSettings(pydantic.BaseModel):
         16, ge=1, description="prompts per forward pass (transformers)"
     )
     shard_size: int = pydantic.Field(
-        64, ge=1, description="queries per resumable shard; a crash loses at most one shard"
+        64,
+        ge=1,
+        description="queries per resumable shard; a crash loses at most one shard. Sampling is "
+        "seeded per shard and batch, so with temperature > 0 another shard_size or batch_size "
+        "samples other (equally valid) drafts",
     )
     seed: int = 0
     tensor_parallel_size: int = pydantic.Field(1, ge=1, description="vllm only")

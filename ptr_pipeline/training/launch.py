@@ -135,7 +135,13 @@ def train_in_subprocess(
     # --- before launch: tokenize, count, refuse what cannot train
     from ptr_pipeline.training.tokenize import encode_dataset  # imports torch: not at Dagster load
 
-    examples, dropped = encode_dataset(dataset, ChatFormat.from_pretrained(model_path), settings)
+    encoded = encode_dataset(dataset, ChatFormat.from_pretrained(model_path), settings)
+    examples, dropped = encoded.examples, encoded.dropped_too_long
+    if encoded.cut_turns:
+        log.warning(
+            "%d supervised turns hold a stop token in their text; each is supervised up to it",
+            encoded.cut_turns,
+        )
     needed = settings.micro_batch_size * settings.num_gpus
     if examples.num_rows < needed:
         raise TrainingFailed(
@@ -155,6 +161,7 @@ def train_in_subprocess(
         examples_path=str(staging / "examples.parquet"),
         dataset_fingerprint=table_fingerprint(dataset),
         examples_dropped_too_long=dropped,
+        turns_cut_at_stop_token=encoded.cut_turns,
         output_dir=str(staging / "checkpoint"),
         error_dir=str(staging / "errors"),
         code_version=CODE_VERSION,

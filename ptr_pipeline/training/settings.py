@@ -74,6 +74,7 @@ class TrainJob(pydantic.BaseModel):
     examples_path: str  # Parquet of tokenized examples (input_ids, labels, loss_weights)
     dataset_fingerprint: str
     examples_dropped_too_long: int
+    turns_cut_at_stop_token: int = 0
     output_dir: str  # the checkpoint folder to write
     error_dir: str  # each failing rank writes rank-<N>.json here
     code_version: str

@@ -22,7 +22,7 @@ import pyarrow as pa
 import torch
 
 from ptr_pipeline import schemas
-from ptr_pipeline.conversation import ChatFormat, Encoded, progression
+from ptr_pipeline.conversation import ChatFormat, ChatFormatError, Encoded, progression
 from ptr_pipeline.schemas import IGNORE_INDEX
 from ptr_pipeline.training.settings import TrainSettings
 
@@ -59,23 +59,39 @@ def encode_example(
     return None if len(encoded.input_ids) > s.max_seq_len else encoded
 
 
-def encode_dataset(
-    dataset: pa.Table, chat_format: ChatFormat, s: TrainSettings
-) -> tuple[pa.Table, int]:
+@dataclass(frozen=True)
+class EncodedDataset:
+    examples: pa.Table  # schemas.TRAIN_EXAMPLES
+    dropped_too_long: int  # rows longer than max_seq_len
+    cut_turns: int  # supervised turns cut at a stop token written inside their text
+
+
+def encode_dataset(dataset: pa.Table, chat_format: ChatFormat, s: TrainSettings) -> EncodedDataset:
     """Every row of a ``schemas.PTR_DATASET`` table encoded; rows over ``max_seq_len`` dropped.
 
-    Returns:
-        A ``schemas.TRAIN_EXAMPLES`` table and the number of rows dropped as too long.
+    Raises:
+        ChatFormatError: the tokenizer or chat template cannot give training the ids inference
+            sees; the message names the row.
     """
     schemas.validate(dataset, schemas.PTR_DATASET, "ptr_dataset")
-    rows, dropped = [], 0
-    for r in dataset.select(["query", "thoughts", "answer"]).to_pylist():
-        encoded = encode_example(chat_format, r["query"], r["thoughts"], r["answer"], s)
+    rows, dropped, cut = [], 0, 0
+    for r in dataset.select(["query_id", "query", "thoughts", "answer"]).to_pylist():
+        try:
+            encoded = encode_example(chat_format, r["query"], r["thoughts"], r["answer"], s)
+        except ChatFormatError as e:
+            raise ChatFormatError(f"ptr_dataset row {r['query_id']}: {e}") from e
         if encoded is None:
             dropped += 1
-        else:
-            rows.append(vars(encoded))
-    return pa.Table.from_pylist(rows, schema=schemas.TRAIN_EXAMPLES), dropped
+            continue
+        cut += encoded.cut_turns
+        rows.append(
+            {
+                "input_ids": encoded.input_ids,
+                "labels": encoded.labels,
+                "loss_weights": encoded.loss_weights,
+            }
+        )
+    return EncodedDataset(pa.Table.from_pylist(rows, schema=schemas.TRAIN_EXAMPLES), dropped, cut)
 
 
 def steps_per_epoch(num_examples: int, s: TrainSettings, world_size: int) -> int:

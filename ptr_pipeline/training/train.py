@@ -18,6 +18,7 @@ Loss normalisation: each micro-batch's loss is divided by the weight of the whol
 
 import argparse
 import json
+import math
 import os
 import random
 import time
@@ -79,6 +80,10 @@ def main(job: TrainJob) -> dict:
             step_loss += loss.detach().float().cpu()
             tokens += int(batch.attention_mask.sum()) if indices else 0
         losses.append(round(_all_reduce(step_loss).item(), 6))
+        if not math.isfinite(losses[-1]):  # every rank sees the same reduced loss: all stop
+            raise FloatingPointError(
+                f"loss is {losses[-1]} at step {step}; lower learning_rate or set gradient_clipping"
+            )
         if rank == 0:
             print(f"step {step}/{steps} loss {losses[-1]:.4f}", flush=True)
     seconds = time.perf_counter() - started
@@ -88,6 +93,7 @@ def main(job: TrainJob) -> dict:
         "steps": len(losses),
         "examples": len(examples),
         "examples_dropped_too_long": job.examples_dropped_too_long,
+        "turns_cut_at_stop_token": job.turns_cut_at_stop_token,
         "loss_curve": losses,
         "train_seconds": round(seconds, 3),
         "tokens_per_s": round(_all_reduce(torch.tensor(float(tokens))).item() / seconds, 1)

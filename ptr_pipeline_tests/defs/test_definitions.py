@@ -134,3 +134,21 @@ def test_every_settings_rule_is_checked_for_the_whole_run(defs):
         "ops.eval_scores.config: Value error, eval_sources: unknown task(s) ['GSM8K']",
     ):
         assert expected in problems
+
+
+def test_eval_sources_are_read_and_cross_stage_rules_checked_at_launch(defs, tmp_path):
+    from ptr_pipeline.defs.runs import config_problems
+
+    (tmp_path / "g.jsonl").write_text('{"question": "What is 2+2?", "answer": "4"}\n')
+    config = {
+        "ops": {
+            "eval_scores": {"config": {"eval_sources": {"gsm8k": str(tmp_path / "g.jsonl")}}},
+            "ptr_checkpoint": {"config": {"micro_batch_size": 1000}},
+        }
+    }
+    problems = config_problems(defs.resolve_job_def("ptr_full_job"), config)
+    assert problems == [
+        f"ops.eval_scores.config: {tmp_path / 'g.jsonl'} row 1 field 'answer': no '#### <number>' final answer",
+        "ops.ptr_checkpoint.config.micro_batch_size: 1000 x num_gpus 1 = 1000 rows per micro-step, "
+        "but query_pool.max_queries caps the dataset at 24 rows",
+    ]

@@ -101,25 +101,31 @@ def test_full_job_materializes_every_asset(defs, home, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_failed_dataset_check_blocks_training(defs, home, tmp_path):
-    config = {
-        "ops": {**SMALL["ops"], "consistency_filter": {"config": {"min_answer_chars": 100_000}}}
-    }
-    del config["ops"]["eval_scores"]
+def test_a_filter_that_keeps_nothing_fails_and_keeps_the_last_dataset(defs, home, tmp_path):
+    ops = {k: v for k, v in SMALL["ops"].items() if k != "eval_scores"}
+    strict = {**ops, "consistency_filter": {"config": {"min_answer_chars": 100_000}}}
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-        result = dg.materialize(
-            [*defs.assets, *defs.asset_checks],
-            resources=build_resources(str(home.root)),
-            selection=dg.AssetSelection.groups("dataset", "training"),
-            run_config=config,
-            instance=instance,
-            raise_on_error=False,
-        )
+
+        def run(config):
+            return dg.materialize(
+                [*defs.assets, *defs.asset_checks],
+                resources=build_resources(str(home.root)),
+                selection=dg.AssetSelection.groups("dataset", "training"),
+                run_config={"ops": config},
+                instance=instance,
+                raise_on_error=False,
+            )
+
+        assert run(
+            {**ops, "ptr_checkpoint": {"config": {"max_steps": 1, "micro_batch_size": 2}}}
+        ).success
+        good = pq.read_table(home.artifacts / "ptr_dataset" / "latest.parquet")
+        checkpoint = (home.artifacts / "ptr_checkpoint" / "latest").resolve()
+        result = run(strict)
     assert not result.success
-    assert _metadata(result, "ptr_dataset")["dagster/row_count"] == 0
-    assert _metadata(result, "filter_decisions")["drop_counts"] == {"answer_too_short": 6}
-    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks["ptr_dataset_is_trainable"] is False
+    failure = result.get_step_failure_events()[0].event_specific_data.error
+    assert "kept 0 of 6 rows (dropped {'answer_too_short': 6}); nothing was written" in str(failure)
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
-    assert "ptr_checkpoint" not in materialized
-    assert not (home.artifacts / "ptr_checkpoint").exists()
+    assert not materialized & {"filter_decisions", "ptr_dataset", "ptr_checkpoint"}
+    assert pq.read_table(home.artifacts / "ptr_dataset" / "latest.parquet").equals(good)
+    assert (home.artifacts / "ptr_checkpoint" / "latest").resolve() == checkpoint

@@ -274,3 +274,17 @@ def test_summarize_counts_flips():
         pa.Table.from_pylist(summary, schema=schemas.EVAL_SUMMARY), "answered"
     )
     assert markdown.splitlines()[2] == "| ptr | gsm8k | 33.3 | 100.0 | 100.0 |"
+
+
+def test_example_ids_are_unique_or_refused(tmp_path):
+    rows = [{"id": None, "question": f"{n} + 1?", "answer": f"#### {n + 1}"} for n in range(3)]
+    (tmp_path / "g.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert [e.id for e in load_examples("gsm8k", str(tmp_path / "g.jsonl"))] == [
+        "gsm8k-0", "gsm8k-1", "gsm8k-2"
+    ]  # fmt: skip
+    rows = [{"id": "x", "question": f"{n} + 1?", "answer": f"#### {n + 1}"} for n in range(2)]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(
+        InputError, match=r"d\.jsonl row 2: example id 'x' repeats .*d\.jsonl row 1"
+    ):
+        load_examples("gsm8k", str(tmp_path / "d.jsonl"))

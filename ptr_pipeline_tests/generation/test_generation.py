@@ -131,3 +131,13 @@ def test_a_query_too_long_for_the_context_is_refused_before_the_model_loads(home
     with pytest.raises(PromptTooLongError, match=r"query q1 \(test\): needs up to \d+ tokens"):
         generate_thoughts(queries, ThoughtSettings(shard_size=1), engine, home.work)
     assert not list((home.work / "weak_thoughts").rglob("*.parquet"))  # nothing was generated
+
+
+def test_max_new_tokens_over_the_context_blames_the_setting(home, models_home):
+    engine = LazyGenerator(_never, model_path=models_home.resolve_model("tiny:weak"))
+    with pytest.raises(
+        PromptTooLongError, match=r"max_new_tokens=5000 over 1 round\(s\) needs at least"
+    ):
+        generate_thoughts(
+            make_queries(["Name a color."]), ThoughtSettings(max_new_tokens=5000), engine, home.work
+        )

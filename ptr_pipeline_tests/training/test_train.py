@@ -97,7 +97,7 @@ def test_the_objective_does_not_depend_on_how_a_step_is_cut(models_home, chat_fo
     from transformers import AutoModelForCausalLM
 
     curves = {name: r.manifest["summary"]["loss_curve"] for name, (r, _) in cuts.items()}
-    examples, _ = encode_dataset(_two_rows(), chat_format, TrainSettings())
+    examples = encode_dataset(_two_rows(), chat_format, TrainSettings()).examples
     batch = collate([_encoded(r) for r in examples.to_pylist()], 0)
     model = AutoModelForCausalLM.from_pretrained(models_home.resolve_model("tiny:base"))
     with torch.no_grad():
@@ -275,3 +275,17 @@ def test_launch_command_one_rank_and_several(tmp_path):
         str(tmp_path / "job.json"),
     ]
     assert "RANK" not in environment(TrainSettings(num_gpus=4), "cuda")  # the launcher sets ranks
+
+
+@pytest.mark.slow
+def test_a_non_finite_loss_fails_training(models_home, tmp_path):
+    settings = TrainSettings(
+        learning_rate=1e8, gradient_clipping=0.0, max_steps=6, micro_batch_size=2
+    )
+    with pytest.raises(
+        TrainingFailed, match=r"training failed on rank 0: FloatingPointError: loss is nan"
+    ):
+        train_in_subprocess(_dataset(8), settings, models_home.resolve_model("tiny:base"), tmp_path)
+    assert not [
+        p for p in tmp_path.iterdir() if not p.name.startswith(".staging-")
+    ]  # nothing cached
