@@ -14,6 +14,15 @@ class ConsistencyFilterConfig(dg.Config, filtering.FilterSettings):
 
 @dg.multi_asset(
     group_name="dataset",
+    check_specs=[
+        dg.AssetCheckSpec(
+            "ptr_dataset_is_trainable",
+            asset="ptr_dataset",
+            blocking=True,  # a failed check stops the run before training
+            description="Schema matches, at least one row, no empty queries or answers. "
+            "Blocks training.",
+        )
+    ],
     outs={
         "filter_decisions": dg.AssetOut(
             io_manager_key="parquet_io_manager",
@@ -32,6 +41,7 @@ class ConsistencyFilterConfig(dg.Config, filtering.FilterSettings):
 def consistency_filter(config: ConsistencyFilterConfig, strong_refinements: pa.Table):
     started = time.perf_counter()
     result = filtering.filter_consistent(strong_refinements, config)
+    problems = filtering.dataset_problems(result.kept)
     seconds = round(time.perf_counter() - started, 3)
     yield dg.MaterializeResult(
         asset_key="filter_decisions",
@@ -49,18 +59,16 @@ def consistency_filter(config: ConsistencyFilterConfig, strong_refinements: pa.T
             "filter_stats": dg.MetadataValue.json(result.stats),
             "compute_seconds": seconds,
         },
-    )
-
-
-@dg.asset_check(
-    asset="ptr_dataset",
-    blocking=True,
-    description="Schema matches, at least one row, no empty queries or answers. Blocks training.",
-)
-def ptr_dataset_is_trainable(ptr_dataset: pa.Table) -> dg.AssetCheckResult:
-    problems = filtering.dataset_problems(ptr_dataset)
-    return dg.AssetCheckResult(
-        passed=not problems,
-        description="; ".join(problems) or None,
-        metadata={"rows": ptr_dataset.num_rows, "problems": dg.MetadataValue.json(problems)},
+        check_results=[
+            dg.AssetCheckResult(
+                asset_key="ptr_dataset",
+                check_name="ptr_dataset_is_trainable",
+                passed=not problems,
+                description="; ".join(problems) or None,
+                metadata={
+                    "rows": result.kept.num_rows,
+                    "problems": dg.MetadataValue.json(problems),
+                },
+            )
+        ],
     )

@@ -3,7 +3,6 @@
 import time
 
 import dagster as dg
-import pyarrow as pa
 import pydantic
 
 from ptr_pipeline import evaluation, queries
@@ -33,8 +32,15 @@ class QueryPoolConfig(dg.Config, queries.QueryPoolSettings):
     code_version=queries.CODE_VERSION,
     kinds={"parquet"},
     description="General-domain queries: cleaned, deduplicated, decontaminated, sampled.",
+    check_specs=[
+        dg.AssetCheckSpec(
+            "query_pool_not_empty",
+            asset="query_pool",
+            description="The pool has rows and no duplicate query ids.",
+        )
+    ],
 )
-def query_pool(config: QueryPoolConfig) -> dg.MaterializeResult:
+def query_pool(config: QueryPoolConfig):  # no annotation: an asset with checks has several outputs
     started = time.perf_counter()
     eval_questions = [
         e.question
@@ -42,19 +48,18 @@ def query_pool(config: QueryPoolConfig) -> dg.MaterializeResult:
         for e in evaluation.load_examples(task, config.eval_sources.get(task))
     ]
     table, dropped = queries.build_query_pool(config, eval_questions)
+    ids = table.column("query_id").to_pylist()
     return dg.MaterializeResult(
         value=table,
         metadata={
             "dropped": dg.MetadataValue.json(dropped),
             "compute_seconds": round(time.perf_counter() - started, 3),
         },
-    )
-
-
-@dg.asset_check(asset=query_pool, description="The pool has rows and no duplicate query ids.")
-def query_pool_not_empty(query_pool: pa.Table) -> dg.AssetCheckResult:
-    ids = query_pool.column("query_id").to_pylist()
-    return dg.AssetCheckResult(
-        passed=bool(ids) and len(set(ids)) == len(ids),
-        metadata={"rows": len(ids), "duplicate_ids": len(ids) - len(set(ids))},
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="query_pool_not_empty",
+                passed=bool(ids) and len(set(ids)) == len(ids),
+                metadata={"rows": len(ids), "duplicate_ids": len(ids) - len(set(ids))},
+            )
+        ],
     )

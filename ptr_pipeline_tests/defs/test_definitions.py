@@ -6,7 +6,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from ptr_pipeline.definitions import defs as load_defs
+from ptr_pipeline.definitions import build_defs
 
 CONFIGS = Path(__file__).resolve().parents[2] / "ptr_pipeline" / "configs"
 
@@ -25,7 +25,7 @@ EXPECTED_ASSETS = {
 
 @pytest.fixture(scope="module")
 def defs() -> dg.Definitions:
-    return load_defs()
+    return build_defs()
 
 
 def test_asset_graph_snapshot(defs):
@@ -51,9 +51,11 @@ def test_gpu_assets_share_the_gpu_pool_and_everything_has_a_code_version(defs):
 def test_blocking_check_guards_training(defs):
     checks = {k.name: k for k in defs.resolve_asset_graph().asset_check_keys}
     assert checks["ptr_dataset_is_trainable"].asset_key == dg.AssetKey("ptr_dataset")
-    from ptr_pipeline.defs.filtering import ptr_dataset_is_trainable
+    from ptr_pipeline.defs.filtering import consistency_filter
 
-    assert [s.blocking for s in ptr_dataset_is_trainable.check_specs] == [True]
+    assert [(s.name, s.blocking) for s in consistency_filter.check_specs] == [
+        ("ptr_dataset_is_trainable", True)
+    ]
 
 
 def test_jobs_and_schedule(defs):

@@ -6,7 +6,7 @@ import pytest
 from transformers import AutoModelForCausalLM
 
 from ptr_pipeline.__main__ import report
-from ptr_pipeline.definitions import defs as load_defs
+from ptr_pipeline.definitions import build_defs
 from ptr_pipeline.defs.resources import build_resources
 
 SMALL = {
@@ -25,7 +25,7 @@ SMALL = {
 @pytest.fixture
 def defs(home, monkeypatch) -> dg.Definitions:
     monkeypatch.setenv("PTR_HOME", str(home.root))
-    return load_defs()
+    return build_defs()
 
 
 def _metadata(result, asset: str) -> dict:
