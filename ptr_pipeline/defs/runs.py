@@ -52,16 +52,16 @@ def _process_started(pid: int) -> str | None:
 
 def _kill_leftovers(run_id: str) -> list[int]:
     """Kill the processes a dead run left behind (they carry its id in PTR_RUN_ID)."""
-    killed = []
+    killed: list[psutil.Process] = []
     for process in psutil.process_iter(["pid"]):
         try:
             if process.environ().get(RUN_ID_ENV) == run_id:
                 process.kill()
-                killed.append(process.pid)
+                killed.append(process)
         except psutil.Error:  # gone meanwhile, or another user's process
             continue
-    psutil.wait_procs([psutil.Process(p) for p in killed if psutil.pid_exists(p)], timeout=10)
-    return killed
+    psutil.wait_procs(killed, timeout=10)
+    return [p.pid for p in killed]
 
 
 def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
