@@ -24,6 +24,7 @@ ids inference never produces.
   ChatML's ``<|im_end|>`` when the EOS is ``<|endoftext|>``, as Qwen2 base checkpoints ship).
 """
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -214,7 +215,7 @@ class ChatFormat:
                     f"{self._name}: the chat template is not prefix-stable at assistant turn "
                     f"{turns.index(i) + 1}; training and inference would see different text"
                 )
-            prompt_ids = self.prompt_ids(conversation[:i])
+            prompt_ids = self._ids(prompt)  # exactly prompt_ids(conversation[:i]), rendered once
             start = len(prompt_ids)
             if ids[:start] != prompt_ids:
                 raise ChatFormatError(
@@ -314,7 +315,7 @@ class ChatFormat:
             )
         # A token covers at most max_token_chars characters (x4 for Unicode normalisation), so a
         # longer prompt cannot fit: refused without tokenizing megabytes.
-        max_chars = 4 * self._max_token_chars() * self.context_length
+        max_chars = 4 * self._max_token_chars * self.context_length
         for name, conversation in conversations:
             chars = sum(len(m["content"]) for m in conversation)
             if chars > max_chars:
@@ -332,10 +333,9 @@ class ChatFormat:
 
     # --- internals
 
+    @functools.cached_property
     def _max_token_chars(self) -> int:
-        if not hasattr(self, "_max_chars"):
-            self._max_chars = max(len(t) for t in self.tokenizer.get_vocab())
-        return self._max_chars
+        return max(len(t) for t in self.tokenizer.get_vocab())
 
     @property
     def _name(self) -> str:
@@ -345,7 +345,9 @@ class ChatFormat:
         probe = [{"role": "user", "content": "x"}, {"role": "assistant", "content": _PROBE}]
         try:
             text = self.render(probe, add_generation_prompt=False)
-        except Exception:  # a template that rejects the probe: rely on EOS / generation config
+        except (
+            ChatFormatError
+        ):  # a template that rejects the probe: rely on EOS / generation config
             return None
         at = text.find(_PROBE)
         if at < 0:

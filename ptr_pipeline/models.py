@@ -89,16 +89,16 @@ def model_fingerprint(model: str) -> str:
     else by every file's name and content hash, or name, size and mtime for files over 64 MiB
     (hashing a 15 GB checkpoint on every run would cost more than the work it saves).
     """
-    from ptr_pipeline.storage import CHECKPOINT_MANIFEST, file_sha256
+    from ptr_pipeline.storage import CHECKPOINT_MANIFEST, checkpoint_version, file_sha256
 
     folder = Path(model)
     if not folder.is_dir():
         return hashlib.sha256(f"hub:{model}".encode()).hexdigest()
     manifest = folder / CHECKPOINT_MANIFEST
     if manifest.is_file():
-        files = json.loads(manifest.read_text()).get("files")
-        if files:
-            return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+        content = json.loads(manifest.read_text())
+        if isinstance(content, dict) and content.get("files"):
+            return checkpoint_version(content)
     h = hashlib.sha256()
     for p in sorted(folder.rglob("*")):
         if not p.is_file():

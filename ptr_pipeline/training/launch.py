@@ -117,8 +117,9 @@ def train_in_subprocess(
         TrainingFailed: too few rows for the ranks and micro-batch (before launch), or a rank
             failed (its own error, not the errors of the ranks it took down).
     """
+    dataset_fingerprint = table_fingerprint(dataset)
     key = fingerprint(
-        table_fingerprint(dataset),
+        dataset_fingerprint,
         settings.model_dump(),
         model_fingerprint(model_path),
         CODE_VERSION,
@@ -159,7 +160,7 @@ def train_in_subprocess(
         base_model=base_model or model_path,
         model_path=model_path,
         examples_path=str(staging / "examples.parquet"),
-        dataset_fingerprint=table_fingerprint(dataset),
+        dataset_fingerprint=dataset_fingerprint,
         examples_dropped_too_long=dropped,
         turns_cut_at_stop_token=encoded.cut_turns,
         output_dir=str(staging / "checkpoint"),

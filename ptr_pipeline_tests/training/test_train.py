@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from collections import deque
 
 import pyarrow as pa
 import pytest
@@ -220,17 +221,11 @@ def test_the_first_rank_to_fail_is_the_cause(tmp_path):
         {"rank": 0, "time": 20.0, "error": "RuntimeError: Connection closed by peer", "traceback": "t0"}))  # fmt: skip
     (tmp_path / "rank-1.json").write_text(json.dumps(
         {"rank": 1, "time": 10.0, "error": "ValueError: max() arg is an empty sequence", "traceback": "t1"}))  # fmt: skip
-    message = _failure(tmp_path, 1, deque_of(["last line"]))
+    message = _failure(tmp_path, 1, deque(["last line"]))
     assert message.startswith(
         "training failed on rank 1 (then ranks [0] failed too): ValueError: max() arg"
     )
-    assert "last line" in _failure(tmp_path / "none", 1, deque_of(["last line"]))
-
-
-def deque_of(lines):
-    from collections import deque
-
-    return deque(lines)
+    assert "last line" in _failure(tmp_path / "none", 1, deque(["last line"]))
 
 
 def test_too_few_rows_are_refused_before_launch(models_home, tmp_path):
