@@ -4,6 +4,7 @@ PY := .venv/bin/python
 export DAGSTER_HOME := $(CURDIR)/.dagster
 export PTR_HOME ?= $(CURDIR)/.ptr
 export OMP_NUM_THREADS ?= 1
+DEMO_THREADS ?= 2
 export TOKENIZERS_PARALLELISM := false
 # Extra pip arguments, e.g. PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu"
 # where the CPU torch wheel is not already on a find-links path.
@@ -14,13 +15,17 @@ PIP_ARGS ?=
 .venv/installed: pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install $(PIP_ARGS) -e '.[dev]'
+	# DeepSpeed's CPU communication op, compiled once into this venv (30-60 s), not on first training
+	DS_ACCELERATOR=cpu TORCH_EXTENSIONS_DIR=$(CURDIR)/.venv/torch_extensions \
+		$(PY) -c "from deepspeed.comm.torch import build_shm_op; build_shm_op()"
 	touch $@
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $@
 
+# The demo has the machine to itself: torch may use two threads (the tests keep one).
 demo: .venv/installed $(DAGSTER_HOME)/dagster.yaml
-	.venv/bin/dagster job execute -m ptr_pipeline.definitions -j ptr_full_job -c ptr_pipeline/configs/console.yaml
+	OMP_NUM_THREADS=$(DEMO_THREADS) .venv/bin/dagster job execute -m ptr_pipeline.definitions -j ptr_full_job -c ptr_pipeline/configs/console.yaml
 	$(PY) -m ptr_pipeline report
 
 test: .venv/installed

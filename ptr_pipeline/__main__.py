@@ -1,21 +1,33 @@
-"""Command line: ``python -m ptr_pipeline report`` prints where the artifacts are and the scores.
+"""Command line: ``report`` (what the pipeline wrote, and its scores) and ``refine`` (think-thrice
+inference with any checkpoint).
 
 The pipeline itself runs through Dagster (``dagster job execute -m ptr_pipeline.definitions -j
-ptr_full_job``, or the UI); this command only reads what it wrote under $PTR_HOME.
+ptr_full_job``, or the UI); ``report`` only reads what it wrote under $PTR_HOME.
+
+    python -m ptr_pipeline report
+    python -m ptr_pipeline refine --question "What is 2 + 2?" --rounds 3
+    python -m ptr_pipeline refine --file questions.jsonl --json > answers.jsonl
+    python -m ptr_pipeline refine --file gsm8k.jsonl --task gsm8k --checkpoint Qwen/Qwen2-7B
 """
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from ptr_pipeline.evaluation.rounds import summary_markdown
+from ptr_pipeline.conversation import REFINE_PROMPT
 from ptr_pipeline.home import default_root
 
 ASSETS = ["query_pool", "weak_thoughts", "strong_refinements", "filter_decisions", "ptr_dataset"]
+CHECKPOINTS = ["ptr_checkpoint", "sft_checkpoint"]
 
 
-def report(root) -> int:
+def report(root: Path) -> int:
+    from ptr_pipeline.evaluation import comparisons_markdown
+    from ptr_pipeline.evaluation.rounds import summary_markdown, trip_markdown
+
     artifacts = root / "artifacts"
     print(f"Artifacts under {artifacts}")
     for name in ASSETS:
@@ -24,30 +36,122 @@ def report(root) -> int:
             print(f"  {name:<20} {path}  {pq.read_metadata(path).num_rows} rows")
         else:
             print(f"  {name:<20} (not materialized)")
-    checkpoint = artifacts / "ptr_checkpoint" / "latest"
-    print(
-        f"  {'ptr_checkpoint':<20} {checkpoint.resolve() if checkpoint.exists() else '(not materialized)'}"
-    )
+    for name in CHECKPOINTS:
+        link = artifacts / name / "latest"
+        print(f"  {name:<20} {link.resolve() if link.exists() else '(not materialized)'}")
+    for figure in sorted(artifacts.glob("*/*.png")):
+        print(f"  {'figure':<20} {figure}")
     summary = artifacts / "eval_summary" / "latest.parquet"
     if not summary.exists():
         print("No eval_summary yet: materialize eval_scores and eval_summary.")
         return 1
-    print("\nAccuracy (%) per task and refinement round:\n")
     table = pq.read_table(summary)
+    print("\nAccuracy (%) per task, model and refinement round [95% Wilson interval]:\n")
     print(summary_markdown(table))
     print("\nResponses with an extractable answer (%):\n")
     print(summary_markdown(table, "answered"))
+    comparisons = artifacts / "eval_comparisons" / "latest.parquet"
+    if comparisons.exists():
+        print("\nPaired differences, in accuracy points [paired bootstrap 95% interval]:\n")
+        print(comparisons_markdown(pq.read_table(comparisons)))
+    scores = [pq.read_table(p) for p in sorted(artifacts.glob("eval_scores/*/latest.parquet"))]
+    if scores:
+        # The task where PTR's last round scores best: its trip shows the method, not chance.
+        best = max(scores, key=lambda t: _last_round_accuracy(table, t.column("task")[0].as_py()))
+        print("\nOne held-out item, round by round:\n")
+        print(trip_markdown(best))
+    return 0
+
+
+def _last_round_accuracy(summary, task: str) -> float:
+    rows = [r for r in summary.to_pylist() if r["task"] == task and r["model_role"] == "ptr"]
+    return max(rows, key=lambda r: r["round"])["accuracy"] if rows else 0.0
+
+
+def refine_command(args: argparse.Namespace, root: Path) -> int:
+    from ptr_pipeline.engines import Sampling, make_generator
+    from ptr_pipeline.evaluation.rounds import refine
+    from ptr_pipeline.evaluation.tasks import TASKS, load_examples
+    from ptr_pipeline.records import read_records
+
+    checkpoint = args.checkpoint or str(root / "artifacts" / "ptr_checkpoint" / "latest")
+    if not args.checkpoint and not Path(checkpoint).exists():
+        print(f"no checkpoint at {checkpoint}: materialize ptr_checkpoint or pass --checkpoint",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    golds: list[str | None]
+    if args.question is not None:
+        prompts, golds = [args.question], [None]
+    elif args.task:
+        examples = load_examples(args.task, args.file, args.limit)
+        prompts, golds = [e.prompt for e in examples], [e.gold for e in examples]
+    else:
+        records = read_records(args.file)[: args.limit]
+        prompts = [r.text(args.field) for r in records]
+        golds = [None] * len(prompts)
+    generator = make_generator(
+        args.backend, str(Path(checkpoint).resolve()) if Path(checkpoint).exists() else checkpoint,
+        device=args.device, batch_size=args.batch_size,
+    )  # fmt: skip
+    answers = refine(
+        prompts, generator, args.rounds, args.refine_prompt,
+        Sampling(n=1, temperature=0.0, max_new_tokens=args.max_new_tokens),
+    )  # fmt: skip
+    extract = TASKS[args.task].extract if args.task else None
+    for i, (prompt, rounds, gold) in enumerate(zip(prompts, answers, golds, strict=True)):
+        extracted = [extract(a) for a in rounds] if extract else None
+        if args.json:
+            line = {"question": prompt, "rounds": rounds}
+            if extract:
+                line |= {"extracted": extracted, "gold": gold}
+            print(json.dumps(line, ensure_ascii=False), flush=True)
+            continue
+        print(f"[{i + 1}] {prompt}")
+        for k, answer in enumerate(rounds, start=1):
+            mark = f"   (extracted {extracted[k - 1]!r}, gold {gold!r})" if extract else ""
+            print(f"  round {k}: {answer}{mark}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m ptr_pipeline", description=__doc__.splitlines()[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m ptr_pipeline", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("report", help="artifact paths and the per-task, per-round score table")
-    parser.parse_args(argv)
-    return report(default_root())
+    sub.add_parser("report", help="artifact paths, figures, score tables, paired differences")
+    r = sub.add_parser(
+        "refine",
+        help="think-thrice inference: every round's answer, with the renderer, refine prompt "
+        "and stop tokens evaluation uses",
+    )
+    given = r.add_mutually_exclusive_group(required=True)
+    given.add_argument("--question", help="one question, asked as the user turn")
+    given.add_argument("--file", help="questions: any file the pipeline reads (JSONL, Parquet, ...)")
+    r.add_argument("--checkpoint", help="a folder or hub id (default: the latest ptr_checkpoint)")
+    r.add_argument("--rounds", type=int, default=3, help="refinement rounds (default 3)")
+    r.add_argument("--field", default="question", help="--file: the field holding the question")
+    r.add_argument("--task", choices=sorted(_task_names()),
+                   help="--file is in this eval task's schema: prompt as evaluation does, and "
+                   "show the extracted answer and the gold")  # fmt: skip
+    r.add_argument("--limit", type=int, help="--file: the first N questions")
+    r.add_argument("--json", action="store_true", help="one JSON line per question")
+    r.add_argument("--refine-prompt", default=REFINE_PROMPT)
+    r.add_argument("--max-new-tokens", type=int, default=64)
+    r.add_argument("--batch-size", type=int, default=16)
+    r.add_argument("--backend", choices=["transformers", "vllm"], default="transformers")
+    r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (transformers)")
+    args = parser.parse_args(argv)
+    if args.command == "report":
+        return report(default_root())
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    if args.task and not args.file:
+        parser.error("--task needs --file")
+    return refine_command(args, default_root())
+
+
+def _task_names() -> list[str]:
+    from ptr_pipeline.evaluation.tasks import TASKS
+
+    return list(TASKS)
 
 
 if __name__ == "__main__":

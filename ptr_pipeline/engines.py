@@ -84,6 +84,11 @@ class LazyGenerator:
         self._generator: Generator | None = None
         self._chat_format: ChatFormat | None = None
 
+    @property
+    def model_path(self) -> str | None:
+        """The model's folder or hub id, when given."""
+        return self._model_path
+
     def __call__(self) -> Generator:
         if self._generator is None:
             self._generator = self._factory()

@@ -39,11 +39,17 @@ TINY_MODELS = {
 }
 
 
+WORLD_PREFIX = "world:"
+WORLD_MODELS = ("weak", "base", "strong")  # the miniature world's models (ptr_pipeline.world)
+
+
 def check_model_spec(spec: str) -> str:
-    """``spec`` if it can name a model: a ``tiny:`` name must exist, anything else must be a hub
-    id or a path (checked when loaded). Raises ValueError, for settings validators."""
+    """``spec`` if it can name a model: a ``tiny:`` or ``world:`` name must exist, anything else
+    must be a hub id or a path (checked when loaded). Raises ValueError, for settings validators."""
     if spec.startswith(TINY_PREFIX) and spec.removeprefix(TINY_PREFIX) not in TINY_MODELS:
         raise ValueError(f"unknown tiny model {spec!r}; choose one of {sorted(TINY_MODELS)}")
+    if spec.startswith(WORLD_PREFIX) and spec.removeprefix(WORLD_PREFIX) not in WORLD_MODELS:
+        raise ValueError(f"unknown world model {spec!r}; choose one of {list(WORLD_MODELS)}")
     if not spec.strip():
         raise ValueError("empty model setting")
     return spec
@@ -54,9 +60,10 @@ ModelSpec = Annotated[str, pydantic.AfterValidator(check_model_spec)]
 
 
 def check_source(source: str) -> str:
-    """``source`` if it can be read: a local path must exist (``hf:`` names are checked when
-    loaded). Raises ValueError, for settings validators."""
-    if source.startswith("hf:") or Path(source).exists():
+    """``source`` if it can be read: ``bundled`` or ``world`` (packaged files), or a local path
+    that exists (``hf:`` names are checked when loaded). Raises ValueError, for settings
+    validators."""
+    if source in ("bundled", "world") or source.startswith("hf:") or Path(source).exists():
         return source
     raise ValueError(f"{source}: not found")
 

@@ -16,6 +16,17 @@ QUERY_POOL = pa.schema(
     ]
 )
 
+# One row: what a model asset resolved to (weak_model, base_model, strong_model).
+MODEL_REF = pa.schema(
+    [
+        pa.field("role", pa.string(), nullable=False),
+        pa.field("spec", pa.string(), nullable=False),  # as the user wrote it
+        pa.field("model", pa.string(), nullable=False),  # what from_pretrained loads
+        pa.field("fingerprint", pa.string(), nullable=False),  # models.model_fingerprint
+        pa.field("revision", pa.string(), nullable=False),  # hub commit, file hashes or recipe
+    ]
+)
+
 # Per-row provenance carried by every generated table.
 _PROVENANCE = [
     pa.field("model", pa.string(), nullable=False),
@@ -84,10 +95,11 @@ TRAIN_EXAMPLES = pa.schema(
 
 EVAL_SCORES = pa.schema(
     [
-        pa.field("model_role", pa.string(), nullable=False),  # "base" or "ptr"
+        pa.field("model_role", pa.string(), nullable=False),  # "base", "sft" or "ptr"
         pa.field("model", pa.string(), nullable=False),
         pa.field("task", pa.string(), nullable=False),
         pa.field("example_id", pa.string(), nullable=False),
+        pa.field("prompt", pa.string(), nullable=False),  # the round-1 user turn
         pa.field("round", pa.int32(), nullable=False),
         pa.field("response", pa.string(), nullable=False),
         pa.field("extracted", pa.string(), nullable=True),
@@ -103,9 +115,26 @@ EVAL_SUMMARY = pa.schema(
         pa.field("round", pa.int32(), nullable=False),
         pa.field("n", pa.int64(), nullable=False),
         pa.field("accuracy", pa.float64(), nullable=False),
+        pa.field("ci_low", pa.float64(), nullable=False),  # 95% Wilson interval of accuracy
+        pa.field("ci_high", pa.float64(), nullable=False),
         pa.field("answered", pa.float64(), nullable=False),  # share with an extractable answer
         pa.field("wrong_to_right", pa.int64(), nullable=False),  # vs the previous round
         pa.field("right_to_wrong", pa.int64(), nullable=False),
+    ]
+)
+
+
+# Paired differences between two (model, round) cells over the same examples (evaluation.stats).
+EVAL_COMPARISONS = pa.schema(
+    [
+        pa.field("comparison", pa.string(), nullable=False),  # e.g. "ptr r3 - ptr r1"
+        pa.field("task", pa.string(), nullable=False),  # a task, or "all" (pooled)
+        pa.field("n", pa.int64(), nullable=False),  # paired examples
+        pa.field("difference", pa.float64(), nullable=False),  # accuracy a - accuracy b
+        pa.field("ci_low", pa.float64(), nullable=False),  # paired bootstrap, 95%
+        pa.field("ci_high", pa.float64(), nullable=False),
+        pa.field("wrong_to_right", pa.int64(), nullable=False),  # b wrong, a right
+        pa.field("right_to_wrong", pa.int64(), nullable=False),  # b right, a wrong
     ]
 )
 

@@ -70,3 +70,12 @@ def make_queries(texts: list[str]) -> pa.Table:
         [{"query_id": f"q{i}", "query": t, "source": "test"} for i, t in enumerate(texts)],
         schema=schemas.QUERY_POOL,
     )
+
+
+@pytest.fixture(scope="session")
+def world_models(tmp_path_factory) -> dict:
+    """The miniature world's weak, base and strong models, pretrained once per session (about
+    three minutes on 2 cores): role -> checkpoint folder."""
+    from ptr_pipeline.world import WorldRecipe, build_world_models
+
+    return build_world_models(tmp_path_factory.mktemp("world"), WorldRecipe())

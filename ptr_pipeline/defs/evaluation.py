@@ -7,8 +7,9 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ptr_pipeline import evaluation
+from ptr_pipeline import evaluation, plots
 from ptr_pipeline.defs.io_managers import PARTITION_COLUMN
+from ptr_pipeline.defs.models import model_path
 from ptr_pipeline.defs.resources import ComputeResource, PtrHomeResource
 
 EVAL_TASKS = list(evaluation.TASKS)
@@ -29,11 +30,14 @@ class EvalScoresConfig(dg.Config, evaluation.EvalSettings):
     metadata={PARTITION_COLUMN: "task"},
     pool="gpu",
     kinds={"pytorch", "parquet"},
-    description="Base and PTR model answers, scored at every refinement round; one partition per task.",
+    description="Base, SFT and PTR model answers, scored at every refinement round; one "
+    "partition per task.",
 )
 def eval_scores(
     context: dg.AssetExecutionContext,
     config: EvalScoresConfig,
+    base_model: pa.Table,
+    sft_checkpoint: Path,
     ptr_checkpoint: Path,
     ptr_home: PtrHomeResource,
     compute: ComputeResource,
@@ -45,7 +49,13 @@ def eval_scores(
         )
         for task in context.partition_keys
     }
-    models = {"base": home.resolve_model(config.base_model), "ptr": str(ptr_checkpoint)}
+    # model_role: the base model prompted to refine (the paper's prompting baseline), SFT on the
+    # strong answers (the baseline reviewers ask for), and PTR.
+    models = {
+        "base": model_path(base_model),
+        "sft": str(sft_checkpoint),
+        "ptr": str(ptr_checkpoint),
+    }
     scores = evaluation.evaluate_models(
         models,
         examples,
@@ -78,9 +88,11 @@ def eval_scores(
     description="Accuracy per model, task and round, with wrong->right and right->wrong flips, "
     "over the tasks evaluated so far.",
 )
-def eval_summary(eval_scores: pa.Table) -> dg.MaterializeResult:
+def eval_summary(eval_scores: pa.Table, ptr_home: PtrHomeResource) -> dg.MaterializeResult:
     started = time.perf_counter()
     summary = evaluation.summarize(eval_scores)
+    figure = ptr_home.home().artifacts / "eval_summary" / "accuracy_by_round.png"
+    png = plots.accuracy_plot(summary, figure)
     return dg.MaterializeResult(
         value=summary,
         metadata={
@@ -89,6 +101,30 @@ def eval_summary(eval_scores: pa.Table) -> dg.MaterializeResult:
             "answered_by_round": dg.MetadataValue.md(
                 evaluation.summary_markdown(summary, "answered")
             ),
+            "plot": dg.MetadataValue.md(plots.markdown_image(png, "accuracy by round")),
+            "plot_path": dg.MetadataValue.path(str(figure)),
+            "compute_seconds": round(time.perf_counter() - started, 3),
+        },
+    )
+
+
+@dg.asset(
+    group_name="evaluation",
+    io_manager_key="parquet_io_manager",
+    code_version=evaluation.CODE_VERSION,
+    kinds={"parquet", "scipy"},
+    ins={"eval_scores": dg.AssetIn(metadata={"allow_missing_partitions": True})},
+    description="The paired differences that carry the claim (PTR last round - PTR round 1, "
+    "- base round 1, - SFT round 1; each baseline asked to refine), per task and pooled, with "
+    "paired bootstrap 95% intervals and flips.",
+)
+def eval_comparisons(eval_scores: pa.Table) -> dg.MaterializeResult:
+    started = time.perf_counter()
+    comparisons = evaluation.compare(eval_scores)
+    return dg.MaterializeResult(
+        value=comparisons,
+        metadata={
+            "comparisons": dg.MetadataValue.md(evaluation.comparisons_markdown(comparisons)),
             "compute_seconds": round(time.perf_counter() - started, 3),
         },
     )

@@ -6,6 +6,7 @@ import dagster as dg
 import pyarrow as pa
 
 from ptr_pipeline import generation
+from ptr_pipeline.defs.models import model_path
 from ptr_pipeline.defs.resources import ComputeResource, PtrHomeResource
 
 
@@ -28,11 +29,12 @@ class StrongRefinementsConfig(dg.Config, generation.RefineSettings):
 def weak_thoughts(
     config: WeakThoughtsConfig,
     query_pool: pa.Table,
+    weak_model: pa.Table,
     ptr_home: PtrHomeResource,
     compute: ComputeResource,
 ) -> dg.MaterializeResult:
     home, started = ptr_home.home(), time.perf_counter()
-    engine = compute.engine(home, config.backend, config.weak_model, config)
+    engine = compute.engine(config.backend, model_path(weak_model), config)
     table = generation.generate_thoughts(query_pool, config, engine, home.work)
     engine.close()
     return dg.MaterializeResult(
@@ -51,11 +53,12 @@ def weak_thoughts(
 def strong_refinements(
     config: StrongRefinementsConfig,
     weak_thoughts: pa.Table,
+    strong_model: pa.Table,
     ptr_home: PtrHomeResource,
     compute: ComputeResource,
 ) -> dg.MaterializeResult:
     home, started = ptr_home.home(), time.perf_counter()
-    engine = compute.engine(home, config.backend, config.strong_model, config)
+    engine = compute.engine(config.backend, model_path(strong_model), config)
     table = generation.refine_thoughts(weak_thoughts, config, engine, home.work)
     engine.close()
     return dg.MaterializeResult(

@@ -4,11 +4,16 @@ import dagster as dg
 
 from ptr_pipeline.defs.console import CONSOLE_RUN_CONFIG
 from ptr_pipeline.defs.evaluation import EVAL_TASKS
+from ptr_pipeline.samples import WORLD_EVAL_SOURCES
 
-# A run of a job that contains eval_scores evaluates every task in one step (single-run backfill).
+# A run of a job that contains eval_scores evaluates the world's tasks (the demo's eval sets,
+# gsm8k and arc) in one step (single-run backfill). The mmlu partition is materialized on its own
+# (`--partition mmlu`), with a real source configured.
+DEMO_TASKS = [task for task in EVAL_TASKS if task in WORLD_EVAL_SOURCES]
+assert EVAL_TASKS[: len(DEMO_TASKS)] == DEMO_TASKS, "a partition range must be contiguous"
 ALL_TASKS = {
-    "dagster/asset_partition_range_start": EVAL_TASKS[0],
-    "dagster/asset_partition_range_end": EVAL_TASKS[-1],
+    "dagster/asset_partition_range_start": DEMO_TASKS[0],
+    "dagster/asset_partition_range_end": DEMO_TASKS[-1],
 }
 
 ptr_full_job = dg.define_asset_job(
@@ -21,13 +26,24 @@ ptr_full_job = dg.define_asset_job(
 
 dataset_rebuild_job = dg.define_asset_job(
     "dataset_rebuild_job",
-    selection=dg.AssetSelection.groups("dataset"),
+    # The models too: resolving them is instant once built, and a fresh instance needs them.
+    selection=dg.AssetSelection.groups("models", "dataset"),
     config=CONSOLE_RUN_CONFIG,
-    description="The data stages only: query pool to consistency-filtered dataset.",
+    description="The data stages: models, query pool to consistency-filtered dataset.",
 )
 
 train_job = dg.define_asset_job(
-    "train_job", selection=dg.AssetSelection.groups("training"), config=CONSOLE_RUN_CONFIG
+    "train_job",
+    selection=dg.AssetSelection.groups("training"),
+    config=CONSOLE_RUN_CONFIG,
+    description="PTR and the SFT baseline, from the latest dataset and base model.",
+)
+
+models_job = dg.define_asset_job(
+    "models_job",
+    selection=dg.AssetSelection.groups("models"),
+    config=CONSOLE_RUN_CONFIG,
+    description="Resolve (or, for the world, pretrain) the weak, base and strong models.",
 )
 
 eval_job = dg.define_asset_job(

@@ -42,9 +42,8 @@ class ComputeResource(dg.ConfigurableResource):
             gpu_memory_utilization=settings.gpu_memory_utilization,
         )
 
-    def engine(self, home: Home, backend: str, model: str, settings) -> LazyGenerator:
-        """``model`` (a setting string), loaded only when a stage first generates with it."""
-        path = home.resolve_model(model)
+    def engine(self, backend: str, path: str, settings) -> LazyGenerator:
+        """The model at ``path`` (a folder or hub id), loaded only when a stage first generates."""
         return LazyGenerator(lambda: self.generator(backend, path, settings), model_path=path)
 
 

@@ -131,12 +131,12 @@ def config_problems(job_def: dg.JobDefinition, run_config: dict) -> list[str]:
 def _cross_op_problems(configs: dict) -> list[str]:
     """Rules between the stages of one run (checked only when the run holds both)."""
     problems = []
-    pool, train = configs.get("query_pool"), configs.get("ptr_checkpoint")
+    pool, train = configs.get("query_pool"), configs.get("fine_tune")
     if pool is not None and train is not None and pool.max_queries is not None:
         needed = train.micro_batch_size * train.num_gpus
         if pool.max_queries < needed:
             problems.append(
-                f"ops.ptr_checkpoint.config.micro_batch_size: {train.micro_batch_size} x num_gpus "
+                f"ops.fine_tune.config.micro_batch_size: {train.micro_batch_size} x num_gpus "
                 f"{train.num_gpus} = {needed} rows per micro-step, but query_pool.max_queries caps "
                 f"the dataset at {pool.max_queries} rows"
             )

@@ -1,4 +1,5 @@
-"""Evaluation: every task scored at every test-time refinement round, for base and PTR models."""
+"""Evaluation: every task scored at every test-time refinement round, for the base, SFT and PTR
+models, with confidence intervals and paired differences."""
 
 from ptr_pipeline.evaluation.rounds import (
     CODE_VERSION,
@@ -8,4 +9,5 @@ from ptr_pipeline.evaluation.rounds import (
     summary_markdown,
 )
 from ptr_pipeline.evaluation.settings import EvalSettings
+from ptr_pipeline.evaluation.stats import compare, comparisons_markdown
 from ptr_pipeline.evaluation.tasks import TASKS, EvalExample, Task, load_examples

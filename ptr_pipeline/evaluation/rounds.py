@@ -22,13 +22,41 @@ from ptr_pipeline import schemas
 from ptr_pipeline.conversation import refinement_prompt
 from ptr_pipeline.engines import Generator, LazyGenerator, Sampling
 from ptr_pipeline.evaluation.settings import EvalSettings
+from ptr_pipeline.evaluation.stats import wilson
 from ptr_pipeline.evaluation.tasks import TASKS, EvalExample
 from ptr_pipeline.models import model_fingerprint
 from ptr_pipeline.storage import fingerprint, write_parquet_atomic
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = "eval_v3"
+CODE_VERSION = "eval_v4"
+
+
+def refine(
+    prompts: list[str],
+    generator: Generator,
+    num_rounds: int,
+    refine_prompt: str,
+    sampling: Sampling,
+) -> list[list[str]]:
+    """Think-thrice inference (the paper's test-time procedure): each prompt answered
+    ``num_rounds`` times, round r > 1 seeing the whole history then ``refine_prompt``.
+
+    Returns:
+        One list of ``num_rounds`` answers per prompt. Evaluation and ``python -m ptr_pipeline
+        refine`` both go through here, so they render, prompt and stop alike.
+    """
+    answers: list[list[str]] = [[] for _ in prompts]
+    for round_ in range(1, num_rounds + 1):
+        conversations = [
+            refinement_prompt(prompt, previous, refine_prompt)
+            for prompt, previous in zip(prompts, answers, strict=True)
+        ]
+        outputs = generator.generate(conversations, sampling)
+        for previous, (response,) in zip(answers, outputs, strict=True):
+            previous.append(response)
+        log.debug("round %d of %d done (%d prompts)", round_, num_rounds, len(prompts))
+    return answers
 
 
 def evaluate_rounds(
@@ -46,16 +74,13 @@ def evaluate_rounds(
     Returns:
         A ``schemas.EVAL_SCORES`` table, one row per (example, round).
     """
-    answers: list[list[str]] = [[] for _ in examples]
+    answers = refine(
+        [e.prompt for e in examples], generator, num_rounds, refine_prompt, sampling
+    )
     rows = []
     for round_ in range(1, num_rounds + 1):
-        conversations = [
-            refinement_prompt(e.prompt, previous, refine_prompt)
-            for e, previous in zip(examples, answers, strict=True)
-        ]
-        outputs = generator.generate(conversations, sampling)
-        for example, previous, (response,) in zip(examples, answers, outputs, strict=True):
-            previous.append(response)
+        for example, responses in zip(examples, answers, strict=True):
+            response = responses[round_ - 1]
             extracted = TASKS[task].extract(response)
             rows.append(
                 {
@@ -63,6 +88,7 @@ def evaluate_rounds(
                     "model": model,
                     "task": task,
                     "example_id": example.id,
+                    "prompt": example.prompt,
                     "round": round_,
                     "response": response,
                     "extracted": extracted,
@@ -70,7 +96,6 @@ def evaluate_rounds(
                     "correct": extracted == example.gold,
                 }
             )
-        log.debug("%s %s round %d of %d done", model_role, task, round_, num_rounds)
     return pa.Table.from_pylist(rows, schema=schemas.EVAL_SCORES)
 
 
@@ -162,7 +187,8 @@ def evaluate_models(
 
 
 def summarize(scores: pa.Table) -> pa.Table:
-    """Accuracy per (model role, task, round), with flips against the previous round."""
+    """Accuracy per (model role, task, round) with its 95% Wilson interval, and flips against
+    the previous round."""
     schemas.validate(scores, schemas.EVAL_SCORES, "eval_scores")
     correct: dict[tuple[str, str, int], dict[str, bool]] = defaultdict(dict)
     answered: dict[tuple[str, str, int], int] = defaultdict(int)
@@ -174,13 +200,17 @@ def summarize(scores: pa.Table) -> pa.Table:
     rows = []
     for (role, task, round_), by_example in sorted(correct.items()):
         previous = correct.get((role, task, round_ - 1), {})
+        right = sum(by_example.values())
+        low, high = wilson(right, len(by_example))
         rows.append(
             {
                 "model_role": role,
                 "task": task,
                 "round": round_,
                 "n": len(by_example),
-                "accuracy": sum(by_example.values()) / len(by_example),
+                "accuracy": right / len(by_example),
+                "ci_low": low,
+                "ci_high": high,
                 "answered": answered[(role, task, round_)] / len(by_example),
                 "wrong_to_right": sum(
                     ok and previous.get(k) is False for k, ok in by_example.items()
@@ -193,16 +223,61 @@ def summarize(scores: pa.Table) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schemas.EVAL_SUMMARY)
 
 
+ROLE_ORDER = {"base": 0, "sft": 1, "ptr": 2}
+
+
 def summary_markdown(summary: pa.Table, column: str = "accuracy") -> str:
-    """A task x round table of ``column`` (a fraction, shown in %) per model role, as markdown."""
+    """A task x round table of ``column`` (a fraction, shown in %) per model role, as markdown;
+    accuracy cells carry their 95% interval."""
     rows = summary.to_pylist()
     rounds = sorted({r["round"] for r in rows})
-    head = "| model | task | " + " | ".join(f"round {k}" for k in rounds) + " |"
+    head = "| task | model | " + " | ".join(f"round {k}" for k in rounds) + " |"
     lines = [head, "|" + "---|" * (2 + len(rounds))]
-    cells: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
+    cells: dict[tuple[str, str], dict[int, str]] = defaultdict(dict)
     for r in rows:
-        cells[(r["model_role"], r["task"])][r["round"]] = r[column]
-    for (role, task), by_round in sorted(cells.items()):
-        values = " | ".join(f"{100 * by_round[k]:.1f}" if k in by_round else "-" for k in rounds)
-        lines.append(f"| {role} | {task} | {values} |")
+        value = f"{100 * r[column]:.1f}"
+        if column == "accuracy":
+            value += f" [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"
+        cells[(r["task"], r["model_role"])][r["round"]] = value
+    for (task, role), by_round in sorted(
+        cells.items(), key=lambda item: (item[0][0], ROLE_ORDER.get(item[0][1], 9), item[0][1])
+    ):
+        values = " | ".join(by_round.get(k, "-") for k in rounds)
+        lines.append(f"| {task} | {role} | {values} |")
+    return "\n".join(lines)
+
+
+def trip_markdown(scores: pa.Table, example_id: str | None = None) -> str:
+    """One held-out item's whole trip: its prompt, then every model's answer at every round with
+    the extracted answer against the gold. Without ``example_id``: the first item (by id) that
+    the PTR model gets wrong at round 1 and right at its last round, else the first item."""
+    rows = scores.to_pylist()
+    if not rows:
+        return "(no scores)"
+    by_item: dict[str, dict[tuple[str, int], dict]] = defaultdict(dict)
+    for r in rows:
+        by_item[r["example_id"]][(r["model_role"], r["round"])] = r
+    if example_id is None:
+        last = max(r["round"] for r in rows)
+
+        def fixed(cells: dict) -> bool:
+            first, final = cells.get(("ptr", 1)), cells.get(("ptr", last))
+            return bool(first and final and not first["correct"] and final["correct"])
+
+        example_id = next((i for i in sorted(by_item) if fixed(by_item[i])), min(by_item))
+    cells = by_item[example_id]
+    any_row = next(iter(cells.values()))
+    lines = [
+        f"task {any_row['task']}, item {example_id}, gold {any_row['gold']!r}",
+        "",
+        "> " + any_row["prompt"].replace("\n", "\n> "),
+        "",
+        "| model | round | answer | extracted | correct |",
+        "|---|---|---|---|---|",
+    ]
+    for (role, round_), r in sorted(cells.items(), key=lambda c: (ROLE_ORDER.get(c[0][0], 9), c[0])):
+        answer = r["response"].replace("\n", " ").replace("|", "\\|")
+        lines.append(
+            f"| {role} | {round_} | {answer} | {r['extracted']} | {'yes' if r['correct'] else 'no'} |"
+        )
     return "\n".join(lines)

@@ -5,32 +5,34 @@ import pydantic
 from ptr_pipeline.conversation import REFINE_PROMPT
 from ptr_pipeline.engines import Backend, Sampling
 from ptr_pipeline.evaluation.tasks import TASKS, load_examples
-from ptr_pipeline.models import ModelSpec, check_source
+from ptr_pipeline.models import check_source
+from ptr_pipeline.samples import WORLD_EVAL_SOURCES
 
 
 class EvalSettings(pydantic.BaseModel):
-    """Test-time refinement: R rounds, each round keeps the history and appends the refine prompt."""
+    """Test-time refinement: R rounds, each round keeps the history and appends the refine prompt.
+    The models scored are inputs (base, SFT and PTR checkpoints), not settings."""
 
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
-    base_model: ModelSpec = pydantic.Field("tiny:base", description="the model before PTR training")
     num_rounds: int = pydantic.Field(3, ge=1, description="refinement rounds; the paper reports 3")
     refine_prompt: str = pydantic.Field(REFINE_PROMPT, description="user turn before rounds > 1")
     max_examples: int | None = pydantic.Field(
-        24, ge=1, description="first N examples of each task; null = all"
+        None, ge=1, description="first N examples of each task; null = all"
     )
     eval_sources: dict[str, str] = pydantic.Field(
-        default_factory=dict,
-        description="task -> file or folder (HF hub schema or the original release format); "
-        "default: the bundled sample",
+        default_factory=lambda: dict(WORLD_EVAL_SOURCES),
+        description="task -> file or folder (HF hub schema or the original release format), "
+        "hf: name, 'world' (the miniature world's held-out set) or 'bundled' (a general sample, "
+        "the default for a task not listed)",
     )
     eval_splits: dict[str, str] = pydantic.Field(
         default_factory=dict,
         description="task -> split of a folder source; default: its only split",
     )
     backend: Backend = "transformers"
-    max_new_tokens: int = pydantic.Field(32, ge=1)
-    batch_size: int = pydantic.Field(16, ge=1)
+    max_new_tokens: int = pydantic.Field(64, ge=1)
+    batch_size: int = pydantic.Field(64, ge=1)
     tensor_parallel_size: int = pydantic.Field(1, ge=1, description="vllm only")
     gpu_memory_utilization: float = pydantic.Field(0.85, gt=0.0, le=1.0, description="vllm only")
 

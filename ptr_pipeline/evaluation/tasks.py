@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ptr_pipeline.records import InputError, Record, read_records
-from ptr_pipeline.samples import eval_sample
+from ptr_pipeline.samples import NAMED_SOURCES, eval_sample
 
 LETTERS = "ABCDEFGH"
 MMLU_CSV_COLUMNS = ["question", "A", "B", "C", "D", "answer"]  # the original release: no header
@@ -167,7 +167,8 @@ def load_examples(
 
     Args:
         task: a key of ``TASKS``.
-        source: anything ``records.read_records`` reads (file, folder, ``hf:`` name).
+        source: anything ``records.read_records`` reads (file, folder, ``hf:`` name), or
+            ``bundled`` (the default) or ``world`` (``samples.eval_sample``).
         limit: keep the first ``limit`` examples.
         split: the split of a folder source; None = its only split.
 
@@ -177,7 +178,7 @@ def load_examples(
     """
     if task not in TASKS:
         raise KeyError(f"unknown eval task {task!r}; choose from {sorted(TASKS)}")
-    path = source or str(eval_sample(task))
+    path = str(eval_sample(task, source or "bundled")) if source in (None, *NAMED_SOURCES) else source
     records = read_records(path, split=split, csv_columns=TASKS[task].csv_columns)
     examples = []
     for i, record in enumerate(records[:limit]):

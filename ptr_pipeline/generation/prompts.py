@@ -24,6 +24,14 @@ STRONG_TEMPLATES = {
         "answer. Reply with the answer only.\n\n"
         "Question:\n{query}\n\n{drafts}"
     ),
+    # The drafts first and the question last, as it would be asked alone: a model then reads
+    # the question at the same distance from its answer as without drafts (the world's
+    # models learn one layout, not two: docs/world.md).
+    "ptr_refine_v2": (
+        "Below are {n} draft answer(s) written by a less capable assistant, then a question. "
+        "Keep what is right, fix what is wrong, and write one improved, complete answer.\n\n"
+        "{drafts}\n\n{query}"
+    ),
 }
 
 

@@ -16,7 +16,8 @@ from ptr_pipeline import schemas
 from ptr_pipeline.engines import LazyGenerator
 from ptr_pipeline.generation import prompts
 from ptr_pipeline.generation.settings import RefineSettings
-from ptr_pipeline.generation.thoughts import CODE_VERSION, provenance
+from ptr_pipeline.generation.thoughts import CODE_VERSION, _model_of, provenance
+from ptr_pipeline.models import model_fingerprint
 from ptr_pipeline.storage import fingerprint, run_sharded, table_fingerprint
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,10 @@ def refine_thoughts(
     """
     schemas.validate(thoughts, schemas.WEAK_THOUGHTS, "strong_refinements input (weak_thoughts)")
     queries = thoughts_by_query(thoughts)
-    key = fingerprint(table_fingerprint(thoughts), settings.model_dump(), CODE_VERSION)
+    model = _model_of(engine)
+    key = fingerprint(
+        table_fingerprint(thoughts), settings.model_dump(), model_fingerprint(model), CODE_VERSION
+    )
 
     def first_round(query: str, drafts: list[str]):
         return prompts.strong_conversation(
@@ -101,7 +105,7 @@ def refine_thoughts(
                         **r,
                         "round": round_,
                         "refinement": text,
-                        **provenance(settings.strong_model, settings, sampling, conv),
+                        **provenance(model, settings, sampling, conv),
                     }
                 )
         return pa.Table.from_pylist(rows, schema=schemas.STRONG_REFINEMENTS)

@@ -8,7 +8,6 @@ import pydantic
 from ptr_pipeline.conversation import REFINE_PROMPT
 from ptr_pipeline.engines import Backend, Sampling
 from ptr_pipeline.generation.prompts import STRONG_TEMPLATES, THOUGHT_TEMPLATES
-from ptr_pipeline.models import ModelSpec
 
 
 class _GenerationSettings(pydantic.BaseModel):
@@ -20,12 +19,12 @@ class _GenerationSettings(pydantic.BaseModel):
     temperature: float = pydantic.Field(0.9, ge=0.0, description="0 = greedy")
     top_p: float = pydantic.Field(0.95, gt=0.0, le=1.0)
     top_k: int = pydantic.Field(30, ge=0, description="0 = off")
-    max_new_tokens: int = pydantic.Field(48, ge=1)
+    max_new_tokens: int = pydantic.Field(64, ge=1)
     batch_size: int = pydantic.Field(
-        16, ge=1, description="prompts per forward pass (transformers)"
+        64, ge=1, description="prompts per forward pass (transformers)"
     )
     shard_size: int = pydantic.Field(
-        64,
+        256,
         ge=1,
         description="queries per resumable shard; a crash loses at most one shard. Sampling is "
         "seeded per shard and batch, so with temperature > 0 another shard_size or batch_size "
@@ -63,13 +62,11 @@ class _GenerationSettings(pydantic.BaseModel):
 
 
 class ThoughtSettings(_GenerationSettings):
-    """The weak model drafts ``num_thoughts`` answers per query (the "thoughts")."""
+    """The weak model drafts ``num_thoughts`` answers per query (the "thoughts"). The model
+    itself is an input (the ``weak_model`` asset), not a setting."""
 
     TEMPLATES: ClassVar[dict[str, str]] = THOUGHT_TEMPLATES
 
-    weak_model: ModelSpec = pydantic.Field(
-        "tiny:weak", description="HF id, local folder, or tiny:<name>"
-    )
     num_thoughts: int = pydantic.Field(
         2, ge=1, description="drafts per query (sampled independently)"
     )
@@ -77,17 +74,15 @@ class ThoughtSettings(_GenerationSettings):
 
 
 class RefineSettings(_GenerationSettings):
-    """The strong model refines the weak thoughts over ``num_rounds`` in-context rounds."""
+    """The strong model refines the weak thoughts over ``num_rounds`` in-context rounds. The
+    model itself is an input (the ``strong_model`` asset), not a setting."""
 
     TEMPLATES: ClassVar[dict[str, str]] = STRONG_TEMPLATES
 
-    strong_model: ModelSpec = pydantic.Field(
-        "tiny:strong", description="HF id, local folder, or tiny:<name>"
-    )
     num_rounds: int = pydantic.Field(
-        2, ge=1, description="strong refinement rounds; the last is the answer"
+        1, ge=1, description="strong refinement rounds; the last is the answer"
     )
-    template: str = pydantic.Field("ptr_refine_v1", description="see generation/prompts.py")
+    template: str = pydantic.Field("ptr_refine_v2", description="see generation/prompts.py")
     refine_prompt: str = pydantic.Field(
         REFINE_PROMPT, description="user turn before every round > 1"
     )

@@ -16,6 +16,7 @@ from ptr_pipeline.conversation import Conversation
 from ptr_pipeline.engines import LazyGenerator, Sampling
 from ptr_pipeline.generation import prompts
 from ptr_pipeline.generation.settings import ThoughtSettings
+from ptr_pipeline.models import model_fingerprint
 from ptr_pipeline.storage import fingerprint, run_sharded, table_fingerprint
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,12 @@ def provenance(model: str, settings, sampling: Sampling, conversation: Conversat
     }
 
 
+def _model_of(engine: LazyGenerator) -> str:
+    if engine.model_path is None:
+        raise ValueError("the generation stages need an engine built with its model_path")
+    return engine.model_path
+
+
 def generate_thoughts(
     queries: pa.Table, settings: ThoughtSettings, engine: LazyGenerator, work_root: Path
 ) -> pa.Table:
@@ -43,7 +50,8 @@ def generate_thoughts(
     Args:
         queries: a ``schemas.QUERY_POOL`` table.
         settings: the stage settings.
-        engine: the weak model, loaded only if some shard still has to be generated.
+        engine: the weak model (built with its ``model_path``), loaded only if some shard still
+            has to be generated.
         work_root: folder for shards; the stage keys its own sub-folder by inputs and settings.
 
     Returns:
@@ -53,7 +61,10 @@ def generate_thoughts(
         PromptTooLongError: before the model loads, naming a query that cannot fit its context.
     """
     schemas.validate(queries, schemas.QUERY_POOL, "weak_thoughts input (query_pool)")
-    key = fingerprint(table_fingerprint(queries), settings.model_dump(), CODE_VERSION)
+    model = _model_of(engine)
+    key = fingerprint(
+        table_fingerprint(queries), settings.model_dump(), model_fingerprint(model), CODE_VERSION
+    )
     sampling = settings.sampling(n=settings.num_thoughts)
 
     def conversation(query: str) -> Conversation:
@@ -91,7 +102,7 @@ def generate_thoughts(
                         "query": query,
                         "sample_index": i,
                         "thought": text,
-                        **provenance(settings.weak_model, settings, shard_sampling, conv),
+                        **provenance(model, settings, shard_sampling, conv),
                     }
                 )
         return pa.Table.from_pylist(rows, schema=schemas.WEAK_THOUGHTS)

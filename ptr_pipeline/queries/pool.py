@@ -25,7 +25,7 @@ import pyarrow as pa
 from ptr_pipeline import schemas
 from ptr_pipeline.queries.settings import QueryPoolSettings
 from ptr_pipeline.records import InputError, Record, read_records
-from ptr_pipeline.samples import QUERIES
+from ptr_pipeline.samples import NAMED_SOURCES, query_sample
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,11 @@ def build_query_pool(
         InputError: unreadable or empty sources, rows without the text field, non-string values,
             or a source from which no query survives cleaning.
     """
-    source = str(QUERIES) if settings.source == "bundled" else settings.source
+    source = (
+        str(query_sample(settings.source))
+        if settings.source in NAMED_SOURCES
+        else settings.source
+    )
     records = read_records(source, split=settings.split)
     contaminated = _ngram_index(eval_questions or [], settings.decontaminate_ngram)
     seen: set[str] = set()

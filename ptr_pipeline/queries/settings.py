@@ -3,6 +3,7 @@
 import pydantic
 
 from ptr_pipeline.models import check_source
+from ptr_pipeline.samples import WORLD_EVAL_SOURCES
 
 
 class QueryPoolSettings(pydantic.BaseModel):
@@ -11,8 +12,9 @@ class QueryPoolSettings(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
     source: str = pydantic.Field(
-        "bundled",
-        description="'bundled' (the package's sample), a .jsonl/.json/.parquet/.csv file (optionally "
+        "world",
+        description="'world' (the miniature world's queries, disjoint from its eval sets), "
+        "'bundled' (a general-domain sample), a .jsonl/.json/.parquet/.csv file (optionally "
         ".gz), a folder (datasets' save_to_disk, or data files in the hub's layout), or "
         "hf:<name>[:<split>] (Hugging Face datasets, from its local cache)",
     )
@@ -30,7 +32,7 @@ class QueryPoolSettings(pydantic.BaseModel):
         "present and non-empty; null = ignore",
     )
     max_queries: int | None = pydantic.Field(
-        24, ge=1, description="seeded sample of this many queries after cleaning; null = all"
+        None, ge=1, description="seeded sample of this many queries after cleaning; null = all"
     )
     seed: int = 0
     min_chars: int = pydantic.Field(8, ge=1, description="drop shorter queries")
@@ -40,7 +42,9 @@ class QueryPoolSettings(pydantic.BaseModel):
         description="eval tasks whose questions must not leak into the pool",
     )
     eval_sources: dict[str, str] = pydantic.Field(
-        default_factory=dict, description="task -> file overriding the bundled eval sample"
+        default_factory=lambda: dict(WORLD_EVAL_SOURCES),
+        description="task -> file, folder, hf: name, 'world' or 'bundled' (the default for a "
+        "task not listed); the eval sets as the eval stage reads them",
     )
     decontaminate_ngram: int = pydantic.Field(
         8, ge=2, description="a shared word n-gram of this size marks a query as contaminated"

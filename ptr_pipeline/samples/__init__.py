@@ -9,8 +9,22 @@ from pathlib import Path
 
 SAMPLES_DIR = Path(__file__).parent
 QUERIES = SAMPLES_DIR / "queries.jsonl"
+WORLD_DIR = SAMPLES_DIR / "world"  # the miniature world's eval sets and queries (ptr_pipeline.world)
 
 
-def eval_sample(task: str) -> Path:
-    """The bundled sample file of an eval task."""
-    return SAMPLES_DIR / f"{task}.jsonl"
+NAMED_SOURCES = ("bundled", "world")  # source settings that name packaged files
+WORLD_EVAL_SOURCES = {"gsm8k": "world", "arc": "world"}  # the demo's eval sets
+
+
+def eval_sample(task: str, name: str = "bundled") -> Path:
+    """The packaged eval file of ``task``: the general sample (``bundled``) or the miniature
+    world's held-out set (``world``; gsm8k and arc only)."""
+    path = (WORLD_DIR if name == "world" else SAMPLES_DIR) / f"{task}.jsonl"
+    if not path.is_file():
+        raise ValueError(f"the {name} data has no {task} set")
+    return path
+
+
+def query_sample(name: str = "bundled") -> Path:
+    """The packaged query file: the general sample or the world's queries."""
+    return WORLD_DIR / "queries.jsonl" if name == "world" else QUERIES

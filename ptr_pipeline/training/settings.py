@@ -6,17 +6,14 @@ from typing import Literal
 import pydantic
 
 from ptr_pipeline.conversation import REFINE_PROMPT
-from ptr_pipeline.models import ModelSpec
 
 
 class TrainSettings(pydantic.BaseModel):
-    """Weighted thought-mask fine-tuning. Defaults are the CPU demo."""
+    """Weighted thought-mask fine-tuning. Defaults are the CPU demo. The model trained is an
+    input (the ``base_model`` asset), not a setting."""
 
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
-    base_model: ModelSpec = pydantic.Field(
-        "tiny:base", description="HF id, local folder, or tiny:<name>"
-    )
     zero_stage: int = pydantic.Field(0, ge=0, le=3, description="DeepSpeed ZeRO stage")
     offload_optimizer: bool = pydantic.Field(False, description="ZeRO >= 1: optimizer state on CPU")
     precision: Literal["fp32", "bf16"] = "fp32"
@@ -29,7 +26,7 @@ class TrainSettings(pydantic.BaseModel):
         None, ge=1, description="optimizer steps; caps num_epochs"
     )
     micro_batch_size: int = pydantic.Field(
-        4,
+        32,
         ge=1,
         description="sequences per device per micro-step; the loss is normalised over the whole "
         "optimizer step, so micro_batch_size x gradient_accumulation_steps x num_gpus can be cut "
@@ -69,7 +66,7 @@ class TrainJob(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
     settings: TrainSettings
-    base_model: str  # the setting as the user wrote it (hub id, folder or tiny:<name>)
+    base_model: str  # the model as the user named it (hub id, folder, tiny:/world: name)
     model_path: str  # what from_pretrained loads
     examples_path: str  # Parquet of tokenized examples (input_ids, labels, loss_weights)
     dataset_fingerprint: str

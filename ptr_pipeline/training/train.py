@@ -84,8 +84,8 @@ def main(job: TrainJob) -> dict:
             raise FloatingPointError(
                 f"loss is {losses[-1]} at step {step}; lower learning_rate or set gradient_clipping"
             )
-        if rank == 0:
-            print(f"step {step}/{steps} loss {losses[-1]:.4f}", flush=True)
+        if rank == 0 and (step == 1 or step == steps or step % max(1, steps // 10) == 0):
+            print(f"step {step}/{steps} loss {losses[-1]:.4f}", flush=True)  # about 12 lines
     seconds = time.perf_counter() - started
 
     # --- save (rank 0 writes; every rank joins the ZeRO-3 gather)

@@ -12,14 +12,19 @@ CONFIGS = Path(__file__).resolve().parents[2] / "ptr_pipeline" / "configs"
 
 EXPECTED_ASSETS = {
     # asset: (group, upstream assets)
+    "weak_model": ("models", set()),
+    "base_model": ("models", set()),
+    "strong_model": ("models", set()),
     "query_pool": ("dataset", set()),
-    "weak_thoughts": ("dataset", {"query_pool"}),
-    "strong_refinements": ("dataset", {"weak_thoughts"}),
+    "weak_thoughts": ("dataset", {"query_pool", "weak_model"}),
+    "strong_refinements": ("dataset", {"weak_thoughts", "strong_model"}),
     "filter_decisions": ("dataset", {"strong_refinements"}),  # its rows carry the thoughts
     "ptr_dataset": ("dataset", {"strong_refinements"}),
-    "ptr_checkpoint": ("training", {"ptr_dataset"}),
-    "eval_scores": ("evaluation", {"ptr_checkpoint"}),
+    "ptr_checkpoint": ("training", {"ptr_dataset", "base_model"}),
+    "sft_checkpoint": ("training", {"ptr_dataset", "base_model"}),
+    "eval_scores": ("evaluation", {"base_model", "sft_checkpoint", "ptr_checkpoint"}),
     "eval_summary": ("evaluation", {"eval_scores"}),
+    "eval_comparisons": ("evaluation", {"eval_scores"}),
 }
 
 
@@ -42,7 +47,8 @@ def test_asset_graph_snapshot(defs):
 
 def test_gpu_assets_share_the_gpu_pool_and_everything_has_a_code_version(defs):
     graph = defs.resolve_asset_graph()
-    for name in ("weak_thoughts", "strong_refinements", "ptr_checkpoint", "eval_scores"):
+    for name in ("weak_thoughts", "strong_refinements", "ptr_checkpoint", "sft_checkpoint",
+                 "eval_scores"):  # fmt: skip
         assert graph.get(dg.AssetKey(name)).pools == {"gpu"}
     for key in graph.get_all_asset_keys():
         assert graph.get(key).code_version, key
@@ -61,6 +67,7 @@ def test_blocking_check_guards_training(defs):
 def test_jobs_and_schedule(defs):
     dataset = defs.resolve_job_def("dataset_rebuild_job")
     assert {k.to_user_string() for k in dataset.asset_layer.executable_asset_keys} == {
+        "weak_model", "base_model", "strong_model",
         "query_pool", "weak_thoughts", "strong_refinements", "filter_decisions", "ptr_dataset",
     }  # fmt: skip
     full = defs.resolve_job_def("ptr_full_job")
@@ -68,6 +75,7 @@ def test_jobs_and_schedule(defs):
         EXPECTED_ASSETS
     )
     assert full.tags["dagster/asset_partition_range_start"] == "gsm8k"
+    assert full.tags["dagster/asset_partition_range_end"] == "arc"  # the world's two tasks
     assert full.executor_def.name == "ptr_executor"
     sensor = defs.resolve_sensor_def("dead_run_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
@@ -79,11 +87,18 @@ def test_jobs_and_schedule(defs):
     dg.Definitions.validate_loadable(defs)
 
 
-@pytest.mark.parametrize("preset", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+@pytest.mark.parametrize(
+    "preset", sorted(str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.yaml"))
+)
 def test_presets_are_valid_run_config_for_the_full_job(defs, preset):
+    """Every preset (gpu_qwen2, console, the ablations) passes Dagster's and our validation."""
+    from ptr_pipeline.defs.runs import config_problems
+
     config = yaml.safe_load((CONFIGS / preset).read_text())
-    result = dg.validate_run_config(defs.resolve_job_def("ptr_full_job"), config)
-    assert result
+    job = defs.resolve_job_def("ptr_full_job")
+    assert dg.validate_run_config(job, config)
+    if "gpu" not in preset:  # its eval files live on the GPU machine
+        assert config_problems(job, config) == []
 
 
 @pytest.mark.parametrize("folder", [".", "docker"])
@@ -109,13 +124,13 @@ def test_every_settings_rule_is_checked_for_the_whole_run(defs):
             "strong_refinements": {"config": {"num_rounds": 0}},
             "weak_thoughts": {"config": {"temperature": -1}},
             "consistency_filter": {"config": {"min_step_similarity": 7}},
-            "ptr_checkpoint": {"config": {"offload_optimizer": True}},  # needs zero_stage >= 1
+            "fine_tune": {"config": {"offload_optimizer": True}},  # needs zero_stage >= 1
         }
     }
     assert dg.validate_run_config(job, config)  # Dagster alone accepts it
     assert sorted(config_problems(job, config)) == [
         "ops.consistency_filter.config.min_step_similarity: Input should be less than or equal to 1 (got 7)",
-        "ops.ptr_checkpoint.config: Value error, offload_optimizer needs zero_stage >= 1",
+        "ops.fine_tune.config: Value error, offload_optimizer needs zero_stage >= 1",
         "ops.strong_refinements.config.num_rounds: Input should be greater than or equal to 1 (got 0)",
         "ops.weak_thoughts.config.temperature: Input should be greater than or equal to 0 (got -1)",
     ]  # fmt: skip
@@ -124,14 +139,16 @@ def test_every_settings_rule_is_checked_for_the_whole_run(defs):
     more = {
         "ops": {
             "query_pool": {"config": {"decontaminate_tasks": ["hellaswag"]}},
-            "weak_thoughts": {"config": {"weak_model": "tiny:wek", "template": "nope"}},
+            "weak_thoughts": {"config": {"template": "nope"}},
+            "models": {"config": {"weak": "tiny:wek", "base": "world:bse"}},
             "eval_scores": {"config": {"eval_sources": {"GSM8K": "/nonexistent.jsonl"}}},
         }
     }  # fmt: skip
     problems = "\n".join(config_problems(job, more))
     for expected in (
         "ops.query_pool.config: Value error, decontaminate_tasks: unknown task(s) ['hellaswag']",
-        "ops.weak_thoughts.config.weak_model: Value error, unknown tiny model 'tiny:wek'",
+        "ops.models.config.weak: Value error, unknown tiny model 'tiny:wek'",
+        "ops.models.config.base: Value error, unknown world model 'world:bse'",
         "ops.weak_thoughts.config.template: Value error, unknown template 'nope'",
         "ops.eval_scores.config: Value error, eval_sources: unknown task(s) ['GSM8K']",
     ):
@@ -145,12 +162,13 @@ def test_eval_sources_are_read_and_cross_stage_rules_checked_at_launch(defs, tmp
     config = {
         "ops": {
             "eval_scores": {"config": {"eval_sources": {"gsm8k": str(tmp_path / "g.jsonl")}}},
-            "ptr_checkpoint": {"config": {"micro_batch_size": 1000}},
+            "fine_tune": {"config": {"micro_batch_size": 1000}},
+            "query_pool": {"config": {"max_queries": 24}},
         }
     }
     problems = config_problems(defs.resolve_job_def("ptr_full_job"), config)
     assert problems == [
         f"ops.eval_scores.config: {tmp_path / 'g.jsonl'} row 1 field 'answer': no '#### <number>' final answer",
-        "ops.ptr_checkpoint.config.micro_batch_size: 1000 x num_gpus 1 = 1000 rows per micro-step, "
+        "ops.fine_tune.config.micro_batch_size: 1000 x num_gpus 1 = 1000 rows per micro-step, "
         "but query_pool.max_queries caps the dataset at 24 rows",
     ]

@@ -9,14 +9,15 @@ from ptr_pipeline.__main__ import report
 from ptr_pipeline.definitions import build_defs
 from ptr_pipeline.defs.resources import build_resources
 
+# The random tiny models (the world's are trained once per session in tests/world): plumbing only.
+TINY = {"models": {"config": {"weak": "tiny:weak", "base": "tiny:base", "strong": "tiny:strong"}}}
 SMALL = {
     "ops": {
+        **TINY,
         "query_pool": {"config": {"max_queries": 6}},
         "weak_thoughts": {"config": {"max_new_tokens": 12, "shard_size": 4}},
         "strong_refinements": {"config": {"max_new_tokens": 12, "num_rounds": 2}},
-        "ptr_checkpoint": {
-            "config": {"max_steps": 3, "micro_batch_size": 2, "learning_rate": 0.01}
-        },
+        "fine_tune": {"config": {"max_steps": 3, "micro_batch_size": 2, "learning_rate": 0.01}},
         "eval_scores": {"config": {"max_examples": 3, "num_rounds": 2, "max_new_tokens": 8}},
     }
 }
@@ -50,9 +51,11 @@ def test_full_job_materializes_every_asset(defs, home, tmp_path, capsys):
         rerun = job.execute_in_process(run_config=SMALL, instance=instance)
         assert sorted(p for p in home.work.rglob("*") if p.is_file()) == work
     assert rerun.success
-    again = _metadata(rerun, "ptr_checkpoint")
-    assert again["reused"] is True and again["steps_run"] == 0
-    assert again["version"] == _metadata(result, "ptr_checkpoint")["version"]
+    for checkpoint in ("ptr_checkpoint", "sft_checkpoint"):
+        again = _metadata(rerun, checkpoint)
+        assert again["reused"] is True and again["steps_run"] == 0
+        assert again["version"] == _metadata(result, checkpoint)["version"]
+    assert _metadata(result, "base_model")["spec"] == "tiny:base"
     assert _metadata(result, "query_pool")["dagster/row_count"] == 6
     assert _metadata(result, "weak_thoughts")["dagster/row_count"] == 12  # 2 thoughts per query
     assert _metadata(result, "strong_refinements")["dagster/row_count"] == 12  # 2 rounds
@@ -63,6 +66,10 @@ def test_full_job_materializes_every_asset(defs, home, tmp_path, capsys):
 
     checkpoint = _metadata(result, "ptr_checkpoint")
     assert checkpoint["steps"] == 3 and len(checkpoint["loss_curve"]) == 3
+    sft = _metadata(result, "sft_checkpoint")  # same rows and settings: same step budget
+    assert sft["steps"] == 3 and sft["examples"] == checkpoint["examples"]
+    assert sft["version"] != checkpoint["version"]
+    assert (home.artifacts / "ptr_checkpoint" / "loss.png").read_bytes()[:4] == b"\x89PNG"
     assert all(
         0 < loss < 20 for loss in checkpoint["loss_curve"]
     )  # finite CE over a ~1.3k vocabulary
@@ -77,19 +84,26 @@ def test_full_job_materializes_every_asset(defs, home, tmp_path, capsys):
         for e in result.get_asset_materialization_events()
         if e.asset_key == dg.AssetKey("eval_scores")
     }
-    for task in ("gsm8k", "arc", "mmlu"):
+    assert set(per_partition) == {"gsm8k", "arc"}  # the full job scores the world's tasks
+    for task in ("gsm8k", "arc"):
         scores = pq.read_table(home.artifacts / "eval_scores" / task / "latest.parquet")
-        assert scores.num_rows == 2 * 3 * 2  # models x examples x rounds
+        assert scores.num_rows == 3 * 3 * 2  # models x examples x rounds
         assert set(scores.column("task").to_pylist()) == {task}
-        assert per_partition[task]["dagster/row_count"].value == 12  # this partition's rows
+        assert per_partition[task]["dagster/row_count"].value == 18  # this partition's rows
         assert f"| {task} |" in per_partition[task]["accuracy_by_round"].value
-        other = next(t for t in ("gsm8k", "arc", "mmlu") if t != task)
+        other = next(t for t in ("gsm8k", "arc") if t != task)
         assert f"| {other} |" not in per_partition[task]["accuracy_by_round"].value
     summary = pq.read_table(home.artifacts / "eval_summary" / "latest.parquet").to_pylist()
     assert {(s["model_role"], s["task"], s["round"]) for s in summary} == {
-        (m, t, r) for m in ("base", "ptr") for t in ("gsm8k", "arc", "mmlu") for r in (1, 2)
+        (m, t, r) for m in ("base", "sft", "ptr") for t in ("gsm8k", "arc") for r in (1, 2)
     }
-    assert all(s["n"] == 3 for s in summary)
+    assert all(s["n"] == 3 and s["ci_low"] <= s["accuracy"] <= s["ci_high"] for s in summary)
+    comparisons = pq.read_table(home.artifacts / "eval_comparisons" / "latest.parquet")
+    assert set(comparisons.column("comparison").to_pylist()) == {
+        "ptr r2 - ptr r1", "ptr r2 - base r1", "ptr r2 - sft r1", "base r2 - base r1",
+        "sft r2 - sft r1",
+    }  # fmt: skip
+    assert "data:image/png;base64," in _metadata(result, "eval_summary")["plot"]
 
     assert report(home.root) == 0  # what `make demo` prints last
     printed = capsys.readouterr().out
@@ -97,7 +111,9 @@ def test_full_job_materializes_every_asset(defs, home, tmp_path, capsys):
         f"{home.artifacts / 'ptr_dataset' / 'latest.parquet'}  {dataset['dagster/row_count']} rows"
         in printed
     )
-    assert "| ptr | gsm8k |" in printed and "| round 1 | round 2 |" in printed
+    assert "| gsm8k | ptr |" in printed and "| round 1 | round 2 |" in printed
+    assert "| ptr r2 - base r1 | all | 6 |" in printed  # paired differences, pooled
+    assert "One held-out item, round by round" in printed
 
 
 @pytest.mark.slow
@@ -110,14 +126,14 @@ def test_a_filter_that_keeps_nothing_fails_and_keeps_the_last_dataset(defs, home
             return dg.materialize(
                 [*defs.assets, *defs.asset_checks],
                 resources=build_resources(str(home.root)),
-                selection=dg.AssetSelection.groups("dataset", "training"),
+                selection=dg.AssetSelection.groups("models", "dataset", "training"),
                 run_config={"ops": config},
                 instance=instance,
                 raise_on_error=False,
             )
 
         assert run(
-            {**ops, "ptr_checkpoint": {"config": {"max_steps": 1, "micro_batch_size": 2}}}
+            {**ops, "fine_tune": {"config": {"max_steps": 1, "micro_batch_size": 2}}}
         ).success
         good = pq.read_table(home.artifacts / "ptr_dataset" / "latest.parquet")
         checkpoint = (home.artifacts / "ptr_checkpoint" / "latest").resolve()

@@ -246,6 +246,7 @@ def test_summarize_counts_flips():
                     "model": "m",
                     "task": "gsm8k",
                     "example_id": str(i),
+                    "prompt": f"q{i}",
                     "round": round_,
                     "response": "",
                     "extracted": "1"
@@ -273,7 +274,7 @@ def test_summarize_counts_flips():
     markdown = summary_markdown(
         pa.Table.from_pylist(summary, schema=schemas.EVAL_SUMMARY), "answered"
     )
-    assert markdown.splitlines()[2] == "| ptr | gsm8k | 33.3 | 100.0 | 100.0 |"
+    assert markdown.splitlines()[2] == "| gsm8k | ptr | 33.3 | 100.0 | 100.0 |"
 
 
 def test_example_ids_are_unique_or_refused(tmp_path):

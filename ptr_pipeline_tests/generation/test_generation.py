@@ -33,11 +33,14 @@ def _never():
     raise AssertionError("a cached stage must not load a model")
 
 
-NEVER = LazyGenerator(_never)
+def never(model: str) -> LazyGenerator:
+    """An engine for ``model`` that fails if the stage tries to load it."""
+    return LazyGenerator(_never, model_path=model)
 
 
 def lazy(generator) -> LazyGenerator:
-    return LazyGenerator(lambda: generator)
+    inner = getattr(generator, "inner", generator)
+    return LazyGenerator(lambda: generator, model_path=inner.model)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +63,7 @@ def test_transformers_generator_samples_n_and_is_seeded(weak):
     )
 
 
-def test_generate_thoughts_rows_provenance_and_resume(home, weak):
+def test_generate_thoughts_rows_provenance_and_resume(home, weak, models_home):
     queries = make_queries(["Name a color.", "Say hi.", "Count to 3."])
     settings = ThoughtSettings(num_thoughts=2, shard_size=2, max_new_tokens=8)
     recorder = Recording(weak)
@@ -70,13 +73,16 @@ def test_generate_thoughts_rows_provenance_and_resume(home, weak):
     assert table.column("sample_index").to_pylist() == [0, 1] * 3
     assert len(recorder.calls) == 2  # two shards
     first = table.to_pylist()[0]
-    assert first["model"] == "tiny:weak" and first["template"] == "ptr_thought_v1"
+    assert first["model"] == weak.model and first["template"] == "ptr_thought_v1"
     assert json.loads(first["sampling"])["n"] == 2
     assert first["prompt_hash"] == prompt_hash(
         thought_conversation("Name a color.", "ptr_thought_v1")
     )
     # Unchanged inputs and settings: everything comes from the shards, no model is loaded.
-    assert generate_thoughts(queries, settings, NEVER, home.work).equals(table)
+    assert generate_thoughts(queries, settings, never(weak.model), home.work).equals(table)
+    # Another model: its fingerprint re-keys the cache.
+    with pytest.raises(AssertionError, match="must not load"):
+        generate_thoughts(queries, settings, never(models_home.resolve_model("tiny:base")), home.work)
     # Changed settings: a new computation.
     other = generate_thoughts(
         queries, settings.model_copy(update={"seed": 1}), lazy(weak), home.work
@@ -107,7 +113,7 @@ def test_refine_rounds_see_thoughts_and_previous_round(home, weak, models_home):
     q0 = [r for r in table.to_pylist() if r["query_id"] == "q0"]
     assert all(r["query"] == "Name a color." and r["thoughts"] == [d["thought"] for d in drafts]
                for r in q0)  # fmt: skip
-    assert refine_thoughts(thoughts, settings, NEVER, home.work).equals(table)
+    assert refine_thoughts(thoughts, settings, never(strong.inner.model), home.work).equals(table)
 
 
 def test_strong_conversation_layout():
@@ -121,7 +127,7 @@ def test_strong_conversation_layout():
 def test_bad_input_table_names_the_problem(home):
     bad = make_queries(["x"]).drop_columns(["query"])
     with pytest.raises(schemas.SchemaError, match="missing column 'query'"):
-        generate_thoughts(bad, ThoughtSettings(), NEVER, home.work)
+        generate_thoughts(bad, ThoughtSettings(), never("unused"), home.work)
 
 
 def test_a_query_too_long_for_the_context_is_refused_before_the_model_loads(home, models_home):

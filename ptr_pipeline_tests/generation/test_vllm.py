@@ -65,6 +65,8 @@ def test_close_frees_the_engine_for_the_next_model(models_home):
 def test_generate_thoughts_through_vllm(generator, home):
     queries = make_queries(["Name a color.", "Say hi.", "Count to 3."])
     settings = ThoughtSettings(backend="vllm", num_thoughts=2, max_new_tokens=8, shard_size=2)
-    table = generate_thoughts(queries, settings, LazyGenerator(lambda: generator), home.work)
+    table = generate_thoughts(
+        queries, settings, LazyGenerator(lambda: generator, model_path=generator.model), home.work
+    )
     assert table.num_rows == 6
     assert set(table.column("backend").to_pylist()) == {"vllm"}

@@ -209,7 +209,9 @@ def test_a_failing_rank_reports_its_own_error_and_keeps_its_staging(models_home,
     shutil.copytree(models_home.resolve_model("tiny:base"), model)
     (model / "model.safetensors").write_bytes(b"not safetensors")  # the tokenizer still loads
     with pytest.raises(TrainingFailed, match=r"training failed on rank 0: \w+Error"):
-        train_in_subprocess(_dataset(4), TrainSettings(max_steps=1), str(model), tmp_path / "w")
+        train_in_subprocess(
+            _dataset(4), TrainSettings(max_steps=1, micro_batch_size=2), str(model), tmp_path / "w"
+        )
     staging = list((tmp_path / "w").glob(".staging-*"))
     assert len(staging) == 1 and (staging[0] / "errors" / "rank-0.json").exists()
     assert checkpoint_problems(tmp_path / "w" / "none")  # nothing was published
@@ -233,7 +235,7 @@ def test_too_few_rows_are_refused_before_launch(models_home, tmp_path):
         TrainingFailed, match=r"1 training rows .* fewer than num_gpus=2 x micro_batch_size=4 = 8"
     ):
         train_in_subprocess(
-            _dataset(1), TrainSettings(num_gpus=2), models_home.resolve_model("tiny:base"), tmp_path
+            _dataset(1), TrainSettings(num_gpus=2, micro_batch_size=4), models_home.resolve_model("tiny:base"), tmp_path
         )
     with pytest.raises(
         TrainingFailed, match=r"0 training rows fit max_seq_len=16 \(2 longer rows dropped\)"

@@ -1,0 +1,124 @@
+"""Confidence intervals and paired differences of eval scores: what carries the PTR claim.
+
+- Accuracy of one (model, task, round) cell: the 95% Wilson score interval
+  (``scipy.stats.binomtest(...).proportion_ci(method="wilson")``).
+- A difference between two cells on the same examples (PTR round 3 - PTR round 1, PTR round 3 -
+  base round 1, ...): the paired bootstrap, resampling examples with both scores together
+  (``scipy.stats.bootstrap(paired=True)``, percentile method, 10,000 resamples, a fixed seed so
+  a report is reproducible). "all" pools the tasks, each example paired with itself.
+
+docs/paper_notes.md, section 6.2 point 4: the paper reports no variance; every number here has an
+interval.
+"""
+
+import numpy as np
+import pyarrow as pa
+from scipy import stats
+
+from ptr_pipeline import schemas
+
+CONFIDENCE = 0.95
+RESAMPLES = 10_000
+SEED = 0
+
+# The comparisons the report leads with: (model a, round a, model b, round b); round -1 = last.
+CLAIMS = (
+    ("ptr", -1, "ptr", 1),  # refinement within PTR: the paper's headline (49.6 -> 53.5)
+    ("ptr", -1, "base", 1),  # PTR's last round against the base model's first answer
+    ("ptr", -1, "sft", 1),  # ... against plain SFT on the same data and steps
+    ("base", 2, "base", 1),  # the prompting baseline asked to refine (the paper: it falls)
+    ("sft", 2, "sft", 1),  # the SFT baseline asked to refine
+)
+
+
+def wilson(successes: int, n: int) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion."""
+    if n == 0:
+        return (0.0, 1.0)
+    ci = stats.binomtest(successes, n).proportion_ci(CONFIDENCE, method="wilson")
+    return (float(ci.low), float(ci.high))
+
+
+def paired_difference(a: list[bool], b: list[bool]) -> tuple[float, float, float]:
+    """mean(a) - mean(b) over paired examples, and its paired bootstrap 95% interval."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    difference = float(x.mean() - y.mean())
+    if len(x) < 2 or np.all(x - y == (x - y)[0]):  # no spread: the interval is the point
+        return difference, difference, difference
+    result = stats.bootstrap(
+        (x, y),
+        lambda u, v, axis=-1: u.mean(axis=axis) - v.mean(axis=axis),
+        paired=True,
+        vectorized=True,
+        n_resamples=RESAMPLES,
+        confidence_level=CONFIDENCE,
+        method="percentile",
+        rng=np.random.default_rng(SEED),
+    )
+    return difference, float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def _cells(scores: pa.Table) -> dict[tuple[str, str, int], dict[str, bool]]:
+    cells: dict[tuple[str, str, int], dict[str, bool]] = {}
+    for r in scores.select(["model_role", "task", "round", "example_id", "correct"]).to_pylist():
+        cells.setdefault((r["model_role"], r["task"], r["round"]), {})[r["example_id"]] = r[
+            "correct"
+        ]
+    return cells
+
+
+def compare(scores: pa.Table, claims=CLAIMS) -> pa.Table:
+    """A ``schemas.EVAL_COMPARISONS`` table: each claim per task and pooled ("all"), for the
+    models and rounds ``scores`` holds (a claim whose cells are missing is skipped)."""
+    schemas.validate(scores, schemas.EVAL_SCORES, "eval_scores")
+    cells = _cells(scores)
+    tasks = sorted({task for _, task, _ in cells})
+    rows = []
+    for role_a, round_a, role_b, round_b in claims:
+        pooled_a: list[bool] = []
+        pooled_b: list[bool] = []
+        label = None
+        for task in tasks:
+            last = max((k for r, t, k in cells if r == role_a and t == task), default=None)
+            ra = last if round_a == -1 else round_a
+            a, b = cells.get((role_a, task, ra)), cells.get((role_b, task, round_b))
+            if ra is None or a is None or b is None or (role_a, ra) == (role_b, round_b):
+                continue
+            label = f"{role_a} r{ra} - {role_b} r{round_b}"
+            ids = sorted(set(a) & set(b))
+            xa, xb = [a[i] for i in ids], [b[i] for i in ids]
+            rows.append(_row(label, task, xa, xb))
+            pooled_a += xa
+            pooled_b += xb
+        if label is not None and len(tasks) > 1:
+            rows.append(_row(label, "all", pooled_a, pooled_b))
+    return pa.Table.from_pylist(rows, schema=schemas.EVAL_COMPARISONS)
+
+
+def _row(label: str, task: str, a: list[bool], b: list[bool]) -> dict:
+    difference, low, high = paired_difference(a, b)
+    return {
+        "comparison": label,
+        "task": task,
+        "n": len(a),
+        "difference": difference,
+        "ci_low": low,
+        "ci_high": high,
+        "wrong_to_right": sum(x and not y for x, y in zip(a, b, strict=True)),
+        "right_to_wrong": sum(y and not x for x, y in zip(a, b, strict=True)),
+    }
+
+
+def comparisons_markdown(comparisons: pa.Table) -> str:
+    """The comparisons as a markdown table, in points of accuracy."""
+    lines = [
+        "| comparison | task | n | difference (points) | 95% CI | wrong->right | right->wrong |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in comparisons.to_pylist():
+        lines.append(
+            f"| {r['comparison']} | {r['task']} | {r['n']} | {100 * r['difference']:+.1f} | "
+            f"[{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}] | {r['wrong_to_right']} | "
+            f"{r['right_to_wrong']} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,36 @@
+"""The world's data files, written where the stages read them: held-out eval sets in the hub
+schemas, and a query pool drawn from problems disjoint from them.
+
+Regenerate the bundled copies (deterministic): ``python -m ptr_pipeline.world.data``.
+"""
+
+import json
+from pathlib import Path
+
+from ptr_pipeline.samples import WORLD_DIR
+from ptr_pipeline.world import tasks
+from ptr_pipeline.world.models import WorldRecipe, prompt_of
+
+
+def world_files(recipe: WorldRecipe) -> dict[str, list[dict]]:
+    """file name -> rows: ``<task>.jsonl`` eval sets and ``queries.jsonl`` (``query``, ``task``)."""
+    split = tasks.eval_split(recipe.seed, recipe.eval_items, recipe.operands)
+    files = {f"{task}.jsonl": rows for task, rows in split.eval_rows.items()}
+    files["queries.jsonl"] = [
+        {"query": prompt_of(task, row, i), "task": task}
+        for i, (task, row) in enumerate(
+            tasks.train_rows(split, "pool", recipe.pool_queries, recipe.seed, recipe.operands)
+        )
+    ]
+    return files
+
+
+def write(folder: Path, recipe: WorldRecipe) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, rows in world_files(recipe).items():
+        (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+if __name__ == "__main__":
+    write(WORLD_DIR, WorldRecipe())
+    print(f"wrote {sorted(p.name for p in WORLD_DIR.iterdir())} to {WORLD_DIR}")  # noqa: T201

@@ -1,0 +1,329 @@
+"""The world's models, pretrained here from scratch: one run, three snapshots.
+
+``weak``, ``base`` and ``strong`` are the same Llama trained on the world's corpus for growing
+step budgets (the paper's "model version" strategy for choosing a weak/strong pair, section 2.2
+of docs/paper_notes.md: the later release is the stronger one). The corpus is conversations
+rendered by the stages' own code:
+
+- *solve*: a task prompt (``evaluation.tasks``, exactly what evaluation asks) -> the solution;
+- optionally (``icl_fraction``, default 0) *refine in context*: the strong stage's prompt
+  (``generation.prompts.strong_conversation``) with drafts one local error away from right -> the
+  right solution. By default the strong stage uses ``ptr_refine_v2``, which puts the question
+  last, where a model trained to solve reads it: the strong model answers as if asked alone.
+  (Teaching the draft prompt cost a third more tokens and slowed learning: docs/world.md.)
+
+No model has seen the multi-turn refinement conversation of test time ("Please continue
+thinking and refine your answer."): that is what PTR training has to teach, and why the base
+model prompted to refine is the paper's prompting baseline.
+
+The tokenizer is a byte-level BPE (``tokenizers``) trained on the corpus, digits split one per
+token (``pre_tokenizers.Digits``); the model is ``transformers``' ``LlamaForCausalLM``; training
+ids come from ``conversation.ChatFormat.encode``, the one owner of conversation -> ids. Each
+snapshot is saved with ``save_pretrained`` and a checkpoint manifest (file hashes), and everything
+loads back through ``from_pretrained`` like any hub model.
+
+The folder is keyed by a hash of the recipe and the code version: an unchanged rerun trains
+nothing, a changed recipe builds a new world beside the old one.
+"""
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pydantic
+
+from ptr_pipeline.conversation import Conversation
+from ptr_pipeline.models import WORLD_MODELS
+from ptr_pipeline.storage import CHECKPOINT_MANIFEST, checkpoint_problems, fingerprint
+from ptr_pipeline.world import tasks
+
+log = logging.getLogger(__name__)
+
+CODE_VERSION = "world_v1"
+ROLES = WORLD_MODELS
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+SPECIAL_TOKENS = ["<|pad|>", "<|im_start|>", "<|im_end|>"]
+
+
+class WorldRecipe(pydantic.BaseModel):
+    """Everything that decides the world's data and models (its hash names the folder)."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    seed: int = 0
+    min_operand: int = pydantic.Field(10, ge=1, description="both operands are drawn from")
+    max_operand: int = pydantic.Field(99, ge=1, description="... min_operand..max_operand")
+    refine_template: str = pydantic.Field(
+        "ptr_refine_v2", description="the strong stage's draft prompt the corpus teaches"
+    )
+    eval_items: int = pydantic.Field(500, ge=1, description="held-out problems per task")
+    pool_queries: int = pydantic.Field(600, ge=1, description="queries offered to the query pool")
+    icl_fraction: float = pydantic.Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="share of the corpus in the strong stage's draft prompt (0: the strong model "
+        "reads the question after the drafts, where ptr_refine_v2 puts it, as if asked alone)",
+    )
+    vocab_size: int = pydantic.Field(512, ge=300)
+    hidden_size: int = 128
+    num_layers: int = 4
+    intermediate_size: int = 256
+    steps: int = pydantic.Field(400, ge=1, description="optimizer steps of the pretraining run")
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+    snapshots: dict[str, int] = pydantic.Field(
+        # From a run with a probe every 25 steps (GSM8K rendering, 500 held-out items): 30.6% at
+        # step 225, 54.4% at 275, 100% at 400 (docs/world.md).
+        default_factory=lambda: {"weak": 225, "base": 275, "strong": 400},
+        description="step at which each model is saved",
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _check(self) -> "WorldRecipe":
+        if self.min_operand > self.max_operand:
+            raise ValueError("min_operand > max_operand")
+        if sorted(self.snapshots) != sorted(ROLES):
+            raise ValueError(f"snapshots must name {list(ROLES)}")
+        if not all(1 <= s <= self.steps for s in self.snapshots.values()):
+            raise ValueError(f"snapshot steps must lie in 1..steps={self.steps}")
+        return self
+
+    @property
+    def operands(self) -> tuple[int, int]:
+        return (self.min_operand, self.max_operand)
+
+    def key(self) -> str:
+        return fingerprint(self.model_dump(), CODE_VERSION)[:12]
+
+
+def world_folder(models_dir: Path, recipe: WorldRecipe) -> Path:
+    return Path(models_dir) / f"world-{recipe.key()}"
+
+
+def describe(model: str) -> dict:
+    """What a world model's manifest says (role, step, parameters, last loss); {} otherwise."""
+    manifest = Path(model) / CHECKPOINT_MANIFEST
+    if not manifest.is_file():
+        return {}
+    content = json.loads(manifest.read_text())
+    if "world_role" not in content:
+        return {}
+    return {
+        "world_step": content["step"],
+        "parameters": content["parameters"],
+        "pretrain_loss": content["loss_curve"][-1],
+        "pretrain_seconds": content["train_seconds"],
+    }
+
+
+def prompt_of(task: str, row: dict, index: int) -> str:
+    """What evaluation asks for ``row``: the eval stage's own parser renders it."""
+    from ptr_pipeline.evaluation.tasks import TASKS
+    from ptr_pipeline.records import Record
+
+    return TASKS[task].parse(Record(row, "world", index + 1), index).prompt
+
+
+def corpus(recipe: WorldRecipe, split: tasks.Split, n: int) -> list[Conversation]:
+    """``n`` pretraining conversations (see the module docstring), none on a held-out problem."""
+    from ptr_pipeline.generation.prompts import strong_conversation
+
+    rng = random.Random(f"world-corpus-{recipe.seed}")
+    conversations = []
+    for i, (task, row) in enumerate(tasks.train_rows(split, "corpus", n, recipe.seed, recipe.operands, distinct=False)):
+        problem = tasks.operands(row)
+        right = tasks.response(task, row, *problem.steps())
+        prompt = prompt_of(task, row, i)
+        if rng.random() < recipe.icl_fraction:
+            drafts = [
+                tasks.response(task, row, *problem.flawed_steps(rng))
+                if rng.random() < 0.7
+                else right
+                for _ in range(rng.choice([1, 2]))
+            ]
+            user = strong_conversation(prompt, drafts, [], recipe.refine_template, "")
+        else:
+            user = [{"role": "user", "content": prompt}]
+        conversations.append([*user, {"role": "assistant", "content": right}])
+    return conversations
+
+
+def build_tokenizer(texts: list[str], vocab_size: int):
+    """Byte-level BPE with one token per digit, ChatML template, ``<|im_end|>`` as EOS."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|pad|>",
+        padding_side="left",
+        chat_template=CHAT_TEMPLATE,
+    )
+
+
+def build_world_models(
+    models_dir: Path, recipe: WorldRecipe, on_line: Callable[[str], None] = log.info
+) -> dict[str, Path]:
+    """The three model folders of ``recipe``, pretrained now unless an intact copy exists.
+
+    Returns:
+        role (``weak``, ``base``, ``strong``) -> a Hugging Face checkpoint folder.
+    """
+    folder = world_folder(models_dir, recipe)
+    paths = {role: folder / role for role in ROLES}
+    if all(p.is_dir() and not checkpoint_problems(p) for p in paths.values()):
+        return paths
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        _pretrain(recipe, tmp, on_line)
+        shutil.rmtree(folder, ignore_errors=True)  # an incomplete earlier build
+        try:
+            os.rename(tmp, folder)
+        except OSError:  # another process finished first
+            if any(checkpoint_problems(p) for p in paths.values()):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return paths
+
+
+def _pretrain(
+    recipe: WorldRecipe, out: Path, on_line: Callable[[str], None], probe_every: int = 0
+) -> None:
+    """Train and save the snapshots into ``out``; ``probe_every`` > 0 also saves
+    ``probe-<step>`` folders along the way (for choosing snapshot steps; docs/world.md)."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+    from transformers.utils import logging as hf_logging
+
+    from ptr_pipeline.conversation import ChatFormat
+    from ptr_pipeline.storage import folder_manifest_files
+
+    hf_logging.disable_progress_bar()
+    started = time.perf_counter()
+    split = tasks.eval_split(recipe.seed, recipe.eval_items, recipe.operands)
+    conversations = corpus(recipe, split, recipe.steps * recipe.batch_size)
+    tokenizer = build_tokenizer(
+        [m["content"] for c in conversations[:5000] for m in c], recipe.vocab_size
+    )
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=recipe.hidden_size,
+        intermediate_size=recipe.intermediate_size,
+        num_hidden_layers=recipe.num_layers,
+        num_attention_heads=recipe.hidden_size // 32,  # head size 32: vLLM's CPU kernels' minimum
+        num_key_value_heads=recipe.hidden_size // 32,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+    )
+    torch.manual_seed(recipe.seed)
+    model = AutoModelForCausalLM.from_config(config)
+    init = out / "init"
+    model.save_pretrained(init)
+    tokenizer.save_pretrained(init)
+    fmt = ChatFormat.from_pretrained(str(init))
+    by_text: dict = {}  # the corpus repeats problems: encode each distinct conversation once
+    encoded = []
+    for conversation in conversations:
+        key = json.dumps(conversation)
+        if key not in by_text:
+            by_text[key] = fmt.encode(conversation, [1.0])
+        encoded.append(by_text[key])
+    shutil.rmtree(init)
+    n_params = sum(p.numel() for p in model.parameters())
+    on_line(
+        f"world: pretraining a {n_params:,}-parameter Llama on {len(encoded):,} conversations "
+        f"({sum(len(e.input_ids) for e in encoded) / len(encoded):.0f} tokens each), "
+        f"{recipe.steps} steps; snapshots {recipe.snapshots}"
+    )
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=0.0)
+    # Warm up over 10% of the steps, hold, then decay linearly over the last 20% (a "trapezoid"
+    # schedule; torch's LambdaLR). A schedule that anneals early stops a model this small
+    # before it learns to read the operands (docs/world.md).
+    warm, decay = max(1, recipe.steps // 10), max(1, recipe.steps // 5)
+
+    def factor(step: int) -> float:
+        return min((step + 1) / warm, 1.0, (recipe.steps - step) / decay)
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    # Plain shuffled batches. (Batches grouped by length, to pad less, held every model at
+    # chance: rows of one length share their carries, so a batch could be fit without reading
+    # the operands. docs/world.md.)
+    order = list(range(len(encoded)))
+    random.Random(recipe.seed).shuffle(order)
+    batches = [order[i : i + recipe.batch_size] for i in range(0, len(order), recipe.batch_size)]
+    at_step = {step: role for role, step in recipe.snapshots.items()}
+    losses: list[float] = []
+    model.train()
+    for step in range(1, recipe.steps + 1):
+        batch = [encoded[i] for i in batches[step - 1]]
+        width = max(len(e.input_ids) for e in batch)
+        pad = tokenizer.pad_token_id
+        input_ids = torch.tensor([e.input_ids + [pad] * (width - len(e.input_ids)) for e in batch])
+        labels = torch.tensor([e.labels + [-100] * (width - len(e.labels)) for e in batch])
+        attention = torch.tensor(
+            [[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in batch]
+        )
+        loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(round(loss.item(), 5))
+        if not math.isfinite(losses[-1]):
+            raise FloatingPointError(f"world pretraining: loss {losses[-1]} at step {step}")
+        if step % 50 == 0 or step == recipe.steps:
+            on_line(f"world: step {step}/{recipe.steps} loss {losses[-1]:.4f}")
+        if probe_every and step % probe_every == 0:
+            model.save_pretrained(out / f"probe-{step}")
+            tokenizer.save_pretrained(out / f"probe-{step}")
+        if step in at_step:
+            role = at_step[step]
+            target = out / role
+            model.save_pretrained(target, safe_serialization=True)
+            tokenizer.save_pretrained(target)
+            manifest = {
+                "world_role": role,
+                "recipe": recipe.model_dump(),
+                "code_version": CODE_VERSION,
+                "step": step,
+                "parameters": n_params,
+                "loss_curve": losses[:],
+                "train_seconds": round(time.perf_counter() - started, 1),
+                "files": folder_manifest_files(target),
+            }
+            (target / CHECKPOINT_MANIFEST).write_text(json.dumps(manifest, indent=1))
+            on_line(f"world: saved {role} (step {step}, loss {losses[-1]:.4f}) in {target}")

@@ -1,0 +1,81 @@
+"""Confidence intervals and paired differences, against direct computations on handmade scores."""
+
+import math
+
+import pyarrow as pa
+import pytest
+
+from ptr_pipeline import schemas
+from ptr_pipeline.evaluation import compare, summarize
+from ptr_pipeline.evaluation.rounds import trip_markdown
+
+
+def _scores(cells: dict[tuple[str, str, int], list[bool]]) -> pa.Table:
+    rows = []
+    for (role, task, round_), correct in cells.items():
+        for i, ok in enumerate(correct):
+            rows.append({"model_role": role, "model": role, "task": task, "example_id": f"{task}-{i}",
+                         "prompt": f"question {i}", "round": round_, "response": "r",
+                         "extracted": "x", "gold": "x" if ok else "y", "correct": ok})  # fmt: skip
+    return pa.Table.from_pylist(rows, schema=schemas.EVAL_SCORES)
+
+
+def _wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
+
+
+N = 200
+BASE_1 = [i % 2 == 0 for i in range(N)]  # 50%
+BASE_2 = [i % 4 == 0 for i in range(N)]  # 25%: asking the base model to refine hurts
+PTR_1 = [i % 5 != 0 for i in range(N)]  # 80%
+PTR_3 = [i % 10 != 0 for i in range(N)]  # 90%: refinement fixes half of PTR's errors
+
+
+def test_accuracy_intervals_are_wilson_intervals():
+    summary = summarize(_scores({("base", "t", 1): BASE_1, ("base", "t", 2): BASE_2})).to_pylist()
+    first, second = summary
+    assert (first["accuracy"], second["accuracy"]) == (0.5, 0.25)
+    assert (first["ci_low"], first["ci_high"]) == pytest.approx(_wilson(100, 200), abs=1e-9)
+    assert (second["ci_low"], second["ci_high"]) == pytest.approx(_wilson(50, 200), abs=1e-9)
+    # flips against the previous round: 50 of the right answers went wrong, none came right
+    assert (second["wrong_to_right"], second["right_to_wrong"]) == (0, 50)
+
+
+def test_paired_differences_match_a_direct_computation():
+    scores = _scores({("ptr", "t", 1): PTR_1, ("ptr", "t", 3): PTR_3, ("base", "t", 1): BASE_1,
+                      ("base", "t", 2): BASE_2, ("ptr", "u", 1): PTR_1, ("ptr", "u", 3): PTR_3})  # fmt: skip
+    rows = {(r["comparison"], r["task"]): r for r in compare(scores).to_pylist()}
+    within = rows[("ptr r3 - ptr r1", "t")]
+    assert within["difference"] == pytest.approx(0.1)
+    assert (within["wrong_to_right"], within["right_to_wrong"]) == (20, 0)
+    # the paired bootstrap agrees with the normal approximation of the paired difference
+    d = [int(a) - int(b) for a, b in zip(PTR_3, PTR_1, strict=True)]
+    mean = sum(d) / N
+    se = math.sqrt(sum((x - mean) ** 2 for x in d) / (N - 1) / N)
+    assert within["ci_low"] == pytest.approx(mean - 1.96 * se, abs=0.015)
+    assert within["ci_high"] == pytest.approx(mean + 1.96 * se, abs=0.015)
+    assert within["ci_low"] > 0  # this effect is real at n = 200
+    prompting = rows[("base r2 - base r1", "t")]
+    assert prompting["difference"] == pytest.approx(-0.25) and prompting["ci_high"] < 0
+    against_base = rows[("ptr r3 - base r1", "t")]
+    assert against_base["difference"] == pytest.approx(0.4)
+    pooled = rows[("ptr r3 - ptr r1", "all")]  # both tasks, each example paired with itself
+    assert pooled["n"] == 2 * N and pooled["difference"] == pytest.approx(0.1)
+    assert ("ptr r3 - sft r1", "t") not in rows  # no sft scores: no such claim
+
+
+def test_no_spread_gives_a_point_interval_and_identical_cells_give_none():
+    scores = _scores({("ptr", "t", 1): [True] * 10, ("ptr", "t", 2): [True] * 10})
+    (row,) = compare(scores).to_pylist()
+    assert row["difference"] == row["ci_low"] == row["ci_high"] == 0.0
+
+
+def test_the_trip_shows_an_item_that_ptr_fixed():
+    scores = _scores({("ptr", "t", 1): [True, False, False], ("ptr", "t", 2): [True, False, True],
+                      ("base", "t", 1): [False, False, False]})  # fmt: skip
+    text = trip_markdown(scores)
+    assert text.startswith("task t, item t-2")  # wrong at round 1, right at round 2
+    assert "| base | 1 |" in text and "| ptr | 2 |" in text

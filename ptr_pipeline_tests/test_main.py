@@ -1,0 +1,48 @@
+"""`python -m ptr_pipeline refine`: think-thrice inference, the same procedure evaluation runs."""
+
+import json
+
+import pytest
+
+from ptr_pipeline.__main__ import main
+from ptr_pipeline.engines import Sampling, TransformersGenerator
+from ptr_pipeline.evaluation import evaluate_rounds, load_examples
+
+
+def test_refine_answers_every_round_like_evaluation(models_home, tmp_path, capsys):
+    model = models_home.resolve_model("tiny:strong")
+    examples = load_examples("gsm8k", "world", 3)
+    (tmp_path / "q.jsonl").write_text(
+        "".join(json.dumps({"question": e.question, "answer": f"x\n#### {e.gold}"}) + "\n"
+                for e in examples)  # fmt: skip
+    )
+    argv = ["refine", "--checkpoint", model, "--file", str(tmp_path / "q.jsonl"),
+            "--task", "gsm8k", "--rounds", "3", "--max-new-tokens", "8", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    expected = evaluate_rounds(
+        examples, "gsm8k", TransformersGenerator(model), 3,
+        "Please continue thinking and refine your answer.", Sampling(max_new_tokens=8), "m", model,
+    ).to_pylist()  # fmt: skip
+    assert [line["gold"] for line in lines] == [e.gold for e in examples]
+    for i, line in enumerate(lines):
+        assert line["question"] == examples[i].prompt  # rendered by the task, as evaluation does
+        assert line["rounds"] == [r["response"] for r in expected if r["example_id"] == examples[i].id]
+        assert len(line["extracted"]) == 3
+
+
+def test_refine_one_question_as_text(models_home, capsys):
+    model = models_home.resolve_model("tiny:base")
+    assert main(["refine", "--checkpoint", model, "--question", "What is 2 + 2?", "--rounds", "2",
+                 "--max-new-tokens", "4"]) == 0  # fmt: skip
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "[1] What is 2 + 2?" and out[1].startswith("  round 1: ")
+    assert out[2].startswith("  round 2: ") and len(out) == 3
+
+
+def test_refine_without_a_checkpoint_says_what_to_do(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PTR_HOME", str(tmp_path))
+    assert main(["refine", "--question", "Hi"]) == 2
+    assert "materialize ptr_checkpoint or pass --checkpoint" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["refine", "--question", "Hi", "--rounds", "0"])

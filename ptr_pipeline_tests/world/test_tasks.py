@@ -1,0 +1,83 @@
+"""The world's task family: deterministic per seed, right solutions, flawed drafts, disjoint splits."""
+
+import json
+import random
+
+from ptr_pipeline.evaluation.tasks import extract_choice, extract_number, load_examples
+from ptr_pipeline.queries import build_query_pool
+from ptr_pipeline.queries.settings import QueryPoolSettings
+from ptr_pipeline.samples import WORLD_DIR
+from ptr_pipeline.world import tasks
+from ptr_pipeline.world.data import world_files
+from ptr_pipeline.world.models import WorldRecipe, corpus
+
+
+def test_the_scratchpad_adds_digit_by_digit_with_carries():
+    steps, total = tasks.Problem(347, 589).steps()
+    assert steps == ["7+9+0=16", "4+8+1=13", "3+5+1=9"] and total == 936
+    steps, total = tasks.Problem(999, 1).steps()
+    assert steps[-1] == "9+0+1=10" and total == 1000
+
+
+def test_a_flawed_draft_is_one_local_slip_away_and_always_wrong():
+    rng = random.Random(0)
+    for _ in range(200):
+        problem = tasks.draw_problem(rng, (100, 999))
+        steps, total = problem.flawed_steps(rng)
+        right, _ = problem.steps()
+        assert total != problem.total
+        first_slip = next(i for i, (s, r) in enumerate(zip(steps, right, strict=True)) if s != r)
+        assert steps[:first_slip] == right[:first_slip]  # everything before the slip is right
+
+
+def test_responses_are_scored_right_by_the_eval_extractors():
+    rng = random.Random(1)
+    for task, extract in (("gsm8k", extract_number), ("arc", extract_choice)):
+        for i in range(50):
+            row = tasks.record(task, tasks.draw_problem(rng, (100, 999)), rng, i)
+            problem = tasks.operands(row)
+            text = tasks.response(task, row, *problem.steps())
+            gold = str(problem.total) if task == "gsm8k" else row["answerKey"]
+            assert extract(text) == gold
+            flawed = tasks.response(task, row, *problem.flawed_steps(rng))
+            assert extract(flawed) != gold or task == "arc"  # a slip may still land on the key
+
+
+def test_generation_is_deterministic_per_seed_and_differs_across_seeds():
+    a, b = world_files(WorldRecipe()), world_files(WorldRecipe())
+    assert a == b
+    assert world_files(WorldRecipe(seed=1))["gsm8k.jsonl"] != a["gsm8k.jsonl"]
+
+
+def test_the_bundled_world_files_are_the_default_recipe():
+    for name, rows in world_files(WorldRecipe()).items():
+        on_disk = [json.loads(line) for line in (WORLD_DIR / name).read_text().splitlines()]
+        assert on_disk == rows, f"{name}: run python -m ptr_pipeline.world.data"
+
+
+def test_no_eval_problem_is_in_the_pool_or_the_pretraining_corpus():
+    recipe = WorldRecipe()
+    split = tasks.eval_split(recipe.seed, recipe.eval_items, recipe.operands)
+    assert len(split.held_out) == 2 * recipe.eval_items  # distinct across both renderings
+    pool = [tasks.operands(r).key for _, r in tasks.train_rows(split, "pool", 3000, 0, recipe.operands)]
+    assert not set(pool) & split.held_out
+    conversations = corpus(recipe, split, 3000)
+    texts = " ".join(c[0]["content"] for c in conversations)
+    for a, b in list(split.held_out)[:200]:
+        assert f"{a} + {b}?" not in texts and f"{b} + {a}?" not in texts
+
+
+def test_the_query_pool_decontamination_finds_nothing_to_drop(tmp_path):
+    """The pool's own decontamination step, against the world's eval sets, proves them apart."""
+    eval_questions = [e.question for t in ("gsm8k", "arc") for e in load_examples(t, "world")]
+    table, dropped = build_query_pool(QueryPoolSettings(), eval_questions)
+    assert table.num_rows == WorldRecipe().pool_queries
+    assert dropped.get("contaminated", 0) == 0
+    # ... and the same step drops a pool query that states a held-out problem
+    leaked = load_examples("arc", "world", 1)[0].prompt
+    rows = [json.loads(line) for line in (WORLD_DIR / "queries.jsonl").read_text().splitlines()]
+    (tmp_path / "q.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in [*rows[:10], {"query": leaked}])
+    )
+    _, dropped = build_query_pool(QueryPoolSettings(source=str(tmp_path / "q.jsonl")), eval_questions)
+    assert dropped["contaminated"] == 1
