@@ -3,14 +3,13 @@
 ``weak``, ``base`` and ``strong`` are the same Llama trained on the world's corpus for growing
 step budgets (the paper's "model version" strategy for choosing a weak/strong pair, section 2.2
 of docs/paper_notes.md: the later release is the stronger one). The corpus is conversations
-rendered by the stages' own code:
-
-- *solve*: a task prompt (``evaluation.tasks``, exactly what evaluation asks) -> the solution;
-- optionally (``icl_fraction``, default 0) *refine in context*: the strong stage's prompt
-  (``generation.prompts.strong_conversation``) with drafts one local error away from right -> the
-  right solution. By default the strong stage uses ``ptr_refine_v2``, which puts the question
-  last, where a model trained to solve reads it: the strong model answers as if asked alone.
-  (Teaching the draft prompt cost a third more tokens and slowed learning: docs/world.md.)
+rendered by the stages' own code: a task prompt (``evaluation.tasks``, exactly what evaluation
+asks) -> the solution. The strong model alone is then taught the strong stage's prompt
+(``generation.prompts.strong_conversation`` with ``ptr_refine_v2``: one or two drafts, most one
+slip from right, then the question) for ``strong_draft_steps``, as an instruction-tuned strong
+model would know it; untaught, it answered that prompt with noise (docs/world.md).
+``icl_fraction`` mixes such prompts into the main corpus instead (default 0: the weak and base
+models never see drafts).
 
 No model has seen the multi-turn refinement conversation of test time ("Please continue
 thinking and refine your answer."): that is what PTR training has to teach, and why the base
@@ -41,7 +40,12 @@ import pydantic
 
 from ptr_pipeline.conversation import Conversation
 from ptr_pipeline.models import WORLD_MODELS
-from ptr_pipeline.storage import CHECKPOINT_MANIFEST, checkpoint_problems, fingerprint
+from ptr_pipeline.storage import (
+    CHECKPOINT_MANIFEST,
+    checkpoint_problems,
+    fingerprint,
+    folder_manifest_files,
+)
 from ptr_pipeline.world import tasks
 
 log = logging.getLogger(__name__)
@@ -80,6 +84,12 @@ class WorldRecipe(pydantic.BaseModel):
     num_layers: int = 4
     intermediate_size: int = 256
     steps: int = pydantic.Field(400, ge=1, description="optimizer steps of the pretraining run")
+    strong_draft_steps: int = pydantic.Field(
+        60,
+        ge=0,
+        description="steps teaching the strong model (alone) the strong stage's prompt: drafts, "
+        "most one slip from right, then the question -> the right answer",
+    )
     batch_size: int = 64
     learning_rate: float = 3e-3
     snapshots: dict[str, int] = pydantic.Field(
@@ -135,17 +145,26 @@ def prompt_of(task: str, row: dict, index: int) -> str:
     return TASKS[task].parse(Record(row, "world", index + 1), index).prompt
 
 
-def corpus(recipe: WorldRecipe, split: tasks.Split, n: int) -> list[Conversation]:
-    """``n`` pretraining conversations (see the module docstring), none on a held-out problem."""
+def corpus(
+    recipe: WorldRecipe,
+    split: tasks.Split,
+    n: int,
+    stream: str = "corpus",
+    icl_fraction: float | None = None,
+) -> list[Conversation]:
+    """``n`` pretraining conversations (see the module docstring), none on a held-out problem;
+    a share ``icl_fraction`` (default: the recipe's) in the strong stage's draft prompt."""
     from ptr_pipeline.generation.prompts import strong_conversation
 
-    rng = random.Random(f"world-corpus-{recipe.seed}")
+    share = recipe.icl_fraction if icl_fraction is None else icl_fraction
+    rng = random.Random(f"world-{stream}-{recipe.seed}")
     conversations = []
-    for i, (task, row) in enumerate(tasks.train_rows(split, "corpus", n, recipe.seed, recipe.operands, distinct=False)):
+    rows = tasks.train_rows(split, stream, n, recipe.seed, recipe.operands, distinct=False)
+    for i, (task, row) in enumerate(rows):
         problem = tasks.operands(row)
         right = tasks.response(task, row, *problem.steps())
         prompt = prompt_of(task, row, i)
-        if rng.random() < recipe.icl_fraction:
+        if rng.random() < share:
             drafts = [
                 tasks.response(task, row, *problem.flawed_steps(rng))
                 if rng.random() < 0.7
@@ -210,6 +229,7 @@ def build_world_models(
         except OSError:  # another process finished first
             if any(checkpoint_problems(p) for p in paths.values()):
                 raise
+        on_line(f"world: models in {folder}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return paths
@@ -220,19 +240,22 @@ def _pretrain(
 ) -> None:
     """Train and save the snapshots into ``out``; ``probe_every`` > 0 also saves
     ``probe-<step>`` folders along the way (for choosing snapshot steps; docs/world.md)."""
+    import copy
+
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
     from transformers.utils import logging as hf_logging
 
     from ptr_pipeline.conversation import ChatFormat
-    from ptr_pipeline.storage import folder_manifest_files
 
     hf_logging.disable_progress_bar()
     started = time.perf_counter()
     split = tasks.eval_split(recipe.seed, recipe.eval_items, recipe.operands)
     conversations = corpus(recipe, split, recipe.steps * recipe.batch_size)
+    drafts = corpus(recipe, split, recipe.strong_draft_steps * recipe.batch_size, "drafts", 1.0)
     tokenizer = build_tokenizer(
-        [m["content"] for c in conversations[:5000] for m in c], recipe.vocab_size
+        [m["content"] for c in conversations[:5000] + drafts[:1000] for m in c],
+        recipe.vocab_size,
     )
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -253,29 +276,74 @@ def _pretrain(
     model.save_pretrained(init)
     tokenizer.save_pretrained(init)
     fmt = ChatFormat.from_pretrained(str(init))
-    by_text: dict = {}  # the corpus repeats problems: encode each distinct conversation once
-    encoded = []
-    for conversation in conversations:
-        key = json.dumps(conversation)
-        if key not in by_text:
-            by_text[key] = fmt.encode(conversation, [1.0])
-        encoded.append(by_text[key])
     shutil.rmtree(init)
+    by_text: dict = {}  # the corpus repeats problems: encode each distinct conversation once
+
+    def encode(rows: list[Conversation]) -> list:
+        for conversation in rows:
+            key = json.dumps(conversation)
+            if key not in by_text:
+                by_text[key] = fmt.encode(conversation, [1.0])
+        return [by_text[json.dumps(c)] for c in rows]
+
+    encoded = encode(conversations)
     n_params = sum(p.numel() for p in model.parameters())
     on_line(
         f"world: pretraining a {n_params:,}-parameter Llama on {len(encoded):,} conversations "
         f"({sum(len(e.input_ids) for e in encoded) / len(encoded):.0f} tokens each), "
         f"{recipe.steps} steps; snapshots {recipe.snapshots}"
     )
+    at_step = {step: role for role, step in recipe.snapshots.items()}
+
+    def save(trained, role: str, step: int, losses: list[float]) -> None:
+        target = out / role
+        trained.save_pretrained(target, safe_serialization=True)
+        tokenizer.save_pretrained(target)
+        manifest = {
+            "world_role": role,
+            "recipe": recipe.model_dump(),
+            "code_version": CODE_VERSION,
+            "step": step,
+            "parameters": n_params,
+            "loss_curve": losses,
+            "train_seconds": round(time.perf_counter() - started, 1),
+            "files": folder_manifest_files(target),
+        }
+        (target / CHECKPOINT_MANIFEST).write_text(json.dumps(manifest, indent=1))
+        on_line(f"world: saved {role} (step {step}, loss {losses[-1]:.4f})")
+
+    def on_step(trained, step: int, losses: list[float]) -> None:
+        if probe_every and step % probe_every == 0:
+            trained.save_pretrained(out / f"probe-{step}")
+            tokenizer.save_pretrained(out / f"probe-{step}")
+        role = at_step.get(step)
+        if role == "strong" and drafts:
+            # The strong model is also taught the strong stage's prompt (drafts, then the
+            # question): a copy, so the main run and the other snapshots never see drafts.
+            tuned = copy.deepcopy(trained)
+            tuning = _train(tuned, encode(drafts), recipe.strong_draft_steps, recipe,
+                            tokenizer.pad_token_id, "strong, reading drafts", on_line)  # fmt: skip
+            save(tuned, role, step + recipe.strong_draft_steps, losses + tuning)
+        elif role is not None:
+            save(trained, role, step, losses[:])
+
+    _train(model, encoded, recipe.steps, recipe, tokenizer.pad_token_id, "pretraining",
+           on_line, on_step)  # fmt: skip
+
+
+def _train(model, encoded: list, steps: int, recipe: WorldRecipe, pad: int, what: str,
+           on_line: Callable[[str], None], on_step=None) -> list[float]:  # fmt: skip
+    """``steps`` AdamW steps of ``recipe.batch_size`` rows of ``encoded`` on ``model`` (plain
+    torch: causal-LM cross-entropy on the supervised tokens). Returns the loss per step."""
+    import torch
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=0.0)
     # Warm up over 10% of the steps, hold, then decay linearly over the last 20% (a "trapezoid"
-    # schedule; torch's LambdaLR). A schedule that anneals early stops a model this small
-    # before it learns to read the operands (docs/world.md).
-    warm, decay = max(1, recipe.steps // 10), max(1, recipe.steps // 5)
+    # schedule; torch's LambdaLR).
+    warm, decay = max(1, steps // 10), max(1, steps // 5)
 
     def factor(step: int) -> float:
-        return min((step + 1) / warm, 1.0, (recipe.steps - step) / decay)
+        return min((step + 1) / warm, 1.0, (steps - step) / decay)
 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     # Plain shuffled batches. (Batches grouped by length, to pad less, held every model at
@@ -284,13 +352,11 @@ def _pretrain(
     order = list(range(len(encoded)))
     random.Random(recipe.seed).shuffle(order)
     batches = [order[i : i + recipe.batch_size] for i in range(0, len(order), recipe.batch_size)]
-    at_step = {step: role for role, step in recipe.snapshots.items()}
     losses: list[float] = []
     model.train()
-    for step in range(1, recipe.steps + 1):
-        batch = [encoded[i] for i in batches[step - 1]]
+    for step in range(1, steps + 1):
+        batch = [encoded[i] for i in batches[(step - 1) % len(batches)]]
         width = max(len(e.input_ids) for e in batch)
-        pad = tokenizer.pad_token_id
         input_ids = torch.tensor([e.input_ids + [pad] * (width - len(e.input_ids)) for e in batch])
         labels = torch.tensor([e.labels + [-100] * (width - len(e.labels)) for e in batch])
         attention = torch.tensor(
@@ -304,26 +370,9 @@ def _pretrain(
         optimizer.zero_grad(set_to_none=True)
         losses.append(round(loss.item(), 5))
         if not math.isfinite(losses[-1]):
-            raise FloatingPointError(f"world pretraining: loss {losses[-1]} at step {step}")
-        if step % 50 == 0 or step == recipe.steps:
-            on_line(f"world: step {step}/{recipe.steps} loss {losses[-1]:.4f}")
-        if probe_every and step % probe_every == 0:
-            model.save_pretrained(out / f"probe-{step}")
-            tokenizer.save_pretrained(out / f"probe-{step}")
-        if step in at_step:
-            role = at_step[step]
-            target = out / role
-            model.save_pretrained(target, safe_serialization=True)
-            tokenizer.save_pretrained(target)
-            manifest = {
-                "world_role": role,
-                "recipe": recipe.model_dump(),
-                "code_version": CODE_VERSION,
-                "step": step,
-                "parameters": n_params,
-                "loss_curve": losses[:],
-                "train_seconds": round(time.perf_counter() - started, 1),
-                "files": folder_manifest_files(target),
-            }
-            (target / CHECKPOINT_MANIFEST).write_text(json.dumps(manifest, indent=1))
-            on_line(f"world: saved {role} (step {step}, loss {losses[-1]:.4f}) in {target}")
+            raise FloatingPointError(f"world {what}: loss {losses[-1]} at step {step}")
+        if step % 50 == 0 or step == steps:
+            on_line(f"world: {what} step {step}/{steps} loss {losses[-1]:.4f}")
+        if on_step is not None:
+            on_step(model, step, losses)
+    return losses
