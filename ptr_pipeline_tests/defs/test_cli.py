@@ -23,9 +23,14 @@ def _command(args: list[str], home, tmp_path, config: dict | None = None, name: 
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir(exist_ok=True)
     shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
-    if "-j" in args:  # jobs hold the models: the random tiny ones (plumbing; the world is slow)
+    if "-j" in args:  # jobs hold the models: the random tiny ones (plumbing; the world is slow),
+        # whose noise the default filter would drop
         config = {**(config or {})}
-        config["ops"] = {"models": {"config": TINY}, **config.get("ops", {})}
+        config["ops"] = {
+            "models": {"config": TINY},
+            "consistency_filter": {"config": {"min_step_similarity": 0.0}},
+            **config.get("ops", {}),
+        }
     if config is not None:
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(config))
         args = [*args, "-c", str(tmp_path / f"{name}.yaml")]
