@@ -54,41 +54,52 @@ def report(root: Path) -> int:
     if comparisons.exists():
         print("\nPaired differences, in accuracy points [paired bootstrap 95% interval]:\n")
         print(comparisons_markdown(pq.read_table(comparisons)))
-    scores = [pq.read_table(p) for p in sorted(artifacts.glob("eval_scores/*/latest.parquet"))]
-    if scores:
-        # The task where PTR's last round scores best: its trip shows the method, not chance.
-        best = max(scores, key=lambda t: _last_round_accuracy(table, t.column("task")[0].as_py()))
-        print("\nOne held-out item, round by round:\n")
-        print(trip_markdown(best))
+    paths = sorted(artifacts.glob("eval_scores/*/latest.parquet"))
+    if paths:
+        # gsm8k when present (the world's task the models learned), else the first task; the
+        # item: the first PTR got wrong at round 1 and right at its last round, else the first.
+        chosen = next((p for p in paths if p.parent.name == "gsm8k"), paths[0])
+        print("\nOne held-out item, round by round (the first PTR fixed, else the first):\n")
+        print(trip_markdown(pq.read_table(chosen)))
     return 0
-
-
-def _last_round_accuracy(summary, task: str) -> float:
-    rows = [r for r in summary.to_pylist() if r["task"] == task and r["model_role"] == "ptr"]
-    return max(rows, key=lambda r: r["round"])["accuracy"] if rows else 0.0
 
 
 def refine_command(args: argparse.Namespace, root: Path) -> int:
     from ptr_pipeline.engines import Sampling, make_generator
     from ptr_pipeline.evaluation.rounds import refine
     from ptr_pipeline.evaluation.tasks import TASKS, load_examples
-    from ptr_pipeline.records import read_records
+    from ptr_pipeline.models import check_model_spec
+    from ptr_pipeline.records import InputError, read_records
+
+    def check_model_problem(spec: str) -> str | None:
+        try:
+            check_model_spec(spec)
+        except ValueError as e:
+            return f"error: --checkpoint {e}"
+        return None
 
     checkpoint = args.checkpoint or str(root / "artifacts" / "ptr_checkpoint" / "latest")
     if not args.checkpoint and not Path(checkpoint).exists():
         print(f"no checkpoint at {checkpoint}: materialize ptr_checkpoint or pass --checkpoint",
               file=sys.stderr)  # fmt: skip
         return 2
+    if args.checkpoint and check_model_problem(args.checkpoint):
+        print(check_model_problem(args.checkpoint), file=sys.stderr)
+        return 2
     golds: list[str | None]
-    if args.question is not None:
-        prompts, golds = [args.question], [None]
-    elif args.task:
-        examples = load_examples(args.task, args.file, args.limit)
-        prompts, golds = [e.prompt for e in examples], [e.gold for e in examples]
-    else:
-        records = read_records(args.file)[: args.limit]
-        prompts = [r.text(args.field) for r in records]
-        golds = [None] * len(prompts)
+    try:
+        if args.question is not None:
+            prompts, golds = [args.question], [None]
+        elif args.task:
+            examples = load_examples(args.task, args.file, args.limit)
+            prompts, golds = [e.prompt for e in examples], [e.gold for e in examples]
+        else:
+            records = read_records(args.file)[: args.limit]
+            prompts = [r.text(args.field) for r in records]
+            golds = [None] * len(prompts)
+    except InputError as e:  # names the file, row and field: one line is enough
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     generator = make_generator(
         args.backend, str(Path(checkpoint).resolve()) if Path(checkpoint).exists() else checkpoint,
         device=args.device, batch_size=args.batch_size,
@@ -114,7 +125,9 @@ def refine_command(args: argparse.Namespace, root: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ptr_pipeline", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m ptr_pipeline", description=__doc__.split("\n\n")[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("report", help="artifact paths, figures, score tables, paired differences")
     r = sub.add_parser(
@@ -124,14 +137,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     given = r.add_mutually_exclusive_group(required=True)
     given.add_argument("--question", help="one question, asked as the user turn")
-    given.add_argument("--file", help="questions: any file the pipeline reads (JSONL, Parquet, ...)")
+    given.add_argument(
+        "--file", help="questions: any file the pipeline reads (JSONL, Parquet, ...)"
+    )
     r.add_argument("--checkpoint", help="a folder or hub id (default: the latest ptr_checkpoint)")
     r.add_argument("--rounds", type=int, default=3, help="refinement rounds (default 3)")
     r.add_argument("--field", default="question", help="--file: the field holding the question")
     r.add_argument("--task", choices=sorted(_task_names()),
                    help="--file is in this eval task's schema: prompt as evaluation does, and "
                    "show the extracted answer and the gold")  # fmt: skip
-    r.add_argument("--limit", type=int, help="--file: the first N questions")
+    r.add_argument("--limit", type=_positive, help="--file: the first N questions")
     r.add_argument("--json", action="store_true", help="one JSON line per question")
     r.add_argument("--refine-prompt", default=REFINE_PROMPT)
     r.add_argument("--max-new-tokens", type=int, default=64)
@@ -146,6 +161,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.task and not args.file:
         parser.error("--task needs --file")
     return refine_command(args, default_root())
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+    return value
 
 
 def _task_names() -> list[str]:

@@ -52,6 +52,8 @@ def check_model_spec(spec: str) -> str:
         raise ValueError(f"unknown world model {spec!r}; choose one of {list(WORLD_MODELS)}")
     if not spec.strip():
         raise ValueError("empty model setting")
+    if spec.startswith(("/", "./", "../", "~")) and not Path(spec).expanduser().is_dir():
+        raise ValueError(f"{spec}: no such model folder")
     return spec
 
 

@@ -13,8 +13,10 @@ def test_refine_answers_every_round_like_evaluation(models_home, tmp_path, capsy
     model = models_home.resolve_model("tiny:strong")
     examples = load_examples("gsm8k", "world", 3)
     (tmp_path / "q.jsonl").write_text(
-        "".join(json.dumps({"question": e.question, "answer": f"x\n#### {e.gold}"}) + "\n"
-                for e in examples)  # fmt: skip
+        "".join(
+            json.dumps({"question": e.question, "answer": f"x\n#### {e.gold}"}) + "\n"
+            for e in examples
+        )
     )
     argv = ["refine", "--checkpoint", model, "--file", str(tmp_path / "q.jsonl"),
             "--task", "gsm8k", "--rounds", "3", "--max-new-tokens", "8", "--json"]  # fmt: skip
@@ -27,7 +29,9 @@ def test_refine_answers_every_round_like_evaluation(models_home, tmp_path, capsy
     assert [line["gold"] for line in lines] == [e.gold for e in examples]
     for i, line in enumerate(lines):
         assert line["question"] == examples[i].prompt  # rendered by the task, as evaluation does
-        assert line["rounds"] == [r["response"] for r in expected if r["example_id"] == examples[i].id]
+        assert line["rounds"] == [
+            r["response"] for r in expected if r["example_id"] == examples[i].id
+        ]
         assert len(line["extracted"]) == 3
 
 
@@ -46,3 +50,11 @@ def test_refine_without_a_checkpoint_says_what_to_do(tmp_path, monkeypatch, caps
     assert "materialize ptr_checkpoint or pass --checkpoint" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["refine", "--question", "Hi", "--rounds", "0"])
+    with pytest.raises(SystemExit):
+        main(["refine", "--file", "q.jsonl", "--limit", "0"])
+    assert main(["refine", "--question", "Hi", "--checkpoint", str(tmp_path / "nope")]) == 2
+    assert "no such model folder" in capsys.readouterr().err
+    (tmp_path / "q.jsonl").write_text('{"text": "Hi"}\n')
+    checkpoint = str(tmp_path)  # any existing folder: the file is refused before a model loads
+    assert main(["refine", "--file", str(tmp_path / "q.jsonl"), "--checkpoint", checkpoint]) == 2
+    assert "row 1: missing field 'question'" in capsys.readouterr().err

@@ -37,6 +37,19 @@ class ModelsConfig(dg.Config):
     strong: ModelSpec = pydantic.Field("world:strong", description="refines the thoughts")
     world: WorldRecipeConfig = pydantic.Field(default_factory=WorldRecipeConfig)
 
+    @pydantic.model_validator(mode="after")
+    def _bundled_data(self) -> "ModelsConfig":
+        # The stages read the world's bundled eval sets and queries, drawn for the default
+        # recipe: another seed or operand range would pretrain on held-out problems.
+        changed = world.data_fields_changed(self.world.model_dump())
+        if changed:
+            raise ValueError(
+                f"world.{changed[0]}: the bundled world eval sets and queries are the default "
+                "recipe's; changing the world's data (seed, operands, sizes) is not supported "
+                "yet (models and training settings are)"
+            )
+        return self
+
 
 @dg.multi_asset(
     specs=[

@@ -72,7 +72,9 @@ def fine_tune(
             base_model=base_model.column("spec")[0].as_py(),
         )
         figure = home.artifacts / key / "loss.png"
-        png = loss_plot({key.removesuffix("_checkpoint"): result.manifest["summary"]["loss_curve"]}, figure)
+        png = loss_plot(
+            {key.removesuffix("_checkpoint"): result.manifest["summary"]["loss_curve"]}, figure
+        )
         yield dg.MaterializeResult(
             asset_key=key,
             value=result.checkpoint,

@@ -74,9 +74,7 @@ def evaluate_rounds(
     Returns:
         A ``schemas.EVAL_SCORES`` table, one row per (example, round).
     """
-    answers = refine(
-        [e.prompt for e in examples], generator, num_rounds, refine_prompt, sampling
-    )
+    answers = refine([e.prompt for e in examples], generator, num_rounds, refine_prompt, sampling)
     rows = []
     for round_ in range(1, num_rounds + 1):
         for example, responses in zip(examples, answers, strict=True):
@@ -275,7 +273,9 @@ def trip_markdown(scores: pa.Table, example_id: str | None = None) -> str:
         "| model | round | answer | extracted | correct |",
         "|---|---|---|---|---|",
     ]
-    for (role, round_), r in sorted(cells.items(), key=lambda c: (ROLE_ORDER.get(c[0][0], 9), c[0])):
+    for (role, round_), r in sorted(
+        cells.items(), key=lambda c: (ROLE_ORDER.get(c[0][0], 9), c[0])
+    ):
         answer = r["response"].replace("\n", " ").replace("|", "\\|")
         lines.append(
             f"| {role} | {round_} | {answer} | {r['extracted']} | {'yes' if r['correct'] else 'no'} |"

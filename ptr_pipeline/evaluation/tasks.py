@@ -178,7 +178,9 @@ def load_examples(
     """
     if task not in TASKS:
         raise KeyError(f"unknown eval task {task!r}; choose from {sorted(TASKS)}")
-    path = str(eval_sample(task, source or "bundled")) if source in (None, *NAMED_SOURCES) else source
+    path = (
+        str(eval_sample(task, source or "bundled")) if source in (None, *NAMED_SOURCES) else source
+    )
     records = read_records(path, split=split, csv_columns=TASKS[task].csv_columns)
     examples = []
     for i, record in enumerate(records[:limit]):

@@ -89,6 +89,5 @@ class RefineSettings(_GenerationSettings):
     temperature: float = pydantic.Field(
         0.0,
         ge=0.0,
-        description="0 = greedy: the strong model's best answer (in the world, sampling at 0.7 "
-        "took the strong model from 97% to 35% right: docs/world.md)",
+        description="0 = greedy: the strong model's best answer",
     )

@@ -60,9 +60,7 @@ def build_query_pool(
             or a source from which no query survives cleaning.
     """
     source = (
-        str(query_sample(settings.source))
-        if settings.source in NAMED_SOURCES
-        else settings.source
+        str(query_sample(settings.source)) if settings.source in NAMED_SOURCES else settings.source
     )
     records = read_records(source, split=settings.split)
     contaminated = _ngram_index(eval_questions or [], settings.decontaminate_ngram)

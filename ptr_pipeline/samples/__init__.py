@@ -9,7 +9,9 @@ from pathlib import Path
 
 SAMPLES_DIR = Path(__file__).parent
 QUERIES = SAMPLES_DIR / "queries.jsonl"
-WORLD_DIR = SAMPLES_DIR / "world"  # the miniature world's eval sets and queries (ptr_pipeline.world)
+WORLD_DIR = (
+    SAMPLES_DIR / "world"
+)  # the miniature world's eval sets and queries (ptr_pipeline.world)
 
 
 NAMED_SOURCES = ("bundled", "world")  # source settings that name packaged files

@@ -7,6 +7,7 @@ from ptr_pipeline.world.models import (
     ROLES,
     WorldRecipe,
     build_world_models,
+    data_fields_changed,
     describe,
     world_folder,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "WORLD_TASKS",
     "WorldRecipe",
     "build_world_models",
+    "data_fields_changed",
     "describe",
     "models",
     "resolve_models",

@@ -50,7 +50,7 @@ from ptr_pipeline.world import tasks
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = "world_v1"
+CODE_VERSION = "world_v2"  # bump with any change below (schedule, tokenizer sample, ...)
 ROLES = WORLD_MODELS
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -84,6 +84,9 @@ class WorldRecipe(pydantic.BaseModel):
     num_layers: int = 4
     intermediate_size: int = 256
     steps: int = pydantic.Field(400, ge=1, description="optimizer steps of the pretraining run")
+    strong_draft_share: float = pydantic.Field(
+        0.5, ge=0.0, le=1.0, description="share of draft prompts in the strong model's tuning"
+    )
     strong_draft_steps: int = pydantic.Field(
         60,
         ge=0,
@@ -105,6 +108,9 @@ class WorldRecipe(pydantic.BaseModel):
             raise ValueError("min_operand > max_operand")
         if sorted(self.snapshots) != sorted(ROLES):
             raise ValueError(f"snapshots must name {list(ROLES)}")
+        steps = [self.snapshots[role] for role in ROLES]
+        if not steps[0] < steps[1] < steps[2]:
+            raise ValueError(f"snapshots must grow weak < base < strong (got {self.snapshots})")
         if not all(1 <= s <= self.steps for s in self.snapshots.values()):
             raise ValueError(f"snapshot steps must lie in 1..steps={self.steps}")
         return self
@@ -115,6 +121,15 @@ class WorldRecipe(pydantic.BaseModel):
 
     def key(self) -> str:
         return fingerprint(self.model_dump(), CODE_VERSION)[:12]
+
+
+DATA_FIELDS = ("seed", "min_operand", "max_operand", "eval_items", "pool_queries")
+
+
+def data_fields_changed(recipe: dict) -> list[str]:
+    """The fields of ``recipe`` that decide the bundled data and differ from the default."""
+    default = WorldRecipe().model_dump()
+    return [f for f in DATA_FIELDS if recipe.get(f, default[f]) != default[f]]
 
 
 def world_folder(models_dir: Path, recipe: WorldRecipe) -> Path:
@@ -254,7 +269,10 @@ def _pretrain(
     conversations = corpus(recipe, split, recipe.steps * recipe.batch_size)
     # Half draft prompts, half plain questions: the strong model learns the one without
     # forgetting the other (all drafts cost it 16 points on plain questions: docs/world.md).
-    drafts = corpus(recipe, split, recipe.strong_draft_steps * recipe.batch_size, "drafts", 0.5)
+    drafts = corpus(
+        recipe, split, recipe.strong_draft_steps * recipe.batch_size, "drafts",
+        recipe.strong_draft_share,
+    )  # fmt: skip
     tokenizer = build_tokenizer(
         [m["content"] for c in conversations[:5000] + drafts[:1000] for m in c],
         recipe.vocab_size,

@@ -1,18 +1,18 @@
-"""The miniature world's task family: multi-digit addition, solved digit by digit.
+"""The miniature world's task family: addition, solved digit by digit.
 
-A problem is a pair of operands. Its solution is a scratchpad from the least significant digit up,
-each step with its carry ("7+9+0=16 4+8+1=13 3+5+1=9"), then the answer: a format a model of a
-million parameters learns in a few hundred steps, where plain most-significant-first answers stay
-near 0% (docs/world.md). Errors are local (one wrong digit sum, one dropped carry), so a second
+A problem is a pair of operands (two digits each by default). Its solution is a scratchpad from
+the least significant digit up, each step with its carry ("8+9+0=17 5+5+1=11"), then the answer:
+a format a model of a million parameters learns in a few hundred steps, where plain
+most-significant-first answers stay near 0% (docs/world.md). Errors are local (one wrong digit sum, one dropped carry), so a second
 attempt that checks each step can fix a first one.
 
 Two renderings in the Hugging Face hub schemas the eval stage already reads, so its loaders,
 prompts and extractors run unchanged on the world:
 
-- ``gsm8k`` (``openai/gsm8k``): "What is 347 + 589?"; the answer field is the scratchpad then
-  ``#### 936``; a response ends "The answer is 936.".
-- ``arc`` (``allenai/ai2_arc``): "Which number equals 347 + 589?" with four options, the three
-  wrong ones each one local error away from the sum; a response ends "The answer is (B).".
+- ``gsm8k`` (``openai/gsm8k``): "What is 58 + 59?"; the answer field is the scratchpad then
+  ``#### 117``; a response ends "The answer is 117.".
+- ``arc`` (``allenai/ai2_arc``): "Which number equals 58 + 15?" with four options, the three
+  wrong ones each one local error away from the sum; a response ends "The answer is (D).".
 
 Everything is a pure function of a seed. The held-out eval problems are drawn first and excluded,
 by their operands, from every other draw (query pool, pretraining corpus), in both renderings.
@@ -66,10 +66,9 @@ class Problem:
 
 
 def draw_problem(rng: random.Random, operands: tuple[int, int]) -> Problem:
-    """Two operands drawn from ``operands`` (inclusive). The world's default, 500 to 999, gives
-    every problem the same shape: 3-digit operands and a 4-digit sum, so each digit a step needs
-    sits at the same place in every prompt (docs/world.md: mixed lengths kept a 0.7M-parameter
-    model at 0%)."""
+    """Two operands drawn from ``operands`` (inclusive). The world's default, 10 to 99, gives
+    every problem the same operand shape, so each digit a step needs sits at the same place in
+    every prompt (docs/world.md: mixed lengths kept a 0.7M-parameter model at 0%)."""
     low, high = operands
     return Problem(rng.randint(low, high), rng.randint(low, high))
 

@@ -17,6 +17,13 @@ DAGSTER = str(Path(sys.executable).parent / "dagster")
 
 
 TINY = {"weak": "tiny:weak", "base": "tiny:base", "strong": "tiny:strong"}
+# Random tiny models: greedy decoding ends at once (empty answers) and their noise fails the
+# default filter, so jobs sample the strong model and keep every progression.
+PLUMBING = {
+    "models": TINY,
+    "strong_refinements": {"temperature": 0.7},
+    "consistency_filter": {"min_step_similarity": 0.0},
+}
 
 
 def _command(args: list[str], home, tmp_path, config: dict | None = None, name: str = "run"):
@@ -26,11 +33,11 @@ def _command(args: list[str], home, tmp_path, config: dict | None = None, name: 
     if "-j" in args:  # jobs hold the models: the random tiny ones (plumbing; the world is slow),
         # whose noise the default filter would drop
         config = {**(config or {})}
-        config["ops"] = {
-            "models": {"config": TINY},
-            "consistency_filter": {"config": {"min_step_similarity": 0.0}},
-            **config.get("ops", {}),
-        }
+        ops = {k: {"config": dict(v.get("config", {}))} for k, v in config.get("ops", {}).items()}
+        for op, defaults in PLUMBING.items():  # the test's own settings win
+            entry = ops.setdefault(op, {"config": {}})
+            entry["config"] = {**defaults, **entry["config"]}
+        config["ops"] = ops
     if config is not None:
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(config))
         args = [*args, "-c", str(tmp_path / f"{name}.yaml")]

@@ -17,7 +17,9 @@ SMALL = {
         "consistency_filter": {"config": {"min_step_similarity": 0.0}},  # tiny models write noise
         "query_pool": {"config": {"max_queries": 6}},
         "weak_thoughts": {"config": {"max_new_tokens": 12, "shard_size": 4}},
-        "strong_refinements": {"config": {"max_new_tokens": 12, "num_rounds": 2}},
+        "strong_refinements": {
+            "config": {"max_new_tokens": 12, "num_rounds": 2, "temperature": 0.7}
+        },
         "fine_tune": {"config": {"max_steps": 3, "micro_batch_size": 2, "learning_rate": 0.01}},
         "eval_scores": {"config": {"max_examples": 3, "num_rounds": 2, "max_new_tokens": 8}},
     }

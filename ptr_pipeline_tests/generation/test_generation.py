@@ -82,7 +82,9 @@ def test_generate_thoughts_rows_provenance_and_resume(home, weak, models_home):
     assert generate_thoughts(queries, settings, never(weak.model), home.work).equals(table)
     # Another model: its fingerprint re-keys the cache.
     with pytest.raises(AssertionError, match="must not load"):
-        generate_thoughts(queries, settings, never(models_home.resolve_model("tiny:base")), home.work)
+        generate_thoughts(
+            queries, settings, never(models_home.resolve_model("tiny:base")), home.work
+        )
     # Changed settings: a new computation.
     other = generate_thoughts(
         queries, settings.model_copy(update={"seed": 1}), lazy(weak), home.work

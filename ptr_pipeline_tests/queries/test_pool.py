@@ -17,13 +17,19 @@ def _jsonl(path, records):
 
 
 def test_bundled_pool_is_clean_and_sampled():
-    table, dropped = build_query_pool(QueryPoolSettings(source="bundled", max_queries=10, decontaminate_tasks=[]))
+    table, dropped = build_query_pool(
+        QueryPoolSettings(source="bundled", max_queries=10, decontaminate_tasks=[])
+    )
     schemas.validate(table, schemas.QUERY_POOL, "query_pool")
     assert table.num_rows == 10 and dropped["not_sampled"] > 0
     assert len(set(table.column("query_id").to_pylist())) == 10
-    again, _ = build_query_pool(QueryPoolSettings(source="bundled", max_queries=10, decontaminate_tasks=[]))
+    again, _ = build_query_pool(
+        QueryPoolSettings(source="bundled", max_queries=10, decontaminate_tasks=[])
+    )
     assert again.equals(table)  # seeded
-    other, _ = build_query_pool(QueryPoolSettings(source="bundled", max_queries=10, seed=1, decontaminate_tasks=[]))
+    other, _ = build_query_pool(
+        QueryPoolSettings(source="bundled", max_queries=10, seed=1, decontaminate_tasks=[])
+    )
     assert not other.equals(table)
 
 

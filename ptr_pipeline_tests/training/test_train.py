@@ -235,7 +235,10 @@ def test_too_few_rows_are_refused_before_launch(models_home, tmp_path):
         TrainingFailed, match=r"1 training rows .* fewer than num_gpus=2 x micro_batch_size=4 = 8"
     ):
         train_in_subprocess(
-            _dataset(1), TrainSettings(num_gpus=2, micro_batch_size=4), models_home.resolve_model("tiny:base"), tmp_path
+            _dataset(1),
+            TrainSettings(num_gpus=2, micro_batch_size=4),
+            models_home.resolve_model("tiny:base"),
+            tmp_path,
         )
     with pytest.raises(
         TrainingFailed, match=r"0 training rows fit max_seq_len=16 \(2 longer rows dropped\)"

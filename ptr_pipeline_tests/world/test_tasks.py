@@ -59,7 +59,9 @@ def test_no_eval_problem_is_in_the_pool_or_the_pretraining_corpus():
     recipe = WorldRecipe()
     split = tasks.eval_split(recipe.seed, recipe.eval_items, recipe.operands)
     assert len(split.held_out) == 2 * recipe.eval_items  # distinct across both renderings
-    pool = [tasks.operands(r).key for _, r in tasks.train_rows(split, "pool", 3000, 0, recipe.operands)]
+    pool = [
+        tasks.operands(r).key for _, r in tasks.train_rows(split, "pool", 3000, 0, recipe.operands)
+    ]
     assert not set(pool) & split.held_out
     conversations = corpus(recipe, split, 3000)
     texts = " ".join(c[0]["content"] for c in conversations)
@@ -79,5 +81,7 @@ def test_the_query_pool_decontamination_finds_nothing_to_drop(tmp_path):
     (tmp_path / "q.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in [*rows[:10], {"query": leaked}])
     )
-    _, dropped = build_query_pool(QueryPoolSettings(source=str(tmp_path / "q.jsonl")), eval_questions)
+    _, dropped = build_query_pool(
+        QueryPoolSettings(source=str(tmp_path / "q.jsonl")), eval_questions
+    )
     assert dropped["contaminated"] == 1
