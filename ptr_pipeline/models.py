@@ -143,21 +143,28 @@ def _strings(value) -> list[str]:
     return [str(value)]
 
 
-def build_tiny_tokenizer():
-    """A byte-level BPE tokenizer trained on the bundled samples, with a ChatML chat template."""
+def train_chat_tokenizer(texts, vocab_size: int, split_digits: bool = False):
+    """A byte-level BPE tokenizer (``tokenizers``) trained on ``texts``, with the ChatML template,
+    ``<|im_end|>`` as EOS and left padding; ``split_digits``: one token per digit
+    (``pre_tokenizers.Digits``), as the world's arithmetic needs."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = (
+        pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+        if split_digits
+        else byte_level
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE,
+        vocab_size=vocab_size,
         special_tokens=SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_training_corpus(), trainer=trainer)
+    tok.train_from_iterator(texts, trainer=trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",
@@ -165,6 +172,11 @@ def build_tiny_tokenizer():
         padding_side="left",
         chat_template=CHAT_TEMPLATE,
     )
+
+
+def build_tiny_tokenizer():
+    """A byte-level BPE tokenizer trained on the bundled samples, with a ChatML chat template."""
+    return train_chat_tokenizer(_training_corpus(), VOCAB_SIZE)
 
 
 def _build_tiny(name: str, folder: Path) -> None:

@@ -39,7 +39,7 @@ from pathlib import Path
 import pydantic
 
 from ptr_pipeline.conversation import Conversation
-from ptr_pipeline.models import WORLD_MODELS
+from ptr_pipeline.models import WORLD_MODELS, train_chat_tokenizer
 from ptr_pipeline.storage import (
     CHECKPOINT_MANIFEST,
     checkpoint_problems,
@@ -52,11 +52,6 @@ log = logging.getLogger(__name__)
 
 CODE_VERSION = "world_v2"  # bump with any change below (schedule, tokenizer sample, ...)
 ROLES = WORLD_MODELS
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-SPECIAL_TOKENS = ["<|pad|>", "<|im_start|>", "<|im_end|>"]
 
 
 class WorldRecipe(pydantic.BaseModel):
@@ -195,31 +190,7 @@ def corpus(
 
 def build_tokenizer(texts: list[str], vocab_size: int):
     """Byte-level BPE with one token per digit, ChatML template, ``<|im_end|>`` as EOS."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Digits(individual_digits=True),
-            pre_tokenizers.ByteLevel(add_prefix_space=False),
-        ]
-    )
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        eos_token="<|im_end|>",
-        pad_token="<|pad|>",
-        padding_side="left",
-        chat_template=CHAT_TEMPLATE,
-    )
+    return train_chat_tokenizer(texts, vocab_size, split_digits=True)
 
 
 def build_world_models(
