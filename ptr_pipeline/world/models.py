@@ -4,12 +4,11 @@
 step budgets (the paper's "model version" strategy for choosing a weak/strong pair, section 2.2
 of docs/paper_notes.md: the later release is the stronger one). The corpus is conversations
 rendered by the stages' own code: a task prompt (``evaluation.tasks``, exactly what evaluation
-asks) -> the solution. The strong model alone is then taught the strong stage's prompt
-(``generation.prompts.strong_conversation`` with ``ptr_refine_v2``: one or two drafts, most one
-slip from right, then the question) for ``strong_draft_steps``, as an instruction-tuned strong
-model would know it; untaught, it answered that prompt with noise (docs/world.md).
-``icl_fraction`` mixes such prompts into the main corpus instead (default 0: the weak and base
-models never see drafts).
+asks) -> the solution; a share ``icl_fraction`` of it asks in the strong stage's prompt
+(``generation.prompts.strong_conversation`` with ``ptr_refine_v2``: one or two hurried drafts,
+``tasks.Problem.draft_steps``, then the question), as an instruction-tuned model would know
+such prompts. Models that never saw drafts answered that prompt with noise, and models taught
+it only after pretraining copied the drafts' digits (docs/world.md).
 
 No model has seen the multi-turn refinement conversation of test time ("Please continue
 thinking and refine your answer."): that is what PTR training has to teach, and why the base
@@ -50,7 +49,7 @@ from ptr_pipeline.world import tasks
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = "world_v2"  # bump with any change below (schedule, tokenizer sample, ...)
+CODE_VERSION = "world_v3"  # bump with any change below (schedule, tokenizer sample, ...)
 ROLES = WORLD_MODELS
 
 
@@ -68,32 +67,39 @@ class WorldRecipe(pydantic.BaseModel):
     eval_items: int = pydantic.Field(500, ge=1, description="held-out problems per task")
     pool_queries: int = pydantic.Field(600, ge=1, description="queries offered to the query pool")
     icl_fraction: float = pydantic.Field(
-        0.0,
+        0.3,
         ge=0.0,
         le=1.0,
-        description="share of the corpus in the strong stage's draft prompt (0: the strong model "
-        "reads the question after the drafts, where ptr_refine_v2 puts it, as if asked alone)",
+        description="share of the corpus in the strong stage's draft prompt: hurried drafts, then "
+        "the question -> the right answer (models that never saw drafts copied their digits: "
+        "docs/world.md, tries 17-19)",
     )
     vocab_size: int = pydantic.Field(512, ge=300)
     hidden_size: int = 128
     num_layers: int = 4
     intermediate_size: int = 256
     steps: int = pydantic.Field(400, ge=1, description="optimizer steps of the pretraining run")
-    strong_draft_share: float = pydantic.Field(
-        0.5, ge=0.0, le=1.0, description="share of draft prompts in the strong model's tuning"
-    )
-    strong_draft_steps: int = pydantic.Field(
-        60,
-        ge=0,
-        description="steps teaching the strong model (alone) the strong stage's prompt: drafts, "
-        "most one slip from right, then the question -> the right answer",
+    draft_slip_rate: float = pydantic.Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="chance that a step of a taught draft misreads a digit or mis-adds "
+        "(tasks.Problem.draft_steps)",
     )
     batch_size: int = 64
     learning_rate: float = 3e-3
+    torch_threads: int = pydantic.Field(
+        2,
+        ge=1,
+        description="torch threads while building: float sums depend on the thread count, so "
+        "the same recipe builds the same models whatever OMP_NUM_THREADS says (2: the build "
+        "takes 0.7 s a step on 2 cores against 1.2 s on one)",
+    )
     snapshots: dict[str, int] = pydantic.Field(
-        # Measured (GSM8K rendering, 500 held-out items): 18.0% at step 225 and 46.2% at 275,
-        # 84% for the strong model when its draft tuning held no plain questions (docs/world.md).
-        default_factory=lambda: {"weak": 250, "base": 300, "strong": 400},
+        # Measured (GSM8K rendering, 500 held-out items, docs/world.md try 20): 33.6% at step
+        # 285, 70.4% at 310, 100% at 400. Accuracy jumps between neighbouring steps here
+        # (57.4% at 290, 39.4% at 295), so a snapshot step is chosen by measuring, not by rule.
+        default_factory=lambda: {"weak": 285, "base": 310, "strong": 400},
         description="step at which each model is saved",
     )
 
@@ -164,6 +170,13 @@ def corpus(
 ) -> list[Conversation]:
     """``n`` pretraining conversations (see the module docstring), none on a held-out problem;
     a share ``icl_fraction`` (default: the recipe's) in the strong stage's draft prompt."""
+    return [c for c, _ in _corpus(recipe, split, n, stream, icl_fraction)]
+
+
+def _corpus(
+    recipe: WorldRecipe, split: tasks.Split, n: int, stream: str, icl_fraction: float | None
+) -> list[tuple[Conversation, str]]:
+    """``corpus``, each conversation with its layout: "plain" or the draft prompt's template."""
     from ptr_pipeline.generation.prompts import strong_conversation
 
     share = recipe.icl_fraction if icl_fraction is None else icl_fraction
@@ -174,17 +187,17 @@ def corpus(
         problem = tasks.operands(row)
         right = tasks.response(task, row, *problem.steps())
         prompt = prompt_of(task, row, i)
+        layout = "plain"
         if rng.random() < share:
             drafts = [
-                tasks.response(task, row, *problem.flawed_steps(rng))
-                if rng.random() < 0.7
-                else right
+                tasks.response(task, row, *problem.draft_steps(rng, recipe.draft_slip_rate))
                 for _ in range(rng.choice([1, 2]))
             ]
-            user = strong_conversation(prompt, drafts, [], recipe.refine_template, "")
+            layout = recipe.refine_template
+            user = strong_conversation(prompt, drafts, [], layout, "")
         else:
             user = [{"role": "user", "content": prompt}]
-        conversations.append([*user, {"role": "assistant", "content": right}])
+        conversations.append(([*user, {"role": "assistant", "content": right}], layout))
     return conversations
 
 
@@ -224,28 +237,36 @@ def build_world_models(
 def _pretrain(
     recipe: WorldRecipe, out: Path, on_line: Callable[[str], None], probe_every: int = 0
 ) -> None:
-    """Train and save the snapshots into ``out``; ``probe_every`` > 0 also saves
-    ``probe-<step>`` folders along the way (for choosing snapshot steps; docs/world.md)."""
-    import copy
+    """Train and save the snapshots into ``out``, on ``recipe.torch_threads`` threads;
+    ``probe_every`` > 0 also saves ``probe-<step>`` folders along the way (for choosing snapshot
+    steps; docs/world.md)."""
+    import torch
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(recipe.torch_threads)
+    try:
+        _pretrain_pinned(recipe, out, on_line, probe_every)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _pretrain_pinned(
+    recipe: WorldRecipe, out: Path, on_line: Callable[[str], None], probe_every: int
+) -> None:
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
-    from transformers.utils import logging as hf_logging
 
     from ptr_pipeline.conversation import ChatFormat
 
-    hf_logging.disable_progress_bar()
     started = time.perf_counter()
     split = tasks.eval_split(recipe.seed, recipe.eval_items, recipe.operands)
-    conversations = corpus(recipe, split, recipe.steps * recipe.batch_size)
-    # Half draft prompts, half plain questions: the strong model learns the one without
-    # forgetting the other (all drafts cost it 16 points on plain questions: docs/world.md).
-    drafts = corpus(
-        recipe, split, recipe.strong_draft_steps * recipe.batch_size, "drafts",
-        recipe.strong_draft_share,
-    )  # fmt: skip
+    conversations, layouts = zip(*_corpus(recipe, split, recipe.steps * recipe.batch_size,
+                                          "corpus", None), strict=True)  # fmt: skip
+    conversations = list(conversations)
     tokenizer = build_tokenizer(
-        [m["content"] for c in conversations[:5000] + drafts[:1000] for m in c],
+        [m["content"] for c in conversations[:5000] for m in c],
         recipe.vocab_size,
     )
     config = LlamaConfig(
@@ -308,24 +329,18 @@ def _pretrain(
             trained.save_pretrained(out / f"probe-{step}")
             tokenizer.save_pretrained(out / f"probe-{step}")
         role = at_step.get(step)
-        if role == "strong" and drafts:
-            # The strong model is also taught the strong stage's prompt (drafts, then the
-            # question): a copy, so the main run and the other snapshots never see drafts.
-            tuned = copy.deepcopy(trained)
-            tuning = _train(tuned, encode(drafts), recipe.strong_draft_steps, recipe,
-                            tokenizer.pad_token_id, "strong, reading drafts", on_line)  # fmt: skip
-            save(tuned, role, step + recipe.strong_draft_steps, losses + tuning)
-        elif role is not None:
+        if role is not None:
             save(trained, role, step, losses[:])
 
-    _train(model, encoded, recipe.steps, recipe, tokenizer.pad_token_id, "pretraining",
-           on_line, on_step)  # fmt: skip
+    _train(model, encoded, list(layouts), recipe.steps, recipe, tokenizer.pad_token_id,
+           "pretraining", on_line, on_step)  # fmt: skip
 
 
-def _train(model, encoded: list, steps: int, recipe: WorldRecipe, pad: int, what: str,
-           on_line: Callable[[str], None], on_step=None) -> list[float]:  # fmt: skip
+def _train(model, encoded: list, layouts: list[str], steps: int, recipe: WorldRecipe, pad: int,
+           what: str, on_line: Callable[[str], None], on_step=None) -> list[float]:  # fmt: skip
     """``steps`` AdamW steps of ``recipe.batch_size`` rows of ``encoded`` on ``model`` (plain
-    torch: causal-LM cross-entropy on the supervised tokens). Returns the loss per step."""
+    torch: causal-LM cross-entropy on the supervised tokens). ``layouts[i]``: row i's prompt
+    layout. Returns the loss per step."""
     import torch
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=0.0)
@@ -337,12 +352,19 @@ def _train(model, encoded: list, steps: int, recipe: WorldRecipe, pad: int, what
         return min((step + 1) / warm, 1.0, (steps - step) / decay)
 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    # Plain shuffled batches. (Batches grouped by length, to pad less, held every model at
-    # chance: rows of one length share their carries, so a batch could be fit without reading
-    # the operands. docs/world.md.)
+    # Shuffled batches, each of one layout (plain question or a draft prompt), so a batch of
+    # short rows is not padded to a draft prompt's length. The layout is a coin of its own,
+    # blind to the problem. (Batches grouped by *length* held every model at chance: rows of
+    # one length share their carries, so a batch could be fit without reading the operands.
+    # docs/world.md.)
+    rng = random.Random(recipe.seed)
     order = list(range(len(encoded)))
-    random.Random(recipe.seed).shuffle(order)
-    batches = [order[i : i + recipe.batch_size] for i in range(0, len(order), recipe.batch_size)]
+    rng.shuffle(order)
+    batches = []
+    for layout in sorted(set(layouts)):
+        rows = [i for i in order if layouts[i] == layout]
+        batches += [rows[i : i + recipe.batch_size] for i in range(0, len(rows), recipe.batch_size)]
+    rng.shuffle(batches)
     losses: list[float] = []
     model.train()
     for step in range(1, steps + 1):

@@ -42,13 +42,20 @@ class Problem:
     def steps(self, error_at: int | None = None, error: int = 0) -> tuple[list[str], int]:
         """The scratchpad steps and the total they spell; ``error`` is added to the digit sum of
         step ``error_at`` (a local slip whose carry then propagates, as a person's would)."""
+        return self._scratchpad({} if error_at is None else {error_at: (None, None, error)})
+
+    def _scratchpad(self, slips: dict[int, tuple[int | None, int | None, int]]):
+        """Steps where step i reads digits ``x``/``y`` (None: the right one) and adds ``error``
+        to its sum, for each ``i: (x, y, error)`` in ``slips``; the carry follows what is written."""
         da, db = str(self.a)[::-1], str(self.b)[::-1]
         carry, steps, digits = 0, [], []
         for i in range(max(len(da), len(db))):
+            misread_x, misread_y, error = slips.get(i, (None, None, 0))
             x = int(da[i]) if i < len(da) else 0
             y = int(db[i]) if i < len(db) else 0
-            s = x + y + carry + (error if i == error_at else 0)
-            s = max(s, 0)
+            x = x if misread_x is None else misread_x
+            y = y if misread_y is None else misread_y
+            s = max(x + y + carry + error, 0)
             steps.append(f"{x}+{y}+{carry}={s}")
             digits.append(s % 10)
             carry = s // 10
@@ -63,6 +70,22 @@ class Problem:
             steps, total = self.steps(rng.randrange(n), rng.choice([-2, -1, 1, 2]))
             if total != self.total:
                 return steps, total
+
+    def draft_steps(self, rng: random.Random, slip_rate: float = 0.5) -> tuple[list[str], int]:
+        """A hurried solver's draft: each step, with probability ``slip_rate``, misreads one
+        operand digit or mis-adds by one or two (the slips the world's weak model makes); the
+        draft may still be right. Such drafts are what the strong model learns to read past."""
+        slips = {}
+        for i in range(max(len(str(self.a)), len(str(self.b)))):
+            if rng.random() < slip_rate:
+                kind = rng.choice(["x", "y", "sum"])
+                digit = rng.randrange(10)
+                slips[i] = (
+                    digit if kind == "x" else None,
+                    digit if kind == "y" else None,
+                    rng.choice([-2, -1, 1, 2]) if kind == "sum" else 0,
+                )
+        return self._scratchpad(slips)
 
 
 def draw_problem(rng: random.Random, operands: tuple[int, int]) -> Problem:

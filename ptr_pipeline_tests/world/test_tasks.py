@@ -30,6 +30,25 @@ def test_a_flawed_draft_is_one_local_slip_away_and_always_wrong():
         assert steps[:first_slip] == right[:first_slip]  # everything before the slip is right
 
 
+def test_a_hurried_draft_slips_at_its_rate_and_carries_what_it_wrote():
+    rng = random.Random(0)
+    problem = tasks.Problem(58, 67)
+    assert problem.draft_steps(rng, slip_rate=0.0) == problem.steps()
+    slipped = 0
+    for _ in range(400):
+        steps, total = problem.draft_steps(rng, slip_rate=0.5)
+        right, _ = problem.steps()
+        slipped += sum(s != r for s, r in zip(steps, right, strict=True))
+        # Whatever was misread or mis-added, each step's carry is the previous written sum's.
+        written = [int(s.split("=")[1]) for s in steps]
+        carries = [int(s.split("+")[2].split("=")[0]) for s in steps]
+        assert carries == [0, written[0] // 10]
+        assert total == int(f"{written[1]}{written[0] % 10}")
+    # About half the steps slip (a slip can reproduce the right digit, and a slip in the units
+    # step also changes the tens step's carry, so the share is not exactly 0.5).
+    assert 0.35 < slipped / 800 < 0.75
+
+
 def test_responses_are_scored_right_by_the_eval_extractors():
     rng = random.Random(1)
     for task, extract in (("gsm8k", extract_number), ("arc", extract_choice)):
