@@ -23,7 +23,8 @@ PIP_ARGS ?=
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $@
 
-# The demo has the machine to itself: torch may use two threads (the tests keep one).
+# The demo has the machine to itself: torch may use two threads (the tests keep one; the world's
+# build pins its own count, WorldRecipe.torch_threads).
 demo: .venv/installed $(DAGSTER_HOME)/dagster.yaml
 	OMP_NUM_THREADS=$(DEMO_THREADS) .venv/bin/dagster job execute -m ptr_pipeline.definitions -j ptr_full_job -c ptr_pipeline/configs/console.yaml
 	$(PY) -m ptr_pipeline report

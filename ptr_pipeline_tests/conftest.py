@@ -75,7 +75,8 @@ def make_queries(texts: list[str]) -> pa.Table:
 @pytest.fixture(scope="session")
 def world_models(tmp_path_factory) -> dict:
     """The miniature world's weak, base and strong models, pretrained once per session (about
-    three minutes on 2 cores): role -> checkpoint folder."""
+    5.5 minutes; the build pins torch to the recipe's 2 threads whatever OMP_NUM_THREADS says,
+    so the tests check the demo's models): role -> checkpoint folder."""
     from ptr_pipeline.world import WorldRecipe, build_world_models
 
     return build_world_models(tmp_path_factory.mktemp("world"), WorldRecipe())

@@ -71,8 +71,9 @@ class WorldRecipe(pydantic.BaseModel):
         ge=0.0,
         le=1.0,
         description="share of the corpus in the strong stage's draft prompt: hurried drafts, then "
-        "the question -> the right answer (models that never saw drafts copied their digits: "
-        "docs/world.md, tries 17-19)",
+        "the question -> the right answer (models that never saw drafts answered that prompt "
+        "with noise; taught it after pretraining, they copied the drafts' digits: docs/world.md, "
+        "tries 14-19)",
     )
     vocab_size: int = pydantic.Field(512, ge=300)
     hidden_size: int = 128
@@ -92,13 +93,13 @@ class WorldRecipe(pydantic.BaseModel):
         2,
         ge=1,
         description="torch threads while building: float sums depend on the thread count, so "
-        "the same recipe builds the same models whatever OMP_NUM_THREADS says (2: the build "
-        "takes 0.7 s a step on 2 cores against 1.2 s on one)",
+        "the same recipe builds the same models whatever OMP_NUM_THREADS says, on one machine "
+        "and torch build (2: the build takes 0.8 s a step on 2 cores against 1.2 s on one)",
     )
     snapshots: dict[str, int] = pydantic.Field(
         # Measured (GSM8K rendering, 500 held-out items, docs/world.md try 20): 33.6% at step
         # 285, 70.4% at 310, 100% at 400. Accuracy jumps between neighbouring steps here
-        # (57.4% at 290, 39.4% at 295), so a snapshot step is chosen by measuring, not by rule.
+        # (57.4% at 290, 39.4% at 295, 49.4% at 300), so a snapshot is chosen by measuring.
         default_factory=lambda: {"weak": 285, "base": 310, "strong": 400},
         description="step at which each model is saved",
     )

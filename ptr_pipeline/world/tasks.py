@@ -3,8 +3,9 @@
 A problem is a pair of operands (two digits each by default). Its solution is a scratchpad from
 the least significant digit up, each step with its carry ("8+9+0=17 5+5+1=11"), then the answer:
 a format a model of a million parameters learns in a few hundred steps, where plain
-most-significant-first answers stay near 0% (docs/world.md). Errors are local (one wrong digit sum, one dropped carry), so a second
-attempt that checks each step can fix a first one.
+most-significant-first answers stay near 0% (docs/world.md). Errors are local (a misread digit
+or a wrong digit sum, whose carry then propagates: ``Problem.draft_steps``), so a second attempt
+that checks each step can fix a first one.
 
 Two renderings in the Hugging Face hub schemas the eval stage already reads, so its loaders,
 prompts and extractors run unchanged on the world:
@@ -39,10 +40,9 @@ class Problem:
     def total(self) -> int:
         return self.a + self.b
 
-    def steps(self, error_at: int | None = None, error: int = 0) -> tuple[list[str], int]:
-        """The scratchpad steps and the total they spell; ``error`` is added to the digit sum of
-        step ``error_at`` (a local slip whose carry then propagates, as a person's would)."""
-        return self._scratchpad({} if error_at is None else {error_at: (None, None, error)})
+    def steps(self) -> tuple[list[str], int]:
+        """The right scratchpad steps and the total they spell."""
+        return self._scratchpad({})
 
     def _scratchpad(self, slips: dict[int, tuple[int | None, int | None, int]]):
         """Steps where step i reads digits ``x``/``y`` (None: the right one) and adds ``error``
@@ -62,14 +62,6 @@ class Problem:
         if carry:
             digits.append(carry)
         return steps, int("".join(map(str, reversed(digits))))
-
-    def flawed_steps(self, rng: random.Random) -> tuple[list[str], int]:
-        """Steps with one local slip (a digit sum off by one or two); never the right total."""
-        n = max(len(str(self.a)), len(str(self.b)))
-        while True:
-            steps, total = self.steps(rng.randrange(n), rng.choice([-2, -1, 1, 2]))
-            if total != self.total:
-                return steps, total
 
     def draft_steps(self, rng: random.Random, slip_rate: float = 0.5) -> tuple[list[str], int]:
         """A hurried solver's draft: each step, with probability ``slip_rate``, misreads one
