@@ -2,7 +2,6 @@
 built once per session by the ``world_models`` fixture)."""
 
 import json
-import random
 
 import pytest
 from transformers import AutoModelForCausalLM
@@ -10,9 +9,10 @@ from transformers import AutoModelForCausalLM
 from ptr_pipeline.engines import Sampling, TransformersGenerator
 from ptr_pipeline.evaluation import evaluate_rounds, load_examples, summarize
 from ptr_pipeline.evaluation.tasks import extract_number
-from ptr_pipeline.generation.prompts import strong_conversation
+from ptr_pipeline.generation.prompts import strong_conversation, thought_conversation
+from ptr_pipeline.generation.settings import RefineSettings, ThoughtSettings
 from ptr_pipeline.storage import CHECKPOINT_MANIFEST, checkpoint_problems
-from ptr_pipeline.world import WorldRecipe, build_world_models, tasks
+from ptr_pipeline.world import WorldRecipe, build_world_models
 
 N = 200  # held-out items per task
 
@@ -39,23 +39,34 @@ def test_world_models_reach_their_bands_on_held_out_items(world_models):
 
 
 @pytest.mark.slow
-def test_the_strong_model_reads_past_hurried_drafts_in_the_strong_stage_prompt(world_models):
-    """The strong stage asks with drafts before the question (``ptr_refine_v2``); a strong model
-    that copied the drafts' digits would train PTR on wrong answers (docs/world.md, try 17)."""
-    rng = random.Random(0)
+def test_the_strong_model_reads_past_the_weak_models_drafts(world_models):
+    """The strong stage as the pipeline runs it: the weak model samples two drafts per question
+    (the weak stage's default sampling), and the strong model answers with them before the
+    question (``ptr_refine_v2``). A strong model that copied the drafts' digits would train PTR
+    and SFT on wrong answers (docs/world.md, tries 16-18)."""
     examples = load_examples("gsm8k", "world", N)
-    conversations, golds = [], []
-    for example in examples:
-        problem = tasks.operands({"question": example.question})
-        drafts = [tasks.response("gsm8k", {}, *problem.draft_steps(rng)) for _ in range(2)]
-        conversations.append(strong_conversation(example.prompt, drafts, [], "ptr_refine_v2", ""))
-        golds.append(example.gold)
-    generator = TransformersGenerator(str(world_models["strong"]), batch_size=64)
-    answers = generator.generate(conversations, Sampling(max_new_tokens=64))
-    generator.close()
+    thoughts = ThoughtSettings()
+    weak = TransformersGenerator(str(world_models["weak"]), batch_size=64)
+    drafts = weak.generate(
+        [thought_conversation(e.prompt, thoughts.template) for e in examples],
+        thoughts.sampling(n=thoughts.num_thoughts),
+    )
+    weak.close()
+    strong = TransformersGenerator(str(world_models["strong"]), batch_size=64)
+    answers = strong.generate(
+        [strong_conversation(e.prompt, d, [], RefineSettings().template, "")
+         for e, d in zip(examples, drafts, strict=True)],
+        Sampling(max_new_tokens=64),
+    )  # fmt: skip
+    strong.close()
+    golds = [e.gold for e in examples]
+    drafts_right = sum(
+        extract_number(d) == g for ds, g in zip(drafts, golds, strict=True) for d in ds
+    )
     right = sum(extract_number(a) == g for (a,), g in zip(answers, golds, strict=True))
-    print(f"strong model with two hurried drafts: {right}/{N} right")
+    print(f"weak drafts right: {drafts_right}/{2 * N}; strong model reading them: {right}/{N}")
     assert right / N >= 0.85
+    assert drafts_right / (2 * N) < 0.5  # the drafts are mostly wrong: the strong model fixes
 
 
 @pytest.mark.slow
