@@ -11,6 +11,7 @@ ptr_full_job``, or the UI); ``report`` only reads what it wrote under $PTR_HOME.
 """
 
 import argparse
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -65,10 +66,11 @@ def report(root: Path) -> int:
 
 
 def refine_command(args: argparse.Namespace, root: Path) -> int:
+    from ptr_pipeline.conversation import ChatFormat, PromptTooLongError
     from ptr_pipeline.engines import Sampling, make_generator
     from ptr_pipeline.evaluation.rounds import refine
     from ptr_pipeline.evaluation.tasks import TASKS, load_examples
-    from ptr_pipeline.models import check_model_spec
+    from ptr_pipeline.models import TINY_PREFIX, WORLD_PREFIX, check_model_spec
     from ptr_pipeline.records import InputError, read_records
 
     def check_model_problem(spec: str) -> str | None:
@@ -86,6 +88,22 @@ def refine_command(args: argparse.Namespace, root: Path) -> int:
     if args.checkpoint and check_model_problem(args.checkpoint):
         print(check_model_problem(args.checkpoint), file=sys.stderr)
         return 2
+    if args.checkpoint and args.checkpoint.startswith((WORLD_PREFIX, TINY_PREFIX)):
+        checkpoint = _built_model(args.checkpoint, root)
+        if checkpoint is None:
+            print(f"error: --checkpoint {args.checkpoint}: not built under {root / 'models'} yet; "
+                  "materialize the models assets (make demo) first", file=sys.stderr)  # fmt: skip
+            return 2
+    if args.backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        print("error: --backend vllm: vllm is not installed (pip install -e '.[vllm]')",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            print(f"error: --device {args.device}: this torch has no CUDA device", file=sys.stderr)
+            return 2
     golds: list[str | None]
     try:
         if args.question is not None:
@@ -100,10 +118,28 @@ def refine_command(args: argparse.Namespace, root: Path) -> int:
     except InputError as e:  # names the file, row and field: one line is enough
         print(f"error: {e}", file=sys.stderr)
         return 2
-    generator = make_generator(
-        args.backend, str(Path(checkpoint).resolve()) if Path(checkpoint).exists() else checkpoint,
-        device=args.device, batch_size=args.batch_size,
-    )  # fmt: skip
+    where = args.file or "--question"
+    model = str(Path(checkpoint).resolve()) if Path(checkpoint).exists() else checkpoint
+    if Path(model).is_dir() and not (Path(model) / "config.json").is_file():
+        print(f"error: --checkpoint {checkpoint}: not a model folder (no config.json)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    try:  # a folder that is no model, or a hub id that cannot be fetched: one line, no traceback
+        chat_format = ChatFormat.from_pretrained(model)
+    except (OSError, ValueError) as e:
+        print(f"error: --checkpoint {checkpoint}: {str(e).strip().splitlines()[0]}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    try:  # every question checked against the context before the weights load
+        chat_format.check_fits(
+            [(f"{where}, question {i + 1}", [{"role": "user", "content": p}])
+             for i, p in enumerate(prompts)],
+            args.rounds, args.max_new_tokens, args.refine_prompt,
+        )  # fmt: skip
+    except PromptTooLongError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    generator = make_generator(args.backend, model, device=args.device, batch_size=args.batch_size)
     answers = refine(
         prompts, generator, args.rounds, args.refine_prompt,
         Sampling(n=1, temperature=0.0, max_new_tokens=args.max_new_tokens),
@@ -149,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--limit", type=_positive, help="--file: the first N questions")
     r.add_argument("--json", action="store_true", help="one JSON line per question")
     r.add_argument("--refine-prompt", default=REFINE_PROMPT)
-    r.add_argument("--max-new-tokens", type=int, default=64)
-    r.add_argument("--batch-size", type=int, default=16)
+    r.add_argument("--max-new-tokens", type=_positive, default=64)
+    r.add_argument("--batch-size", type=_positive, default=16)
     r.add_argument("--backend", choices=["transformers", "vllm"], default="transformers")
     r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (transformers)")
     args = parser.parse_args(argv)
@@ -161,6 +197,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.task and not args.file:
         parser.error("--task needs --file")
     return refine_command(args, default_root())
+
+
+def _built_model(spec: str, root: Path) -> str | None:
+    """The folder a ``world:`` or ``tiny:`` setting names under ``root`` (tiny models are built
+    now, in seconds); None for a world model not built yet (building takes minutes)."""
+    from ptr_pipeline.models import TINY_PREFIX, WORLD_PREFIX, resolve_model
+    from ptr_pipeline.world.models import WorldRecipe, world_folder
+
+    if spec.startswith(TINY_PREFIX):
+        return resolve_model(spec, root / "models")
+    folder = world_folder(root / "models", WorldRecipe()) / spec.removeprefix(WORLD_PREFIX)
+    return str(folder) if folder.is_dir() else None
 
 
 def _positive(text: str) -> int:

@@ -52,7 +52,9 @@ def check_model_spec(spec: str) -> str:
         raise ValueError(f"unknown world model {spec!r}; choose one of {list(WORLD_MODELS)}")
     if not spec.strip():
         raise ValueError("empty model setting")
-    if spec.startswith(("/", "./", "../", "~")) and not Path(spec).expanduser().is_dir():
+    # A hub id is "name" or "owner/name": anything else with a slash can only be a folder.
+    path_like = spec.startswith(("/", ".", "~")) or spec.count("/") > 1
+    if path_like and not Path(spec).expanduser().is_dir():
         raise ValueError(f"{spec}: no such model folder")
     return spec
 

@@ -58,3 +58,27 @@ def test_refine_without_a_checkpoint_says_what_to_do(tmp_path, monkeypatch, caps
     checkpoint = str(tmp_path)  # any existing folder: the file is refused before a model loads
     assert main(["refine", "--file", str(tmp_path / "q.jsonl"), "--checkpoint", checkpoint]) == 2
     assert "row 1: missing field 'question'" in capsys.readouterr().err
+
+
+def test_refine_refuses_bad_checkpoints_options_and_long_questions_in_one_line(
+    models_home, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("PTR_HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    cases = {
+        # a relative path with folders cannot be a hub id ("owner/name")
+        "no such model folder": ["--checkpoint", ".ptr/models/world-x/base"],
+        "not a model folder (no config.json)": ["--checkpoint", str(tmp_path)],
+        "not built under": ["--checkpoint", "world:base"],  # nothing built in this PTR_HOME
+    }
+    for expected, argv in cases.items():
+        assert main(["refine", "--question", "Hi", *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert expected in err and len(err.strip().splitlines()) == 1, err
+    model = models_home.resolve_model("tiny:base")
+    assert main(["refine", "--checkpoint", model, "--question", "x " * 5000]) == 2
+    err = capsys.readouterr().err
+    assert "--question, question 1: " in err and "more than the model's context" in err
+    for option in ("--max-new-tokens", "--batch-size"):
+        with pytest.raises(SystemExit):
+            main(["refine", "--checkpoint", model, "--question", "Hi", option, "0"])
