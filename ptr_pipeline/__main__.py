@@ -73,21 +73,17 @@ def refine_command(args: argparse.Namespace, root: Path) -> int:
     from ptr_pipeline.models import TINY_PREFIX, WORLD_PREFIX, check_model_spec
     from ptr_pipeline.records import InputError, read_records
 
-    def check_model_problem(spec: str) -> str | None:
-        try:
-            check_model_spec(spec)
-        except ValueError as e:
-            return f"error: --checkpoint {e}"
-        return None
-
     checkpoint = args.checkpoint or str(root / "artifacts" / "ptr_checkpoint" / "latest")
     if not args.checkpoint and not Path(checkpoint).exists():
         print(f"no checkpoint at {checkpoint}: materialize ptr_checkpoint or pass --checkpoint",
               file=sys.stderr)  # fmt: skip
         return 2
-    if args.checkpoint and check_model_problem(args.checkpoint):
-        print(check_model_problem(args.checkpoint), file=sys.stderr)
-        return 2
+    if args.checkpoint:
+        try:
+            check_model_spec(args.checkpoint)
+        except ValueError as e:
+            print(f"error: --checkpoint {e}", file=sys.stderr)
+            return 2
     if args.checkpoint and args.checkpoint.startswith((WORLD_PREFIX, TINY_PREFIX)):
         checkpoint = _built_model(args.checkpoint, root)
         if checkpoint is None:
