@@ -1,5 +1,6 @@
-"""Command line: ``report`` (what the pipeline wrote, and its scores) and ``refine`` (think-thrice
-inference with any checkpoint).
+"""Command line: ``report`` (what the pipeline wrote, and its scores), ``refine`` (think-thrice
+inference with any checkpoint) and ``score`` (pre-generated responses, judged by the eval stage's
+own scorer).
 
 The pipeline itself runs through Dagster (``dagster job execute -m ptr_pipeline.definitions -j
 ptr_full_job``, or the UI); ``report`` only reads what it wrote under $PTR_HOME.
@@ -8,6 +9,7 @@ ptr_full_job``, or the UI); ``report`` only reads what it wrote under $PTR_HOME.
     python -m ptr_pipeline refine --question "What is 2 + 2?" --rounds 3
     python -m ptr_pipeline refine --file questions.jsonl --json > answers.jsonl
     python -m ptr_pipeline refine --file gsm8k.jsonl --task gsm8k --checkpoint Qwen/Qwen2-7B
+    python -m ptr_pipeline score gsm8k responses.jsonl --source gsm8k_test.jsonl
 """
 
 import argparse
@@ -16,6 +18,7 @@ import json
 import sys
 from pathlib import Path
 
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ptr_pipeline.conversation import REFINE_PROMPT
@@ -47,13 +50,23 @@ def report(root: Path) -> int:
         print("No eval_summary yet: materialize eval_scores and eval_summary.")
         return 1
     table = pq.read_table(summary)
-    print("\nAccuracy (%) per task, model and refinement round [95% Wilson interval]:\n")
+    print(
+        "\nScores (%) per task (its primary metric), model and refinement round [95% interval: "
+        "Wilson for 0/1 metrics, bootstrap for graded ones]:\n"
+    )
     print(summary_markdown(table))
+    others = table.filter(pc.invert(table.column("primary")))
+    if others.num_rows:
+        print("\nThe tasks' other metrics (%):\n")
+        print(summary_markdown(others, every_metric=True))
     print("\nResponses with an extractable answer (%):\n")
     print(summary_markdown(table, "answered"))
     comparisons = artifacts / "eval_comparisons" / "latest.parquet"
     if comparisons.exists():
-        print("\nPaired differences, in accuracy points [paired bootstrap 95% interval]:\n")
+        print(
+            "\nPaired differences, in points of each task's primary metric [paired bootstrap 95% "
+            "interval]; better/worse: items a scores above/below b:\n"
+        )
         print(comparisons_markdown(pq.read_table(comparisons)))
     paths = sorted(artifacts.glob("eval_scores/*/latest.parquet"))
     if paths:
@@ -101,6 +114,7 @@ def refine_command(args: argparse.Namespace, root: Path) -> int:
             print(f"error: --device {args.device}: this torch has no CUDA device", file=sys.stderr)
             return 2
     golds: list[str | None]
+    examples = []
     try:
         if args.question is not None:
             prompts, golds = [args.question], [None]
@@ -136,13 +150,16 @@ def refine_command(args: argparse.Namespace, root: Path) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     generator = make_generator(args.backend, model, device=args.device, batch_size=args.batch_size)
+    stop = TASKS[args.task].stop if args.task else ()
     answers = refine(
         prompts, generator, args.rounds, args.refine_prompt,
-        Sampling(n=1, temperature=0.0, max_new_tokens=args.max_new_tokens),
+        Sampling(n=1, temperature=0.0, max_new_tokens=args.max_new_tokens, stop=stop),
     )  # fmt: skip
-    extract = TASKS[args.task].extract if args.task else None
+    extract = bool(args.task)
     for i, (prompt, rounds, gold) in enumerate(zip(prompts, answers, golds, strict=True)):
-        extracted = [extract(a) for a in rounds] if extract else None
+        extracted = (
+            [TASKS[args.task].judge(a, examples[i]).extracted for a in rounds] if extract else None
+        )
         if args.json:
             line = {"question": prompt, "rounds": rounds}
             if extract:
@@ -162,6 +179,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("report", help="artifact paths, figures, score tables, paired differences")
+    sc = sub.add_parser(
+        "score",
+        help="judge pre-generated responses with the eval stage's own scorer: the metric with its "
+        "95%% interval per round, and per-item judgments as JSONL",
+    )
+    sc.add_argument("task", choices=sorted(_task_names()))
+    sc.add_argument(
+        "responses",
+        help="JSONL/JSON/Parquet rows: the response text, the item's id (or rows in item order), "
+        "optionally the round",
+    )
+    sc.add_argument("--source", help="the items (any layout the eval stage reads; default: the "
+                    "bundled sample)")  # fmt: skip
+    sc.add_argument("--split", help="--source: the split of a folder")
+    sc.add_argument("--extraction", choices=["strict", "flexible"],
+                    help="answer extraction (default: the task's)")  # fmt: skip
+    sc.add_argument("--response-field", default="response")
+    sc.add_argument("--out", help="per-item judgments (default: RESPONSES with .judgments.jsonl)")
     r = sub.add_parser(
         "refine",
         help="think-thrice inference: every round's answer, with the renderer, refine prompt "
@@ -188,11 +223,91 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "report":
         return report(default_root())
+    if args.command == "score":
+        return score_command(args)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     if args.task and not args.file:
         parser.error("--task needs --file")
     return refine_command(args, default_root())
+
+
+ID_FIELDS = ("example_id", "id", "task_id", "query_id", "unique_id", "Record ID")
+
+
+def score_command(args: argparse.Namespace) -> int:
+    """Judge pre-generated responses exactly as the eval stage does (``evaluation.judge_rows``)."""
+    from ptr_pipeline.evaluation import judge_rows, summarize, summary_markdown
+    from ptr_pipeline.evaluation.tasks import read_examples
+    from ptr_pipeline.records import InputError, read_records
+
+    try:
+        examples = read_examples(args.task, args.source, args.split)
+        rows = read_records(args.responses)
+        answers = _responses_by_item(rows, examples, args.response_field)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    extraction = args.extraction or _task(args.task).extraction
+    scores = judge_rows(args.task, examples, answers, extraction, "responses", args.responses)
+    out = Path(args.out or Path(args.responses).with_suffix(".judgments.jsonl"))
+    with out.open("w", encoding="utf-8") as f:
+        for r in scores.to_pylist():
+            line = {k: r[k] for k in ("example_id", "round", "response", "extracted", "gold",
+                                      "correct", "detail")}  # fmt: skip
+            line["metrics"] = dict(r["metrics"])
+            f.write(json.dumps(line, ensure_ascii=False) + "\n")
+    judged = sum(len(a) for a in answers)
+    print(f"{args.task}: {judged} responses to {sum(1 for a in answers if a)} of "
+          f"{len(examples)} items, extraction {extraction}\n")  # fmt: skip
+    print(summary_markdown(summarize(scores), every_metric=True))
+    print(f"\nper-item judgments: {out}")
+    return 0
+
+
+def _responses_by_item(rows, examples, field: str) -> list[list[str]]:
+    """rows -> one list per item of its responses by round (round 1 first). Rows name the item
+    by one of ``ID_FIELDS``, or are in item order (per round)."""
+    from ptr_pipeline.records import InputError
+
+    index = {e.id: i for i, e in enumerate(examples)}
+    by_item: list[dict[int, str]] = [{} for _ in examples]
+    next_in_round: dict[int, int] = {}
+    for r in rows:
+        response = r.text(field)
+        round_ = r.get("round", 1)
+        if isinstance(round_, bool) or not isinstance(round_, int) or round_ < 1:
+            raise r.error(f"expected a round number >= 1, got {round_!r}", "round")
+        id_field = next((f for f in ID_FIELDS if r.has(f)), None)
+        if id_field is not None:
+            item_id = str(r.get(id_field))
+            if item_id not in index:
+                raise r.error(f"no item {item_id!r} in the source", id_field)
+            i = index[item_id]
+        else:
+            i = next_in_round.get(round_, 0)
+            if i >= len(examples):
+                raise r.error(f"more round-{round_} responses than the {len(examples)} items")
+            next_in_round[round_] = i + 1
+        if round_ in by_item[i]:
+            raise r.error(f"a second round-{round_} response to item {examples[i].id!r}")
+        by_item[i][round_] = response
+    out = []
+    for i, responses in enumerate(by_item):
+        rounds = sorted(responses)
+        if rounds != list(range(1, len(rounds) + 1)):
+            raise InputError(f"item {examples[i].id!r}: responses to rounds {rounds}; rounds "
+                             "must run 1, 2, ... without gaps")  # fmt: skip
+        out.append([responses[k] for k in rounds])
+    if not any(out):
+        raise InputError("no response")
+    return out
+
+
+def _task(name: str):
+    from ptr_pipeline.evaluation.tasks import TASKS
+
+    return TASKS[name]
 
 
 def _built_model(spec: str, root: Path) -> str | None:

@@ -22,6 +22,7 @@ import pydantic
 log = logging.getLogger(__name__)
 
 TINY_PREFIX = "tiny:"
+TINY_CORPUS = ("arc", "gsm8k", "mmlu", "queries")  # bundled samples the tiny tokenizer reads
 TINY_VERSION = "v2"  # bump when the recipe below changes; the cache folder name carries it
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -129,7 +130,9 @@ def _training_corpus() -> list[str]:
     from ptr_pipeline.samples import SAMPLES_DIR
 
     texts = []
-    for path in sorted(SAMPLES_DIR.glob("*.jsonl")):
+    # A fixed list: the tiny models are cached by TINY_VERSION, so a sample file added later
+    # must not change what a fresh build trains on.
+    for path in [SAMPLES_DIR / f"{name}.jsonl" for name in TINY_CORPUS]:
         for record in read_records(path):
             texts.extend(_strings(record.fields))
     return texts

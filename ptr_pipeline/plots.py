@@ -35,10 +35,11 @@ def _save(figure, path: Path) -> bytes:
 
 
 def accuracy_plot(summary: pa.Table, path: Path) -> bytes:
-    """Accuracy (%) against refinement round, one panel per task, one line per model role with
-    its 95% interval as a band (``schemas.EVAL_SUMMARY`` in). Writes ``path``; returns the PNG."""
+    """Each task's primary metric (%) against refinement round, one panel per task, one line per
+    model role with its 95% interval as a band (``schemas.EVAL_SUMMARY`` in). Writes ``path``;
+    returns the PNG."""
     plt = _pyplot()
-    rows = summary.to_pylist()
+    rows = [r for r in summary.to_pylist() if r["primary"]]
     tasks = sorted({r["task"] for r in rows}) or ["(no scores)"]
     figure, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
@@ -47,12 +48,13 @@ def accuracy_plot(summary: pa.Table, path: Path) -> bytes:
                            key=lambda r: r["round"])  # fmt: skip
             x = [r["round"] for r in cells]
             color = COLORS.get(role)
-            ax.plot(x, [100 * r["accuracy"] for r in cells], marker="o", label=role, color=color)
+            ax.plot(x, [100 * r["value"] for r in cells], marker="o", label=role, color=color)
             ax.fill_between(x, [100 * r["ci_low"] for r in cells],
                             [100 * r["ci_high"] for r in cells], alpha=0.2, color=color)  # fmt: skip
+        metric = next((r["metric"] for r in rows if r["task"] == task), "")
         ax.set_title(task)
         ax.set_xlabel("refinement round")
-        ax.set_ylabel("accuracy (%)")
+        ax.set_ylabel(f"{metric} (%)")
         ax.set_xticks(sorted({r["round"] for r in rows}) or [1])
         ax.grid(alpha=0.3)
         ax.legend()

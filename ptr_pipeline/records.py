@@ -86,7 +86,10 @@ class Record:
 
 
 def read_records(
-    source: str | Path, split: str | None = None, csv_columns: list[str] | None = None
+    source: str | Path,
+    split: str | None = None,
+    csv_columns: list[str] | None = None,
+    merge_folders: bool = False,
 ) -> list[Record]:
     """Every record of ``source`` (see the module docstring for what a source can be).
 
@@ -95,19 +98,25 @@ def read_records(
         split: which split of a folder or DatasetDict to read; None reads the only split there
             is (an error lists the splits when there are several). Ignored for a single file.
         csv_columns: column names for CSV files without a header row (MMLU's original release).
+        merge_folders: a split found in several config folders of a folder source is read from
+            all of them (ARC's ARC-Easy/ and ARC-Challenge/, scored together as the paper does);
+            without it that is an error, since most datasets' configs overlap (cais/mmlu's all/).
 
     Raises:
         InputError: the source is missing, unreadable, malformed, or holds no record; the
             message names the file and row.
     """
-    records = list(iter_records(source, split, csv_columns))
+    records = list(iter_records(source, split, csv_columns, merge_folders))
     if not records:
         raise InputError(f"{source}: no records (the source is empty or holds only blank lines)")
     return records
 
 
 def iter_records(
-    source: str | Path, split: str | None = None, csv_columns: list[str] | None = None
+    source: str | Path,
+    split: str | None = None,
+    csv_columns: list[str] | None = None,
+    merge_folders: bool = False,
 ) -> Iterator[Record]:
     """Like ``read_records``, one record at a time and without the emptiness check."""
     text = str(source)
@@ -118,7 +127,7 @@ def iter_records(
     if not path.exists():
         raise InputError(f"{path}: not found")
     if path.is_dir():
-        yield from _folder(path, split, csv_columns)
+        yield from _folder(path, split, csv_columns, merge_folders)
     else:
         yield from _file(path, csv_columns)
 
@@ -274,8 +283,9 @@ def _split_of(file: Path, root: Path) -> str:
     for part in file.relative_to(root).parts[:-1]:
         if part in KNOWN_SPLITS:
             return part
+    low = stem.lower()  # the original releases write ARC-Easy-Dev.jsonl
     for name in KNOWN_SPLITS:
-        if stem == name or stem.endswith(f"_{name}") or stem.endswith(f"-{name}"):
+        if low == name or low.endswith(f"_{name}") or low.endswith(f"-{name}"):
             return name
     return stem
 
@@ -292,7 +302,9 @@ def _choose_split(where: Path | str, available: list[str], split: str | None) ->
     return available[0]
 
 
-def _folder(path: Path, split: str | None, csv_columns: list[str] | None) -> Iterator[Record]:
+def _folder(
+    path: Path, split: str | None, csv_columns: list[str] | None, merge_folders: bool
+) -> Iterator[Record]:
     if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
         yield from _saved_dataset(path, split)
         return
@@ -312,7 +324,7 @@ def _folder(path: Path, split: str | None, csv_columns: list[str] | None) -> Ite
     # Several configs of one dataset (cais/mmlu's all/ and abstract_algebra/, ARC-Easy/ and
     # ARC-Challenge/) each hold the split: merging them would count items twice or mix tasks.
     parents = sorted({str(f.parent.relative_to(path)) for f in by_split[chosen]})
-    if len(parents) > 1:
+    if len(parents) > 1 and not merge_folders:
         shown = ", ".join(parents[:6]) + (", ..." if len(parents) > 6 else "")
         raise InputError(
             f"{path}: split {chosen!r} is in {len(parents)} folders ({shown}); "

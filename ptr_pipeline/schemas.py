@@ -93,6 +93,23 @@ TRAIN_EXAMPLES = pa.schema(
     ]
 )
 
+# One row per eval item, as the model is asked it (evaluation.tasks.EvalExample).
+EVAL_SETS = pa.schema(
+    [
+        pa.field("task", pa.string(), nullable=False),
+        pa.field("example_id", pa.string(), nullable=False),
+        pa.field("question", pa.string(), nullable=False),  # raw, for decontamination
+        pa.field("prompt", pa.string(), nullable=False),  # round 1's user turn, shots included
+        pa.field("gold", pa.string(), nullable=False),
+        pa.field("choices", pa.list_(pa.string()), nullable=False),  # options as shown, or []
+        pa.field("reference", pa.string(), nullable=False),  # JSON: what a judge needs beyond gold
+        pa.field("where", pa.string(), nullable=False),  # source file and row
+    ]
+)
+
+# Per-item metric values, metric name -> value in [0, 1] (evaluation.tasks.Task.metrics).
+METRICS = pa.map_(pa.string(), pa.float64())
+
 EVAL_SCORES = pa.schema(
     [
         pa.field("model_role", pa.string(), nullable=False),  # "base", "sft" or "ptr"
@@ -104,22 +121,28 @@ EVAL_SCORES = pa.schema(
         pa.field("response", pa.string(), nullable=False),
         pa.field("extracted", pa.string(), nullable=True),
         pa.field("gold", pa.string(), nullable=False),
-        pa.field("correct", pa.bool_(), nullable=False),
+        pa.field("correct", pa.bool_(), nullable=True),  # null for a continuous metric (xsum)
+        pa.field("metrics", METRICS, nullable=False),
+        pa.field("detail", pa.string(), nullable=False),  # e.g. why a program failed, or ""
     ]
 )
 
+# One row per (model role, task, round, metric).
 EVAL_SUMMARY = pa.schema(
     [
         pa.field("model_role", pa.string(), nullable=False),
         pa.field("task", pa.string(), nullable=False),
         pa.field("round", pa.int32(), nullable=False),
+        pa.field("metric", pa.string(), nullable=False),  # the task's primary metric first
+        pa.field("primary", pa.bool_(), nullable=False),
         pa.field("n", pa.int64(), nullable=False),
-        pa.field("accuracy", pa.float64(), nullable=False),
-        pa.field("ci_low", pa.float64(), nullable=False),  # 95% Wilson interval of accuracy
+        pa.field("value", pa.float64(), nullable=False),  # the mean over items, 0-1
+        pa.field("ci_low", pa.float64(), nullable=False),  # 95%: Wilson (0/1 metrics) or bootstrap
         pa.field("ci_high", pa.float64(), nullable=False),
         pa.field("answered", pa.float64(), nullable=False),  # share with an extractable answer
-        pa.field("wrong_to_right", pa.int64(), nullable=False),  # vs the previous round
-        pa.field("right_to_wrong", pa.int64(), nullable=False),
+        # vs the previous round, by the per-item verdict (``correct``); null for xsum
+        pa.field("wrong_to_right", pa.int64(), nullable=True),
+        pa.field("right_to_wrong", pa.int64(), nullable=True),
     ]
 )
 
@@ -130,11 +153,12 @@ EVAL_COMPARISONS = pa.schema(
         pa.field("comparison", pa.string(), nullable=False),  # e.g. "ptr r3 - ptr r1"
         pa.field("task", pa.string(), nullable=False),  # a task, or "all" (pooled)
         pa.field("n", pa.int64(), nullable=False),  # paired examples
-        pa.field("difference", pa.float64(), nullable=False),  # accuracy a - accuracy b
+        pa.field("metric", pa.string(), nullable=False),  # the task's primary metric
+        pa.field("difference", pa.float64(), nullable=False),  # mean a - mean b
         pa.field("ci_low", pa.float64(), nullable=False),  # paired bootstrap, 95%
         pa.field("ci_high", pa.float64(), nullable=False),
-        pa.field("wrong_to_right", pa.int64(), nullable=False),  # b wrong, a right
-        pa.field("right_to_wrong", pa.int64(), nullable=False),  # b right, a wrong
+        pa.field("wrong_to_right", pa.int64(), nullable=False),  # a scores above b on an item
+        pa.field("right_to_wrong", pa.int64(), nullable=False),  # a scores below b
     ]
 )
 

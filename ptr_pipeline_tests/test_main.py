@@ -5,8 +5,8 @@ import json
 import pytest
 
 from ptr_pipeline.__main__ import main
-from ptr_pipeline.engines import Sampling, TransformersGenerator
-from ptr_pipeline.evaluation import evaluate_rounds, load_examples
+from ptr_pipeline.engines import TransformersGenerator
+from ptr_pipeline.evaluation import EvalSettings, evaluate_rounds, load_examples
 
 
 def test_refine_answers_every_round_like_evaluation(models_home, tmp_path, capsys):
@@ -22,10 +22,13 @@ def test_refine_answers_every_round_like_evaluation(models_home, tmp_path, capsy
             "--task", "gsm8k", "--rounds", "3", "--max-new-tokens", "8", "--json"]  # fmt: skip
     assert main(argv) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    settings = EvalSettings(
+        num_rounds=3, refine_prompt="Please continue thinking and refine your answer.",
+        max_new_tokens=8,
+    )  # fmt: skip
     expected = evaluate_rounds(
-        examples, "gsm8k", TransformersGenerator(model), 3,
-        "Please continue thinking and refine your answer.", Sampling(max_new_tokens=8), "m", model,
-    ).to_pylist()  # fmt: skip
+        examples, "gsm8k", TransformersGenerator(model), settings, "m", model
+    ).to_pylist()
     assert [line["gold"] for line in lines] == [e.gold for e in examples]
     for i, line in enumerate(lines):
         assert line["question"] == examples[i].prompt  # rendered by the task, as evaluation does

@@ -1,4 +1,4 @@
-"""Assets: eval_scores (partitioned by task) and eval_summary (accuracy per task and round)."""
+"""Assets: eval_sets and eval_scores (partitioned by task), eval_summary and eval_comparisons."""
 
 import time
 from pathlib import Path
@@ -16,8 +16,44 @@ EVAL_TASKS = list(evaluation.TASKS)
 eval_task_partitions = dg.StaticPartitionsDefinition(EVAL_TASKS)
 
 
+class EvalSetsConfig(dg.Config, evaluation.EvalSetSettings):
+    """Dagster view of EvalSetSettings: same fields, same defaults."""
+
+
 class EvalScoresConfig(dg.Config, evaluation.EvalSettings):
     """Dagster view of EvalSettings: same fields, same defaults."""
+
+
+@dg.asset(
+    group_name="evaluation",
+    io_manager_key="parquet_io_manager",
+    code_version=evaluation.CODE_VERSION,
+    partitions_def=eval_task_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    metadata={PARTITION_COLUMN: "task"},
+    kinds={"parquet"},
+    description="The items of each eval task as the models are asked them (prompt with its "
+    "few-shot examples, gold, options); one partition per task. Evaluation scores exactly "
+    "these, and the query pool is decontaminated against them.",
+)
+def eval_sets(context: dg.AssetExecutionContext, config: EvalSetsConfig) -> dg.MaterializeResult:
+    started = time.perf_counter()
+    tables = []
+    for task in context.partition_keys:
+        examples = config.load(task)
+        tables.append(evaluation.examples_table(task, examples))
+        context.add_asset_metadata(
+            {
+                "source": config.eval_sources.get(task, "bundled"),
+                "examples": len(examples),
+                "first_prompt": dg.MetadataValue.md(f"```\n{examples[0].prompt}\n```"),
+            },
+            partition_key=task,
+        )
+    return dg.MaterializeResult(
+        value=pa.concat_tables(tables),
+        metadata={"compute_seconds": round(time.perf_counter() - started, 3)},
+    )
 
 
 @dg.asset(
@@ -36,6 +72,7 @@ class EvalScoresConfig(dg.Config, evaluation.EvalSettings):
 def eval_scores(
     context: dg.AssetExecutionContext,
     config: EvalScoresConfig,
+    eval_sets: pa.Table,
     base_model: pa.Table,
     sft_checkpoint: Path,
     ptr_checkpoint: Path,
@@ -43,12 +80,7 @@ def eval_scores(
     compute: ComputeResource,
 ) -> dg.MaterializeResult:
     home, started = ptr_home.home(), time.perf_counter()
-    examples = {
-        task: evaluation.load_examples(
-            task, config.eval_sources.get(task), config.max_examples, config.eval_splits.get(task)
-        )
-        for task in context.partition_keys
-    }
+    examples = evaluation.examples_from_table(eval_sets)
     # model_role: the base model prompted to refine (the paper's prompting baseline), SFT on the
     # strong answers (the baseline reviewers ask for), and PTR.
     models = {
@@ -67,8 +99,8 @@ def eval_scores(
         part = scores.filter(pc.equal(scores.column("task"), task))
         context.add_asset_metadata(
             {
-                "accuracy_by_round": dg.MetadataValue.md(
-                    evaluation.summary_markdown(evaluation.summarize(part))
+                "score_by_round": dg.MetadataValue.md(
+                    evaluation.summary_markdown(evaluation.summarize(part), every_metric=True)
                 )
             },
             partition_key=task,
@@ -85,8 +117,8 @@ def eval_scores(
     code_version=evaluation.CODE_VERSION,
     kinds={"parquet"},
     ins={"eval_scores": dg.AssetIn(metadata={"allow_missing_partitions": True})},
-    description="Accuracy per model, task and round, with wrong->right and right->wrong flips, "
-    "over the tasks evaluated so far.",
+    description="Each task's metrics per model and round, with 95% intervals, the answered "
+    "share, and wrong->right and right->wrong flips, over the tasks evaluated so far.",
 )
 def eval_summary(eval_scores: pa.Table, ptr_home: PtrHomeResource) -> dg.MaterializeResult:
     started = time.perf_counter()
@@ -97,7 +129,9 @@ def eval_summary(eval_scores: pa.Table, ptr_home: PtrHomeResource) -> dg.Materia
         value=summary,
         metadata={
             "tasks": dg.MetadataValue.json(sorted(set(summary.column("task").to_pylist()))),
-            "accuracy_by_round": dg.MetadataValue.md(evaluation.summary_markdown(summary)),
+            "score_by_round": dg.MetadataValue.md(
+                evaluation.summary_markdown(summary, every_metric=True)
+            ),
             "answered_by_round": dg.MetadataValue.md(
                 evaluation.summary_markdown(summary, "answered")
             ),

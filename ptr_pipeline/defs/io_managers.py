@@ -146,12 +146,26 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         # partitions that exist (at least one), e.g. a summary over the tasks evaluated so far.
         allow_missing = (context.definition_metadata or {}).get("allow_missing_partitions", False)
         if missing and (not allow_missing or len(missing) == len(paths)):
+            which = "no partition of it" if len(paths) > 1 else missing[0]
             raise FileNotFoundError(
-                f"{context.asset_key.to_user_string()} has not been materialized here: {missing}"
+                f"{context.asset_key.to_user_string()} has not been materialized here "
+                f"({which}); materialize it first"
             )
         if missing:
             context.log.warning(f"skipping partitions not materialized yet: {missing}")
-        return pa.concat_tables([pq.read_table(p) for p in paths if p.exists()])
+        tables = {p: pq.read_table(p) for p in paths if p.exists()}
+        schemas = {str(t.schema) for t in tables.values()}
+        if len(schemas) > 1:  # partitions written by different code versions
+            newest = max(tables, key=lambda p: p.stat().st_mtime)
+            stale = [
+                str(p) for p, t in tables.items() if not t.schema.equals(tables[newest].schema)
+            ]
+            raise ValueError(
+                f"{context.asset_key.to_user_string()}: {len(stale)} partition(s) have another "
+                f"schema than the newest ({newest}), written by an older version of the code: "
+                f"{stale}; materialize those partitions again"
+            )
+        return pa.concat_tables(list(tables.values()))
 
 
 class CheckpointIOManager(dg.ConfigurableIOManager):

@@ -4,16 +4,13 @@ import dagster as dg
 
 from ptr_pipeline.defs.console import CONSOLE_RUN_CONFIG
 from ptr_pipeline.defs.evaluation import EVAL_TASKS
-from ptr_pipeline.samples import WORLD_EVAL_SOURCES
 
-# A run of a job that contains eval_scores evaluates the world's tasks (the demo's eval sets,
-# gsm8k and arc) in one step (single-run backfill). The mmlu partition is materialized on its own
-# (`--partition mmlu`), with a real source configured.
-DEMO_TASKS = [task for task in EVAL_TASKS if task in WORLD_EVAL_SOURCES]
-assert EVAL_TASKS[: len(DEMO_TASKS)] == DEMO_TASKS, "a partition range must be contiguous"
+# A run of a job that contains the task-partitioned assets (eval_sets, eval_scores) covers every
+# task in one step (single-run backfill: each model loads once for all of them). The demo's
+# world has held-out sets for gsm8k and arc; the other tasks read their bundled samples.
 ALL_TASKS = {
-    "dagster/asset_partition_range_start": DEMO_TASKS[0],
-    "dagster/asset_partition_range_end": DEMO_TASKS[-1],
+    "dagster/asset_partition_range_start": EVAL_TASKS[0],
+    "dagster/asset_partition_range_end": EVAL_TASKS[-1],
 }
 
 ptr_full_job = dg.define_asset_job(
@@ -26,10 +23,12 @@ ptr_full_job = dg.define_asset_job(
 
 dataset_rebuild_job = dg.define_asset_job(
     "dataset_rebuild_job",
-    # The models too: resolving them is instant once built, and a fresh instance needs them.
-    selection=dg.AssetSelection.groups("models", "dataset"),
+    # The models too: resolving them is instant once built, and a fresh instance needs them; the
+    # eval sets too, which the query pool is decontaminated against.
+    selection=dg.AssetSelection.groups("models", "dataset") | dg.AssetSelection.assets("eval_sets"),
+    tags=ALL_TASKS,
     config=CONSOLE_RUN_CONFIG,
-    description="The data stages: models, query pool to consistency-filtered dataset.",
+    description="The data stages: models, eval sets, query pool to consistency-filtered dataset.",
 )
 
 train_job = dg.define_asset_job(

@@ -3,27 +3,13 @@
 import time
 
 import dagster as dg
-import pydantic
+import pyarrow as pa
 
-from ptr_pipeline import evaluation, queries
+from ptr_pipeline import queries
 
 
 class QueryPoolConfig(dg.Config, queries.QueryPoolSettings):
-    """Dagster view of QueryPoolSettings: same fields, same defaults; the eval task names are
-    checked here, where both stages are known."""
-
-    @pydantic.model_validator(mode="after")
-    def _known_tasks(self) -> "QueryPoolConfig":
-        for name, tasks in (
-            ("decontaminate_tasks", self.decontaminate_tasks),
-            ("eval_sources", list(self.eval_sources)),
-        ):
-            unknown = sorted(set(tasks) - set(evaluation.TASKS))
-            if unknown:
-                raise ValueError(
-                    f"{name}: unknown task(s) {unknown}; the tasks are {sorted(evaluation.TASKS)}"
-                )
-        return self
+    """Dagster view of QueryPoolSettings: same fields, same defaults."""
 
 
 @dg.asset(
@@ -31,7 +17,14 @@ class QueryPoolConfig(dg.Config, queries.QueryPoolSettings):
     io_manager_key="parquet_io_manager",
     code_version=queries.CODE_VERSION,
     kinds={"parquet"},
-    description="General-domain queries: cleaned, deduplicated, decontaminated, sampled.",
+    description="General-domain queries: cleaned, deduplicated, decontaminated against every "
+    "materialized eval_sets partition, sampled.",
+    ins={
+        "eval_sets": dg.AssetIn(
+            partition_mapping=dg.AllPartitionMapping(),
+            metadata={"allow_missing_partitions": True},
+        )
+    },
     check_specs=[
         dg.AssetCheckSpec(
             "query_pool_not_empty",
@@ -40,19 +33,20 @@ class QueryPoolConfig(dg.Config, queries.QueryPoolSettings):
         )
     ],
 )
-def query_pool(config: QueryPoolConfig):  # no annotation: an asset with checks has several outputs
+def query_pool(config: QueryPoolConfig, eval_sets: pa.Table):  # no return annotation: an asset
+    # with checks has several outputs
     started = time.perf_counter()
-    eval_questions = [
-        e.question
-        for task in config.decontaminate_tasks
-        for e in evaluation.load_examples(task, config.eval_sources.get(task))
-    ]
+    eval_questions = eval_sets.column("question").to_pylist() if config.decontaminate else []
+    tasks = sorted(set(eval_sets.column("task").to_pylist())) if config.decontaminate else []
     table, dropped = queries.build_query_pool(config, eval_questions)
     ids = table.column("query_id").to_pylist()
     return dg.MaterializeResult(
         value=table,
         metadata={
             "dropped": dg.MetadataValue.json(dropped),
+            "decontaminated_against": dg.MetadataValue.json(
+                {t: eval_sets.column("task").to_pylist().count(t) for t in tasks}
+            ),
             "compute_seconds": round(time.perf_counter() - started, 3),
         },
         check_results=[

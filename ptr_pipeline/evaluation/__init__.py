@@ -5,9 +5,18 @@ from ptr_pipeline.evaluation.rounds import (
     CODE_VERSION,
     evaluate_models,
     evaluate_rounds,
+    judge_rows,
     summarize,
     summary_markdown,
 )
-from ptr_pipeline.evaluation.settings import EvalSettings
+from ptr_pipeline.evaluation.settings import EvalSetSettings, EvalSettings
 from ptr_pipeline.evaluation.stats import compare, comparisons_markdown
-from ptr_pipeline.evaluation.tasks import TASKS, EvalExample, Task, load_examples
+from ptr_pipeline.evaluation.tasks import (
+    TASKS,
+    EvalExample,
+    Judgment,
+    Task,
+    examples_from_table,
+    examples_table,
+    load_examples,
+)

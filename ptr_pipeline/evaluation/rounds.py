@@ -16,20 +16,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ptr_pipeline import schemas
 from ptr_pipeline.conversation import refinement_prompt
 from ptr_pipeline.engines import Generator, LazyGenerator, Sampling
 from ptr_pipeline.evaluation.settings import EvalSettings
-from ptr_pipeline.evaluation.stats import wilson
+from ptr_pipeline.evaluation.stats import mean_interval
 from ptr_pipeline.evaluation.tasks import TASKS, EvalExample
 from ptr_pipeline.models import model_fingerprint
 from ptr_pipeline.storage import fingerprint, write_parquet_atomic
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = "eval_v4"
+CODE_VERSION = "eval_v5"
 
 
 def refine(
@@ -63,23 +64,44 @@ def evaluate_rounds(
     examples: list[EvalExample],
     task: str,
     generator: Generator,
-    num_rounds: int,
-    refine_prompt: str,
-    sampling: Sampling,
+    settings: EvalSettings,
     model_role: str,
     model: str,
 ) -> pa.Table:
-    """Answer every example ``num_rounds`` times, each round refining the previous answer.
+    """Answer every example ``settings.num_rounds`` times, each round refining the previous
+    answer, and judge every answer with the task's scorer (``tasks.Task.judge``).
 
     Returns:
         A ``schemas.EVAL_SCORES`` table, one row per (example, round).
     """
-    answers = refine([e.prompt for e in examples], generator, num_rounds, refine_prompt, sampling)
+    answers = refine(
+        [e.prompt for e in examples],
+        generator,
+        settings.num_rounds,
+        settings.refine_prompt,
+        settings.sampling(task),
+    )
+    return judge_rows(task, examples, answers, settings.extraction_for(task), model_role, model)
+
+
+def judge_rows(
+    task: str,
+    examples: list[EvalExample],
+    answers: list[list[str]],
+    extraction: str,
+    model_role: str,
+    model: str,
+) -> pa.Table:
+    """``answers[i][r]`` (example i, round r + 1) judged: a ``schemas.EVAL_SCORES`` table ordered
+    by round, then example. The eval stage and ``python -m ptr_pipeline score`` both judge here."""
     rows = []
+    num_rounds = max((len(a) for a in answers), default=0)
     for round_ in range(1, num_rounds + 1):
         for example, responses in zip(examples, answers, strict=True):
+            if len(responses) < round_:
+                continue
             response = responses[round_ - 1]
-            extracted = TASKS[task].extract(response)
+            judgment = TASKS[task].judge(response, example, extraction)
             rows.append(
                 {
                     "model_role": model_role,
@@ -89,9 +111,11 @@ def evaluate_rounds(
                     "prompt": example.prompt,
                     "round": round_,
                     "response": response,
-                    "extracted": extracted,
+                    "extracted": judgment.extracted,
                     "gold": example.gold,
-                    "correct": extracted == example.gold,
+                    "correct": judgment.correct,
+                    "metrics": judgment.metrics,
+                    "detail": judgment.detail,
                 }
             )
     return pa.Table.from_pylist(rows, schema=schemas.EVAL_SCORES)
@@ -135,8 +159,10 @@ def evaluate_models(
                 identity,
                 role,
                 task,
-                [(e.id, e.prompt, e.gold) for e in task_examples],
+                [(e.id, e.prompt, e.gold, e.choices, e.reference) for e in task_examples],
                 answer_settings,
+                settings.extraction_for(task),
+                TASKS[task].stop,
                 CODE_VERSION,
             )
             cache = work_root / "eval_scores" / f"{key[:16]}.parquet"
@@ -160,23 +186,14 @@ def evaluate_models(
         plan.append((role, model, engine, pending))
     for role, model, engine, pending in plan:
         for task, cache in pending.items():
-            table = evaluate_rounds(
-                examples[task],
-                task,
-                engine(),
-                settings.num_rounds,
-                settings.refine_prompt,
-                settings.sampling(),
-                role,
-                model,
-            )
+            table = evaluate_rounds(examples[task], task, engine(), settings, role, model)
             write_parquet_atomic(table, cache)
             tables.append(table)
-            by_round = summarize(table).column("accuracy").to_pylist()
+            primary = summarize(table).filter(pc.field("primary"))
             log.info(
-                "%s %s: %d examples x %d rounds, accuracy by round %s",
-                role, task, len(examples[task]), settings.num_rounds,
-                [round(a, 3) for a in by_round],
+                "%s %s: %d examples x %d rounds, %s by round %s",
+                role, task, len(examples[task]), settings.num_rounds, TASKS[task].metrics[0],
+                [round(a, 3) for a in primary.column("value").to_pylist()],
             )  # fmt: skip
         engine.close()  # free this model (GPU memory included) before the next one loads
     if not tables:
@@ -184,64 +201,97 @@ def evaluate_models(
     return pa.concat_tables(tables)
 
 
+def metric_values(scores: pa.Table) -> dict[tuple[str, str, int, str], dict[str, float]]:
+    """(model role, task, round, metric) -> example id -> the item's value of that metric."""
+    cells: dict[tuple[str, str, int, str], dict[str, float]] = defaultdict(dict)
+    columns = ["model_role", "task", "round", "example_id", "metrics"]
+    for r in scores.select(columns).to_pylist():
+        for name, value in r["metrics"]:
+            cells[(r["model_role"], r["task"], r["round"], name)][r["example_id"]] = value
+    return cells
+
+
 def summarize(scores: pa.Table) -> pa.Table:
-    """Accuracy per (model role, task, round) with its 95% Wilson interval, and flips against
-    the previous round."""
+    """Per (model role, task, round, metric): the mean with its 95% interval (Wilson for a 0/1
+    metric, the bootstrap otherwise: ``stats.mean_interval``), the answered share, and flips of
+    the per-item verdict against the previous round (null for a task without one, xsum)."""
     schemas.validate(scores, schemas.EVAL_SCORES, "eval_scores")
-    correct: dict[tuple[str, str, int], dict[str, bool]] = defaultdict(dict)
+    correct: dict[tuple[str, str, int], dict[str, bool | None]] = defaultdict(dict)
     answered: dict[tuple[str, str, int], int] = defaultdict(int)
     columns = ["model_role", "task", "round", "example_id", "correct", "extracted"]
     for r in scores.select(columns).to_pylist():
         key = (r["model_role"], r["task"], r["round"])
         correct[key][r["example_id"]] = r["correct"]
         answered[key] += r["extracted"] is not None
+    values = metric_values(scores)
     rows = []
-    for (role, task, round_), by_example in sorted(correct.items()):
+    for (role, task, round_), verdicts in sorted(correct.items()):
         previous = correct.get((role, task, round_ - 1), {})
-        right = sum(by_example.values())
-        low, high = wilson(right, len(by_example))
-        rows.append(
-            {
-                "model_role": role,
-                "task": task,
-                "round": round_,
-                "n": len(by_example),
-                "accuracy": right / len(by_example),
-                "ci_low": low,
-                "ci_high": high,
-                "answered": answered[(role, task, round_)] / len(by_example),
-                "wrong_to_right": sum(
-                    ok and previous.get(k) is False for k, ok in by_example.items()
-                ),
-                "right_to_wrong": sum(
-                    not ok and previous.get(k) is True for k, ok in by_example.items()
-                ),
-            }
+        judged = all(v is not None for v in verdicts.values())
+        names = list(TASKS[task].metrics) if task in TASKS else []
+        names += sorted(
+            {m for (ro, t, k, m) in values if (ro, t, k) == (role, task, round_)} - set(names)
         )
+        for name in names:
+            by_example = values.get((role, task, round_, name))
+            if not by_example:
+                continue
+            low, high = mean_interval(list(by_example.values()))
+            rows.append(
+                {
+                    "model_role": role,
+                    "task": task,
+                    "round": round_,
+                    "metric": name,
+                    "primary": bool(names) and name == names[0],
+                    "n": len(by_example),
+                    "value": sum(by_example.values()) / len(by_example),
+                    "ci_low": low,
+                    "ci_high": high,
+                    "answered": answered[(role, task, round_)] / len(verdicts),
+                    "wrong_to_right": sum(
+                        bool(ok) and previous.get(k) is False for k, ok in verdicts.items()
+                    )
+                    if judged
+                    else None,
+                    "right_to_wrong": sum(
+                        ok is False and previous.get(k) is True for k, ok in verdicts.items()
+                    )
+                    if judged
+                    else None,
+                }
+            )
     return pa.Table.from_pylist(rows, schema=schemas.EVAL_SUMMARY)
 
 
 ROLE_ORDER = {"base": 0, "sft": 1, "ptr": 2}
 
 
-def summary_markdown(summary: pa.Table, column: str = "accuracy") -> str:
-    """A task x round table of ``column`` (a fraction, shown in %) per model role, as markdown;
-    accuracy cells carry their 95% interval."""
-    rows = summary.to_pylist()
+def summary_markdown(summary: pa.Table, column: str = "value", every_metric: bool = False) -> str:
+    """A task x round table per model role, as markdown, in %: each task's primary metric (every
+    metric with ``every_metric``) with its 95% interval, or the ``answered`` share."""
+    rows = [r for r in summary.to_pylist() if every_metric or r["primary"]]
     rounds = sorted({r["round"] for r in rows})
-    head = "| task | model | " + " | ".join(f"round {k}" for k in rounds) + " |"
-    lines = [head, "|" + "---|" * (2 + len(rounds))]
-    cells: dict[tuple[str, str], dict[int, str]] = defaultdict(dict)
+    head = "| task | metric | model | " + " | ".join(f"round {k}" for k in rounds) + " |"
+    lines = [head, "|" + "---|" * (3 + len(rounds))]
+    cells: dict[tuple[str, str, str], dict[int, str]] = defaultdict(dict)
     for r in rows:
         value = f"{100 * r[column]:.1f}"
-        if column == "accuracy":
+        if column == "value":
             value += f" [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"
-        cells[(r["task"], r["model_role"])][r["round"]] = value
-    for (task, role), by_round in sorted(
-        cells.items(), key=lambda item: (item[0][0], ROLE_ORDER.get(item[0][1], 9), item[0][1])
-    ):
+        metric = r["metric"] if column == "value" else "answered"
+        cells[(r["task"], metric, r["model_role"])][r["round"]] = value
+    order = {task: i for i, task in enumerate(TASKS)}
+
+    def key(item):
+        (task, metric, role), _ = item
+        metrics = TASKS[task].metrics if task in TASKS else ()
+        rank = metrics.index(metric) if metric in metrics else len(metrics)
+        return (order.get(task, len(order)), task, rank, metric, ROLE_ORDER.get(role, 9), role)
+
+    for (task, metric, role), by_round in sorted(cells.items(), key=key):
         values = " | ".join(by_round.get(k, "-") for k in rounds)
-        lines.append(f"| {task} | {role} | {values} |")
+        lines.append(f"| {task} | {metric} | {role} | {values} |")
     return "\n".join(lines)
 
 
@@ -278,6 +328,10 @@ def trip_markdown(scores: pa.Table, example_id: str | None = None) -> str:
     ):
         answer = r["response"].replace("\n", " ").replace("|", "\\|")
         lines.append(
-            f"| {role} | {round_} | {answer} | {r['extracted']} | {'yes' if r['correct'] else 'no'} |"
+            f"| {role} | {round_} | {answer} | {r['extracted']} | {_verdict(r['correct'])} |"
         )
     return "\n".join(lines)
+
+
+def _verdict(correct: bool | None) -> str:
+    return "-" if correct is None else ("yes" if correct else "no")

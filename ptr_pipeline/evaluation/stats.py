@@ -1,7 +1,8 @@
 """Confidence intervals and paired differences of eval scores: what carries the PTR claim.
 
-- Accuracy of one (model, task, round) cell: the 95% Wilson score interval
-  (``scipy.stats.binomtest(...).proportion_ci(method="wilson")``).
+- A 0/1 metric (accuracy, pass@1, DROP's em) of one (model, task, round) cell: the 95% Wilson
+  score interval (``scipy.stats.binomtest(...).proportion_ci(method="wilson")``); a graded one
+  (DROP's F1, ROUGE): the bootstrap percentile interval of the mean (``scipy.stats.bootstrap``).
 - A difference between two cells on the same examples (PTR round 3 - PTR round 1, PTR round 3 -
   base round 1, ...): the paired bootstrap, resampling examples with both scores together
   (``scipy.stats.bootstrap(paired=True)``, percentile method, 10,000 resamples, a fixed seed so
@@ -16,6 +17,7 @@ import pyarrow as pa
 from scipy import stats
 
 from ptr_pipeline import schemas
+from ptr_pipeline.evaluation.tasks import TASKS
 
 CONFIDENCE = 0.95
 RESAMPLES = 10_000
@@ -39,7 +41,29 @@ def wilson(successes: int, n: int) -> tuple[float, float]:
     return (float(ci.low), float(ci.high))
 
 
-def paired_difference(a: list[bool], b: list[bool]) -> tuple[float, float, float]:
+def mean_interval(values: list[float]) -> tuple[float, float]:
+    """95% interval of the mean of per-item values in [0, 1]: Wilson when every value is 0 or 1,
+    else the bootstrap percentile interval (10,000 resamples, a fixed seed)."""
+    if not values:
+        return (0.0, 1.0)
+    if all(v in (0.0, 1.0) for v in values):
+        return wilson(int(sum(values)), len(values))
+    x = np.asarray(values, dtype=float)
+    if len(x) < 2 or np.all(x == x[0]):
+        return (float(x.mean()), float(x.mean()))
+    result = stats.bootstrap(
+        (x,),
+        np.mean,
+        vectorized=True,
+        n_resamples=RESAMPLES,
+        confidence_level=CONFIDENCE,
+        method="percentile",
+        rng=np.random.default_rng(SEED),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def paired_difference(a: list[float], b: list[float]) -> tuple[float, float, float]:
     """mean(a) - mean(b) over paired examples, and its paired bootstrap 95% interval."""
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     difference = float(x.mean() - y.mean())
@@ -58,25 +82,32 @@ def paired_difference(a: list[bool], b: list[bool]) -> tuple[float, float, float
     return difference, float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
-def _cells(scores: pa.Table) -> dict[tuple[str, str, int], dict[str, bool]]:
-    cells: dict[tuple[str, str, int], dict[str, bool]] = {}
-    for r in scores.select(["model_role", "task", "round", "example_id", "correct"]).to_pylist():
-        cells.setdefault((r["model_role"], r["task"], r["round"]), {})[r["example_id"]] = r[
-            "correct"
-        ]
+def _cells(scores: pa.Table) -> dict[tuple[str, str, int], dict[str, float]]:
+    """(model role, task, round) -> example id -> the item's value of the task's primary metric."""
+    cells: dict[tuple[str, str, int], dict[str, float]] = {}
+    for r in scores.select(["model_role", "task", "round", "example_id", "metrics"]).to_pylist():
+        values = dict(r["metrics"])
+        value = values.get(_primary(r["task"], values))
+        if value is not None:
+            cells.setdefault((r["model_role"], r["task"], r["round"]), {})[r["example_id"]] = value
     return cells
 
 
+def _primary(task: str, values: dict[str, float]) -> str:
+    return TASKS[task].metrics[0] if task in TASKS else next(iter(values), "")
+
+
 def compare(scores: pa.Table, claims=CLAIMS) -> pa.Table:
-    """A ``schemas.EVAL_COMPARISONS`` table: each claim per task and pooled ("all"), for the
-    models and rounds ``scores`` holds (a claim whose cells are missing is skipped)."""
+    """A ``schemas.EVAL_COMPARISONS`` table: each claim per task (on the task's primary metric)
+    and pooled over tasks ("all": the per-item values of every task together), for the models
+    and rounds ``scores`` holds (a claim whose cells are missing is skipped)."""
     schemas.validate(scores, schemas.EVAL_SCORES, "eval_scores")
     cells = _cells(scores)
     tasks = sorted({task for _, task, _ in cells})
     rows = []
     for role_a, round_a, role_b, round_b in claims:
-        pooled_a: list[bool] = []
-        pooled_b: list[bool] = []
+        pooled_a: list[float] = []
+        pooled_b: list[float] = []
         label = None
         for task in tasks:
             last = max((k for r, t, k in cells if r == role_a and t == task), default=None)
@@ -87,37 +118,40 @@ def compare(scores: pa.Table, claims=CLAIMS) -> pa.Table:
             label = f"{role_a} r{ra} - {role_b} r{round_b}"
             ids = sorted(set(a) & set(b))
             xa, xb = [a[i] for i in ids], [b[i] for i in ids]
-            rows.append(_row(label, task, xa, xb))
+            rows.append(_row(label, task, _primary(task, {}), xa, xb))
             pooled_a += xa
             pooled_b += xb
         if label is not None and len(tasks) > 1:
-            rows.append(_row(label, "all", pooled_a, pooled_b))
+            rows.append(_row(label, "all", "primary", pooled_a, pooled_b))
     return pa.Table.from_pylist(rows, schema=schemas.EVAL_COMPARISONS)
 
 
-def _row(label: str, task: str, a: list[bool], b: list[bool]) -> dict:
+def _row(label: str, task: str, metric: str, a: list[float], b: list[float]) -> dict:
     difference, low, high = paired_difference(a, b)
     return {
         "comparison": label,
         "task": task,
         "n": len(a),
+        "metric": metric,
         "difference": difference,
         "ci_low": low,
         "ci_high": high,
-        "wrong_to_right": sum(x and not y for x, y in zip(a, b, strict=True)),
-        "right_to_wrong": sum(y and not x for x, y in zip(a, b, strict=True)),
+        "wrong_to_right": sum(x > y for x, y in zip(a, b, strict=True)),
+        "right_to_wrong": sum(x < y for x, y in zip(a, b, strict=True)),
     }
 
 
 def comparisons_markdown(comparisons: pa.Table) -> str:
-    """The comparisons as a markdown table, in points of accuracy."""
+    """The comparisons as a markdown table, in points of each task's primary metric ("all"
+    pools them, as the paper's average mixes accuracy, pass@1 and similarity)."""
     lines = [
-        "| comparison | task | n | difference (points) | 95% CI | wrong->right | right->wrong |",
-        "|---|---|---|---|---|---|---|",
+        "| comparison | task | metric | n | difference (points) | 95% CI | better | worse |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in comparisons.to_pylist():
         lines.append(
-            f"| {r['comparison']} | {r['task']} | {r['n']} | {100 * r['difference']:+.1f} | "
+            f"| {r['comparison']} | {r['task']} | {r['metric']} | {r['n']} | "
+            f"{100 * r['difference']:+.1f} | "
             f"[{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}] | {r['wrong_to_right']} | "
             f"{r['right_to_wrong']} |"
         )

@@ -1,106 +1,149 @@
-"""Eval tasks: parsers (HF hub schema and the original release formats), prompts, answer extraction.
+"""The paper's ten eval tasks: parsers (hub schemas and original releases), prompts, judges.
 
-docs/paper_notes.md, section 5.1: zero-shot prompts, answers scored from the model's text. GSM8K
-takes the number after "The answer is" (else the last number: strict then flexible, without the
-official code's "any number matches" leniency); multiple-choice tasks take the letter after "The
-answer is" (else the first option letter in parentheses or standing alone).
+docs/paper_notes.md section 5.1 lists the tasks and how the paper scored them; issue 7 sets how we
+score them (``TASKS[name].metrics``, primary first):
 
-Files are read by ``records.read_records`` (every format and layout it knows); a task only parses
-fields, with typed accessors, so a wrong type names the file, the row and the field.
+| task | metric | read from the response |
+|---|---|---|
+| gsm8k | accuracy (+ strict_match, flexible_extract) | final number (``extract.extract_number``) |
+| math | accuracy | final answer, symbolic equivalence by math-verify |
+| mmlu, arc, commonsense_qa, winogrande, gpqa | accuracy | final option letter |
+| humaneval | pass@1 | code, run against the tests in ``evaluation.sandbox`` |
+| drop | f1, em | final answer span, DROP's official EM/F1 |
+| xsum | rougeL, rouge1, rouge2 | the whole response, ROUGE F (rouge-score) |
+
+Zero-shot prompts, except MMLU's (5 shots from its dev split, as the released code effectively
+ran it); ``num_fewshot`` is a setting per task. Files are read by ``records.read_records`` (every
+format and layout it knows); a parser only reads fields, with typed accessors, so a wrong type
+names the file, the row and the field.
 """
 
+import hashlib
+import json
+import random
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
+import pyarrow as pa
+
+from ptr_pipeline import schemas
+from ptr_pipeline.evaluation import extract, metrics
 from ptr_pipeline.records import InputError, Record, read_records
 from ptr_pipeline.samples import NAMED_SOURCES, eval_sample
 
 LETTERS = "ABCDEFGH"
 MMLU_CSV_COLUMNS = ["question", "A", "B", "C", "D", "answer"]  # the original release: no header
+QA_STOP = ("\nQuestion:", "\nQ:", "\nProblem:", "\nPassage:")  # a follow-on question begins
 
 
 @dataclass(frozen=True)
 class EvalExample:
     id: str
     question: str  # the raw question, for decontamination
-    prompt: str  # what the model is asked at round 1
-    gold: str
+    prompt: str  # what the model is asked at round 1 (few-shot examples included)
+    gold: str  # the gold answer as shown: a letter, a number, a span, a summary, the tests' name
     where: str = ""  # file and row, for error messages
+    choices: tuple[str, ...] = ()  # multiple choice: the options in the order shown
+    # What a judge needs beyond ``gold``, JSON values only (it travels in the eval_sets table).
+    reference: dict[str, Any] = field(default_factory=dict)
+    group: str = ""  # the pool few-shot examples are drawn from (MMLU: the subject)
+    shot: str = ""  # this item written as a solved example (question and answer)
+
+
+@dataclass(frozen=True)
+class Judgment:
+    """One response judged: what was read from it, the verdict, and every metric (0.0-1.0)."""
+
+    extracted: str | None
+    correct: bool | None  # None for a continuous metric (xsum)
+    metrics: dict[str, float]
+    detail: str = ""  # e.g. why a program failed
+
+
+Judge = Callable[[str, EvalExample, str], Judgment]
 
 
 @dataclass(frozen=True)
 class Task:
     name: str
     parse: Callable[[Record, int], EvalExample]  # (record, 0-based index) -> example
-    extract: Callable[[str], str | None]  # response -> answer, or None
+    reader: Judge  # (response already cut at ``stop``, example, extraction) -> judgment
+    metrics: tuple[str, ...]  # primary first
+    stop: tuple[str, ...]  # stop strings for generation and scoring
+    extraction: str = extract.FLEXIBLE  # the default variant
+    num_fewshot: int = 0  # the default number of shots
     csv_columns: list[str] | None = None  # for CSV files without a header row
+    source: str = ""  # the hub dataset it reads (docs)
+    merge_folders: bool = False  # a folder's configs are one set (ARC: Easy + Challenge)
+
+    def judge(self, response: str, example: EvalExample, extraction: str | None = None) -> Judgment:
+        """``response`` to ``example`` judged: cut at the task's stop strings (as generation
+        cuts it), read by ``extraction`` (default: the task's), scored by the task's metrics."""
+        return self.reader(
+            extract.cut_at_stop(response, self.stop), example, extraction or self.extraction
+        )
 
 
-def _number(text: str) -> str:
-    text = text.replace(",", "").rstrip(".")
-    return text[:-2] if text.endswith(".0") else text
+# --- prompts
 
 
-def extract_number(response: str) -> str | None:
-    m = re.search(r"answer is\s*:?\s*\$?(-?\d[\d,]*(?:\.\d+)?)", response, re.IGNORECASE)
-    if m:
-        return _number(m.group(1))
-    numbers = re.findall(r"-?\d[\d,]*(?:\.\d+)?", response)
-    return _number(numbers[-1]) if numbers else None
-
-
-def extract_choice(response: str) -> str | None:
-    m = re.search(r"answer is\s*:?\s*\(?([A-H])\b\)?", response)
-    if m:
-        return m.group(1)
-    m = re.search(r"\(([A-H])\)", response) or re.search(r"\b([A-H])\b", response)
-    return m.group(1) if m else None
-
-
-def _mc_prompt(question: str, options: list[str]) -> str:
-    lines = "\n".join(f"({LETTERS[i]}) {o}" for i, o in enumerate(options))
-    return (
-        "Answer the multiple-choice question. End with 'The answer is (X).'\n\n"
-        f"Question: {question}\n{lines}"
+def _mc_prompt(question: str, options: list[str] | tuple[str, ...]) -> str:
+    return "Answer the multiple-choice question. End with 'The answer is (X).'\n\n" + _mc_body(
+        question, options
     )
 
 
-def _strings(record: Record, value, field: str) -> list[str]:
+def _mc_body(question: str, options) -> str:
+    lines = "\n".join(f"({LETTERS[i]}) {o}" for i, o in enumerate(options))
+    return f"Question: {question}\n{lines}"
+
+
+def _mc_example(
+    r: Record, id_: str, question: str, options: list[str], gold: str, group: str = ""
+) -> EvalExample:
+    return EvalExample(
+        id_,
+        question,
+        _mc_prompt(question, options),
+        gold,
+        r.where,
+        choices=tuple(options),
+        group=group,
+        shot=f"{_mc_body(question, options)}\nThe answer is ({gold}).",
+    )
+
+
+# --- field readers
+
+
+def _strings(record: Record, value, field_: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise record.error("expected a list of strings", field)
+        raise record.error("expected a list of strings", field_)
     return value
 
 
-def _options(record: Record, options: list[str], field: str) -> list[str]:
+def _options(record: Record, options: list[str], field_: str) -> list[str]:
     if not 2 <= len(options) <= len(LETTERS):
-        raise record.error(f"{len(options)} options; expected 2 to {len(LETTERS)}", field)
+        raise record.error(f"{len(options)} options; expected 2 to {len(LETTERS)}", field_)
     return options
 
 
-def _id(r: Record, field: str, fallback: str) -> str:
+def _id(r: Record, field_: str, fallback: str) -> str:
     """The record's own id when it has a usable one, else ``fallback`` (task and position)."""
-    value = r.get(field)
+    value = r.get(field_)
     if isinstance(value, bool) or not isinstance(value, str | int) or str(value).strip() == "":
         return fallback
     return str(value)
 
 
-def _gsm8k(r: Record, i: int) -> EvalExample:
-    question, answer = r.text("question"), r.text("answer")
-    if "####" not in answer:
-        raise r.error("no '#### <number>' final answer", "answer")
-    gold = answer.rsplit("####", 1)[-1].strip()
-    if not gold:
-        raise r.error("the final answer after '####' is empty", "answer")
-    prompt = f"Solve the math problem. End with 'The answer is N.'\n\nQuestion: {question}"
-    return EvalExample(_id(r, "id", f"gsm8k-{i}"), question, prompt, _number(gold), r.where)
-
-
-def _arc(r: Record, i: int) -> EvalExample:
+def _labelled_choices(r: Record) -> tuple[str, list[str], list[str]]:
+    """(stem, option texts, labels) of the AI2 original ({"stem", "choices": [{text, label}]})
+    or the hub's (question str, choices {"text": [...], "label": [...]}) layout."""
     q = r.require("question")
-    if isinstance(q, dict):  # AI2 original: {"stem", "choices": [{"text", "label"}]}
+    if isinstance(q, dict):
         stem, choices = q.get("stem"), q.get("choices")
         if (
             not isinstance(stem, str)
@@ -110,9 +153,7 @@ def _arc(r: Record, i: int) -> EvalExample:
             raise r.error("expected {'stem': str, 'choices': [{'text', 'label'}]}", "question")
         texts = _strings(r, [c.get("text") for c in choices], "question")
         labels = _strings(r, [c.get("label") for c in choices], "question")
-    elif isinstance(
-        q, str
-    ):  # HF allenai/ai2_arc: question str, choices {"text": [...], "label": [...]}
+    elif isinstance(q, str):
         stem, choices = q, r.require("choices")
         if not isinstance(choices, dict):
             raise r.error("expected {'text': [...], 'label': [...]}", "choices")
@@ -123,11 +164,62 @@ def _arc(r: Record, i: int) -> EvalExample:
     texts = _options(r, texts, "choices")
     if len(labels) != len(texts):
         raise r.error(f"{len(labels)} labels for {len(texts)} options", "choices")
-    key = r.text("answerKey")
+    return stem, texts, labels
+
+
+def _keyed_gold(r: Record, labels: list[str]) -> str:
+    key = r.text("answerKey").strip()
     if key not in labels:
         raise r.error(f"{key!r} is not one of the labels {labels}", "answerKey")
-    gold = LETTERS[labels.index(key)]  # labels may be 1-4; we always show A-D
-    return EvalExample(_id(r, "id", f"arc-{i}"), stem, _mc_prompt(stem, texts), gold, r.where)
+    return LETTERS[labels.index(key)]  # labels may be 1-4; we always show A-D
+
+
+# --- parsers
+
+
+def _gsm8k(r: Record, i: int) -> EvalExample:
+    question, answer = r.text("question"), r.text("answer")
+    if "####" not in answer:
+        raise r.error("no '#### <number>' final answer", "answer")
+    reasoning, gold = (part.strip() for part in answer.rsplit("####", 1))
+    if not gold:
+        raise r.error("the final answer after '####' is empty", "answer")
+    number = extract.canonical_number(gold)
+    if number is None:
+        raise r.error(f"the final answer after '####' is not a number: {gold!r}", "answer")
+    prompt = f"Solve the math problem. End with 'The answer is N.'\n\nQuestion: {question}"
+    reasoning = re.sub(r"<<[^>]*>>", "", reasoning)  # the calculator annotations
+    shot = f"Question: {question}\n{reasoning}\nThe answer is {number}."
+    return EvalExample(_id(r, "id", f"gsm8k-{i}"), question, prompt, number, r.where, shot=shot)
+
+
+def _math(r: Record, i: int) -> EvalExample:
+    problem, solution = r.text("problem"), r.text("solution")
+    gold = r.text("answer").strip() if r.has("answer") else extract.last_boxed(solution)
+    if not gold:
+        raise r.error("no final answer: no 'answer' field and no \\boxed{} in", "solution")
+    prompt = (
+        f"Solve the math problem. Give the final answer as \\boxed{{ANSWER}}.\n\nProblem: {problem}"
+    )
+    return EvalExample(
+        _id(r, "unique_id", f"math-{i}"),
+        problem,
+        prompt,
+        gold,
+        r.where,
+        group=str(r.get("type") or r.get("subject") or ""),
+        shot=f"Problem: {problem}\n{solution}",
+    )
+
+
+def _arc(r: Record, i: int) -> EvalExample:
+    stem, texts, labels = _labelled_choices(r)
+    return _mc_example(r, _id(r, "id", f"arc-{i}"), stem, texts, _keyed_gold(r, labels))
+
+
+def _commonsense_qa(r: Record, i: int) -> EvalExample:
+    stem, texts, labels = _labelled_choices(r)
+    return _mc_example(r, _id(r, "id", f"commonsense_qa-{i}"), stem, texts, _keyed_gold(r, labels))
 
 
 def _mmlu(r: Record, i: int) -> EvalExample:
@@ -150,38 +242,200 @@ def _mmlu(r: Record, i: int) -> EvalExample:
         if gold not in LETTERS[: len(options)]:
             raise r.error(f"{answer!r} is not a choice letter", "answer")
     subject = r.get("subject") or Path(r.file).stem.rsplit("_", 1)[0]
-    return EvalExample(f"{subject}-{i}", question, _mc_prompt(question, options), gold, r.where)
+    return _mc_example(r, f"{subject}-{i}", question, options, gold, group=subject)
 
 
+def _winogrande(r: Record, i: int) -> EvalExample:
+    sentence, options = r.text("sentence"), [r.text("option1"), r.text("option2")]
+    if "_" not in sentence:
+        raise r.error("no '_' blank to fill", "sentence")
+    answer = str(r.require("answer")).strip()
+    if answer not in ("1", "2"):
+        raise r.error(f"expected '1' or '2', got {answer!r}", "answer")
+    question = f"{sentence}\nWhich option fills the blank (_)?"
+    return _mc_example(
+        r, _id(r, "qID", f"winogrande-{i}"), question, options, LETTERS[int(answer) - 1]
+    )
+
+
+GPQA_SEED = 0  # the fixed seed of GPQA's option shuffle
+
+
+def _gpqa(r: Record, i: int) -> EvalExample:
+    question, correct = r.text("Question").strip(), r.text("Correct Answer").strip()
+    options = [correct] + [r.text(f"Incorrect Answer {k}").strip() for k in (1, 2, 3)]
+    id_ = _id(r, "Record ID", f"gpqa-{i}")
+    # A fixed shuffle per item (simple-evals shuffles with a seeded RNG too): the same row gets
+    # the same order on every run and machine, and the answer is not always (A).
+    seed = int(hashlib.sha256(f"{GPQA_SEED}:{id_}:{question}".encode()).hexdigest()[:16], 16)
+    random.Random(seed).shuffle(options)
+    return _mc_example(r, id_, question, options, LETTERS[options.index(correct)])
+
+
+def _humaneval(r: Record, i: int) -> EvalExample:
+    prompt, test, entry = r.text("prompt"), r.text("test"), r.text("entry_point").strip()
+    if f"def {entry}" not in prompt:
+        raise r.error(f"the prompt defines no function {entry!r}", "entry_point")
+    if "def check(" not in test:
+        raise r.error("no 'def check(candidate)' in", "test")
+    instruction = (
+        "Complete the Python function. Reply with the whole function in a ```python code block."
+    )
+    return EvalExample(
+        _id(r, "task_id", f"humaneval-{i}"),
+        prompt,
+        f"{instruction}\n\n```python\n{prompt}```",
+        entry,
+        r.where,
+        reference={"prompt": prompt, "test": test, "entry_point": entry},
+    )
+
+
+def _drop(r: Record, i: int) -> EvalExample:
+    passage, question = r.text("passage"), r.text("question")
+    spans_field = r.require("answers_spans")
+    if not isinstance(spans_field, dict):
+        raise r.error("expected {'spans': [...], 'types': [...]}", "answers_spans")
+    spans = _strings(r, spans_field.get("spans"), "answers_spans")
+    if not spans or not any(s.strip() for s in spans):
+        raise r.error("no answer span", "answers_spans")
+    answers = [list(spans)]
+    for extra in r.get("validated_answers") or []:  # the original release's extra annotations
+        if isinstance(extra, dict) and extra.get("spans"):
+            answers.append(list(extra["spans"]))
+    prompt = (
+        "Answer the question about the passage. End with 'The answer is X.'\n\n"
+        f"Passage: {passage}\nQuestion: {question}"
+    )
+    return EvalExample(
+        _id(r, "query_id", f"drop-{i}"),
+        question,
+        prompt,
+        " | ".join(spans),
+        r.where,
+        reference={"answers": answers},
+        shot=f"Passage: {passage}\nQuestion: {question}\nThe answer is {', '.join(spans)}.",
+    )
+
+
+def _xsum(r: Record, i: int) -> EvalExample:
+    document, summary = r.text("document"), r.text("summary").strip()
+    if not summary:
+        raise r.error("empty summary", "summary")
+    prompt = f"Summarize the article in one sentence.\n\nArticle: {document.strip()}"
+    return EvalExample(
+        _id(r, "id", f"xsum-{i}"),
+        document,
+        prompt,
+        summary,
+        r.where,
+        shot=f"Article: {document.strip()}\nSummary: {summary}",
+    )
+
+
+# --- judges (the response is already cut at the task's stop strings)
+
+
+def _binary(extracted: str | None, correct: bool, name: str = "accuracy", **more) -> Judgment:
+    return Judgment(extracted, correct, {name: float(correct), **more})
+
+
+def _judge_number(response: str, example: EvalExample, extraction: str) -> Judgment:
+    strict = extract.extract_number(response, extract.STRICT)
+    flexible = extract.extract_number(response, extract.FLEXIBLE)
+    chosen = flexible if extraction == extract.FLEXIBLE else strict
+    return _binary(
+        chosen,
+        chosen == example.gold,
+        strict_match=float(strict == example.gold),
+        flexible_extract=float(flexible == example.gold),
+    )
+
+
+def _judge_choice(response: str, example: EvalExample, extraction: str) -> Judgment:
+    letter = extract.extract_choice(response, example.choices, extraction)
+    return _binary(letter, letter == example.gold)
+
+
+def _judge_math(response: str, example: EvalExample, extraction: str) -> Judgment:
+    text = extract.plain(response)
+    answer = extract.line_after_marker(text) or extract.last_boxed(text)
+    if answer is not None:
+        return _binary(answer, metrics.math_equal(example.gold, answer))
+    if extraction == extract.FLEXIBLE and text.strip():
+        shown = metrics.math_shown(text)
+        return _binary(shown, metrics.math_equal(example.gold, text, whole_response=True))
+    return _binary(None, False)
+
+
+def _judge_drop(response: str, example: EvalExample, extraction: str) -> Judgment:
+    text = extract.plain(response)
+    answer = extract.line_after_marker(text) or extract.last_boxed(text)
+    if answer is None and extraction == extract.FLEXIBLE:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        answer = lines[-1].rstrip(".") if lines else None
+    scores = metrics.drop_scores(answer, example.reference["answers"])
+    return Judgment(answer, scores["em"] == 1.0, scores)
+
+
+def _judge_xsum(response: str, example: EvalExample, extraction: str) -> Judgment:
+    summary = response.strip()
+    return Judgment(summary or None, None, metrics.rouge(example.gold, summary))
+
+
+def _judge_humaneval(response: str, example: EvalExample, extraction: str) -> Judgment:
+    ref = example.reference
+    program = metrics.humaneval_program(ref["prompt"], response, ref["test"], ref["entry_point"])
+    result = metrics.humaneval_passes(program)
+    code = extract.code_block(response).strip()
+    return Judgment(
+        code or None,
+        result.passed,
+        {"pass@1": float(result.passed)},
+        result.status + (f": {result.detail}" if result.detail else ""),
+    )
+
+
+MC = ("accuracy",)
 TASKS: dict[str, Task] = {
-    "gsm8k": Task("gsm8k", _gsm8k, extract_number),
-    "arc": Task("arc", _arc, extract_choice),
-    "mmlu": Task("mmlu", _mmlu, extract_choice, MMLU_CSV_COLUMNS),
-}
+    # The world's tasks first: the demo evaluates a contiguous partition range of them.
+    "gsm8k": Task("gsm8k", _gsm8k, _judge_number, ("accuracy", "strict_match", "flexible_extract"), QA_STOP, extract.STRICT, source="openai/gsm8k"),
+    "arc": Task("arc", _arc, _judge_choice, MC, QA_STOP, source="allenai/ai2_arc (Easy + Challenge)", merge_folders=True),
+    "mmlu": Task("mmlu", _mmlu, _judge_choice, MC, QA_STOP, num_fewshot=5, csv_columns=MMLU_CSV_COLUMNS, source="cais/mmlu"),
+    "math": Task("math", _math, _judge_math, MC, QA_STOP, source="MATH (hendrycks), MATH-500"),
+    "commonsense_qa": Task("commonsense_qa", _commonsense_qa, _judge_choice, MC, QA_STOP, source="tau/commonsense_qa"),
+    "winogrande": Task("winogrande", _winogrande, _judge_choice, MC, QA_STOP, source="allenai/winogrande"),
+    "gpqa": Task("gpqa", _gpqa, _judge_choice, MC, QA_STOP, source="Idavidrein/gpqa"),
+    "humaneval": Task("humaneval", _humaneval, _judge_humaneval, ("pass@1",), ("\nif __name__", "\nprint(", "\nassert "), source="openai/openai_humaneval"),
+    "drop": Task("drop", _drop, _judge_drop, ("f1", "em"), QA_STOP, source="ucinlp/drop"),
+    "xsum": Task("xsum", _xsum, _judge_xsum, metrics.ROUGE_TYPES, ("\nDocument:", "\nArticle:"), source="EdinburghNLP/xsum"),
+}  # fmt: skip
 
 
-def load_examples(
-    task: str, source: str | None = None, limit: int | None = None, split: str | None = None
+def read_examples(
+    task: str, source: str | None = None, split: str | None = None, limit: int | None = None
 ) -> list[EvalExample]:
-    """The examples of ``task`` from ``source`` (default: the bundled sample), first ``limit``.
+    """The zero-shot examples of ``task`` from ``source`` (default: the bundled sample).
 
     Args:
         task: a key of ``TASKS``.
         source: anything ``records.read_records`` reads (file, folder, ``hf:`` name), or
             ``bundled`` (the default) or ``world`` (``samples.eval_sample``).
-        limit: keep the first ``limit`` examples.
         split: the split of a folder source; None = its only split.
+        limit: keep the first ``limit`` examples.
 
     Raises:
         KeyError: for an unknown task.
-        InputError: naming the file, row and field of a bad record, or an empty source.
+        InputError: naming the file, row and field of a bad record, a repeated id, or a source
+            with no example.
     """
     if task not in TASKS:
         raise KeyError(f"unknown eval task {task!r}; choose from {sorted(TASKS)}")
     path = (
         str(eval_sample(task, source or "bundled")) if source in (None, *NAMED_SOURCES) else source
     )
-    records = read_records(path, split=split, csv_columns=TASKS[task].csv_columns)
+    task_ = TASKS[task]
+    records = read_records(path, split, task_.csv_columns, task_.merge_folders)
     examples = []
     for i, record in enumerate(records[:limit]):
         try:
@@ -201,3 +455,94 @@ def load_examples(
     if not examples:
         raise InputError(f"{path}: no {task} examples")
     return examples
+
+
+def with_shots(examples: list[EvalExample], shots: list[EvalExample], n: int) -> list[EvalExample]:
+    """``examples`` with ``n`` solved examples before each question: the first ``n`` shots of
+    the same group (MMLU: subject) when there are that many, else the first ``n`` shots. A shot
+    never repeats the question it precedes.
+
+    Raises:
+        InputError: fewer than ``n`` usable shots.
+    """
+    if n == 0:
+        return examples
+    out = []
+    for example in examples:
+        usable = [s for s in shots if s.question != example.question and s.shot]
+        same = [s for s in usable if example.group and s.group == example.group]
+        chosen = (same if len(same) >= n else usable)[:n]
+        if len(chosen) < n:
+            raise InputError(
+                f"{example.where}: {n} few-shot examples asked, {len(chosen)} available"
+            )
+        header, body = example.prompt.split("\n\n", 1)
+        solved = "\n\n".join(s.shot for s in chosen)
+        out.append(replace(example, prompt=f"{header}\n\n{solved}\n\n{body}"))
+    return out
+
+
+def load_examples(
+    task: str,
+    source: str | None = None,
+    limit: int | None = None,
+    split: str | None = None,
+    num_fewshot: int | None = None,
+    fewshot_source: str | None = None,
+    fewshot_split: str | None = None,
+) -> list[EvalExample]:
+    """The examples of ``task`` as the eval stage asks them: ``read_examples``, then
+    ``num_fewshot`` (default: the task's) solved examples from ``fewshot_source`` (default: the
+    bundled sample's dev file) before each question."""
+    examples = read_examples(task, source, split, limit)
+    n = TASKS[task].num_fewshot if num_fewshot is None else num_fewshot
+    if n:
+        shots = read_examples(task, fewshot_source or eval_sample(task, "dev"), fewshot_split)
+        examples = with_shots(examples, shots, n)
+    return examples
+
+
+# --- the eval_sets table (schemas.EVAL_SETS): how the items travel between stages
+
+
+def examples_table(task: str, examples: list[EvalExample]) -> pa.Table:
+    """``examples`` of ``task`` as a ``schemas.EVAL_SETS`` table."""
+    rows = [
+        {
+            "task": task,
+            "example_id": e.id,
+            "question": e.question,
+            "prompt": e.prompt,
+            "gold": e.gold,
+            "choices": list(e.choices),
+            "reference": json.dumps(e.reference, sort_keys=True),
+            "where": e.where,
+        }
+        for e in examples
+    ]
+    return pa.Table.from_pylist(rows, schema=schemas.EVAL_SETS)
+
+
+def examples_from_table(table: pa.Table) -> dict[str, list[EvalExample]]:
+    """task -> its examples, in table order, from a ``schemas.EVAL_SETS`` table.
+
+    Raises:
+        SchemaError: missing or mistyped columns. KeyError: a task this code does not know.
+    """
+    schemas.validate(table, schemas.EVAL_SETS, "eval_sets")
+    out: dict[str, list[EvalExample]] = {}
+    for r in table.to_pylist():
+        if r["task"] not in TASKS:
+            raise KeyError(f"eval_sets: unknown task {r['task']!r}; the tasks are {sorted(TASKS)}")
+        out.setdefault(r["task"], []).append(
+            EvalExample(
+                r["example_id"],
+                r["question"],
+                r["prompt"],
+                r["gold"],
+                r["where"],
+                choices=tuple(r["choices"]),
+                reference=json.loads(r["reference"]),
+            )
+        )
+    return out

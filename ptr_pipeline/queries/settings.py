@@ -3,7 +3,6 @@
 import pydantic
 
 from ptr_pipeline.models import check_source
-from ptr_pipeline.samples import WORLD_EVAL_SOURCES
 
 
 class QueryPoolSettings(pydantic.BaseModel):
@@ -37,14 +36,10 @@ class QueryPoolSettings(pydantic.BaseModel):
     seed: int = 0
     min_chars: int = pydantic.Field(8, ge=1, description="drop shorter queries")
     max_chars: int = pydantic.Field(4000, ge=1, description="drop longer queries")
-    decontaminate_tasks: list[str] = pydantic.Field(
-        default_factory=lambda: ["gsm8k", "arc", "mmlu"],
-        description="eval tasks whose questions must not leak into the pool",
-    )
-    eval_sources: dict[str, str] = pydantic.Field(
-        default_factory=lambda: dict(WORLD_EVAL_SOURCES),
-        description="task -> file, folder, hf: name, 'world' or 'bundled' (the default for a "
-        "task not listed); the eval sets as the eval stage reads them",
+    decontaminate: bool = pydantic.Field(
+        True,
+        description="drop queries that share a word n-gram with an eval question (the eval_sets "
+        "asset's items: exactly what is evaluated)",
     )
     decontaminate_ngram: int = pydantic.Field(
         8, ge=2, description="a shared word n-gram of this size marks a query as contaminated"
@@ -54,8 +49,6 @@ class QueryPoolSettings(pydantic.BaseModel):
     def _check(self) -> "QueryPoolSettings":
         if self.source != "bundled":
             check_source(self.source)
-        for source in self.eval_sources.values():
-            check_source(source)
         if self.min_chars > self.max_chars:
             raise ValueError(
                 f"min_chars {self.min_chars} > max_chars {self.max_chars}: every query would be dropped"

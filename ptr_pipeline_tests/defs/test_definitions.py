@@ -15,14 +15,15 @@ EXPECTED_ASSETS = {
     "weak_model": ("models", set()),
     "base_model": ("models", set()),
     "strong_model": ("models", set()),
-    "query_pool": ("dataset", set()),
+    "eval_sets": ("evaluation", set()),
+    "query_pool": ("dataset", {"eval_sets"}),  # decontaminated against the evaluated items
     "weak_thoughts": ("dataset", {"query_pool", "weak_model"}),
     "strong_refinements": ("dataset", {"weak_thoughts", "strong_model"}),
     "filter_decisions": ("dataset", {"strong_refinements"}),  # its rows carry the thoughts
     "ptr_dataset": ("dataset", {"strong_refinements"}),
     "ptr_checkpoint": ("training", {"ptr_dataset", "base_model"}),
     "sft_checkpoint": ("training", {"ptr_dataset", "base_model"}),
-    "eval_scores": ("evaluation", {"base_model", "sft_checkpoint", "ptr_checkpoint"}),
+    "eval_scores": ("evaluation", {"eval_sets", "base_model", "sft_checkpoint", "ptr_checkpoint"}),
     "eval_summary": ("evaluation", {"eval_scores"}),
     "eval_comparisons": ("evaluation", {"eval_scores"}),
 }
@@ -68,14 +69,16 @@ def test_jobs_and_schedule(defs):
     dataset = defs.resolve_job_def("dataset_rebuild_job")
     assert {k.to_user_string() for k in dataset.asset_layer.executable_asset_keys} == {
         "weak_model", "base_model", "strong_model",
-        "query_pool", "weak_thoughts", "strong_refinements", "filter_decisions", "ptr_dataset",
+        "eval_sets", "query_pool", "weak_thoughts", "strong_refinements", "filter_decisions",
+        "ptr_dataset",
     }  # fmt: skip
+    assert dataset.tags["dagster/asset_partition_range_end"] == "xsum"
     full = defs.resolve_job_def("ptr_full_job")
     assert {k.to_user_string() for k in full.asset_layer.executable_asset_keys} == set(
         EXPECTED_ASSETS
     )
     assert full.tags["dagster/asset_partition_range_start"] == "gsm8k"
-    assert full.tags["dagster/asset_partition_range_end"] == "arc"  # the world's two tasks
+    assert full.tags["dagster/asset_partition_range_end"] == "xsum"  # every task
     assert full.executor_def.name == "ptr_executor"
     sensor = defs.resolve_sensor_def("dead_run_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
@@ -138,19 +141,23 @@ def test_every_settings_rule_is_checked_for_the_whole_run(defs):
     # Names that pydantic's types accept but the pipeline does not know.
     more = {
         "ops": {
-            "query_pool": {"config": {"decontaminate_tasks": ["hellaswag"]}},
             "weak_thoughts": {"config": {"template": "nope"}},
             "models": {"config": {"weak": "tiny:wek", "base": "world:bse"}},
-            "eval_scores": {"config": {"eval_sources": {"GSM8K": "/nonexistent.jsonl"}}},
+            "eval_sets": {"config": {"eval_sources": {"GSM8K": "/nonexistent.jsonl",
+                                                       "arc": "/nonexistent/arc"}}},
+            "eval_scores": {"config": {"extraction": {"gsm8k": "lenient"}}},
         }
     }  # fmt: skip
     problems = "\n".join(config_problems(job, more))
     for expected in (
-        "ops.query_pool.config: Value error, decontaminate_tasks: unknown task(s) ['hellaswag']",
         "ops.models.config.weak: Value error, unknown tiny model 'tiny:wek'",
         "ops.models.config.base: Value error, unknown world model 'world:bse'",
         "ops.weak_thoughts.config.template: Value error, unknown template 'nope'",
-        "ops.eval_scores.config: Value error, eval_sources: unknown task(s) ['GSM8K']",
+        "ops.eval_sets.config: Value error, eval_sources: unknown task(s) ['GSM8K']; the tasks "
+        "are ['arc', 'commonsense_qa', 'drop', 'gpqa', 'gsm8k', 'humaneval', 'math', 'mmlu', "
+        "'winogrande', 'xsum']",
+        "ops.eval_scores.config: Value error, extraction: gsm8k 'lenient'; use one of "
+        "['strict', 'flexible']",
     ):
         assert expected in problems
 
@@ -161,14 +168,14 @@ def test_eval_sources_are_read_and_cross_stage_rules_checked_at_launch(defs, tmp
     (tmp_path / "g.jsonl").write_text('{"question": "What is 2+2?", "answer": "4"}\n')
     config = {
         "ops": {
-            "eval_scores": {"config": {"eval_sources": {"gsm8k": str(tmp_path / "g.jsonl")}}},
+            "eval_sets": {"config": {"eval_sources": {"gsm8k": str(tmp_path / "g.jsonl")}}},
             "fine_tune": {"config": {"micro_batch_size": 1000}},
             "query_pool": {"config": {"max_queries": 24}},
         }
     }
     problems = config_problems(defs.resolve_job_def("ptr_full_job"), config)
     assert problems == [
-        f"ops.eval_scores.config: {tmp_path / 'g.jsonl'} row 1 field 'answer': no '#### <number>' final answer",
+        f"ops.eval_sets.config: {tmp_path / 'g.jsonl'} row 1 field 'answer': no '#### <number>' final answer",
         "ops.fine_tune.config.micro_batch_size: 1000 x num_gpus 1 = 1000 rows per micro-step, "
         "but query_pool.max_queries caps the dataset at 24 rows",
     ]

@@ -8,6 +8,7 @@ from transformers import AutoModelForCausalLM
 from ptr_pipeline.__main__ import report
 from ptr_pipeline.definitions import build_defs
 from ptr_pipeline.defs.resources import build_resources
+from ptr_pipeline.evaluation import TASKS
 
 # The random tiny models (the world's are trained once per session in tests/world): plumbing only.
 TINY = {"models": {"config": {"weak": "tiny:weak", "base": "tiny:base", "strong": "tiny:strong"}}}
@@ -21,7 +22,8 @@ SMALL = {
             "config": {"max_new_tokens": 12, "num_rounds": 2, "temperature": 0.7}
         },
         "fine_tune": {"config": {"max_steps": 3, "micro_batch_size": 2, "learning_rate": 0.01}},
-        "eval_scores": {"config": {"max_examples": 3, "num_rounds": 2, "max_new_tokens": 8}},
+        "eval_sets": {"config": {"max_examples": 3}},
+        "eval_scores": {"config": {"num_rounds": 2, "max_new_tokens": 8}},
     }
 }
 
@@ -87,20 +89,26 @@ def test_full_job_materializes_every_asset(defs, home, tmp_path, capsys):
         for e in result.get_asset_materialization_events()
         if e.asset_key == dg.AssetKey("eval_scores")
     }
-    assert set(per_partition) == {"gsm8k", "arc"}  # the full job scores the world's tasks
-    for task in ("gsm8k", "arc"):
+    assert set(per_partition) == set(TASKS)  # the full job scores every task
+    for task in TASKS:
         scores = pq.read_table(home.artifacts / "eval_scores" / task / "latest.parquet")
         assert scores.num_rows == 3 * 3 * 2  # models x examples x rounds
         assert set(scores.column("task").to_pylist()) == {task}
         assert per_partition[task]["dagster/row_count"].value == 18  # this partition's rows
-        assert f"| {task} |" in per_partition[task]["accuracy_by_round"].value
-        other = next(t for t in ("gsm8k", "arc") if t != task)
-        assert f"| {other} |" not in per_partition[task]["accuracy_by_round"].value
+        assert f"| {task} |" in per_partition[task]["score_by_round"].value
+        other = next(t for t in TASKS if t != task)
+        assert f"| {other} |" not in per_partition[task]["score_by_round"].value
     summary = pq.read_table(home.artifacts / "eval_summary" / "latest.parquet").to_pylist()
-    assert {(s["model_role"], s["task"], s["round"]) for s in summary} == {
-        (m, t, r) for m in ("base", "sft", "ptr") for t in ("gsm8k", "arc") for r in (1, 2)
+    assert {(s["model_role"], s["task"], s["round"], s["metric"]) for s in summary} == {
+        (m, t, r, metric)
+        for m in ("base", "sft", "ptr")
+        for t in TASKS
+        for r in (1, 2)
+        for metric in TASKS[t].metrics
     }
-    assert all(s["n"] == 3 and s["ci_low"] <= s["accuracy"] <= s["ci_high"] for s in summary)
+    assert all(s["n"] == 3 and s["ci_low"] <= s["value"] <= s["ci_high"] for s in summary)
+    # the query pool was decontaminated against exactly the items evaluated
+    assert _metadata(result, "query_pool")["decontaminated_against"] == {t: 3 for t in TASKS}
     comparisons = pq.read_table(home.artifacts / "eval_comparisons" / "latest.parquet")
     assert set(comparisons.column("comparison").to_pylist()) == {
         "ptr r2 - ptr r1", "ptr r2 - base r1", "ptr r2 - sft r1", "base r2 - base r1",
@@ -114,16 +122,24 @@ def test_full_job_materializes_every_asset(defs, home, tmp_path, capsys):
         f"{home.artifacts / 'ptr_dataset' / 'latest.parquet'}  {dataset['dagster/row_count']} rows"
         in printed
     )
-    assert "| gsm8k | ptr |" in printed and "| round 1 | round 2 |" in printed
-    assert "| ptr r2 - base r1 | all | 6 |" in printed  # paired differences, pooled
+    assert "| gsm8k | accuracy | ptr |" in printed and "| round 1 | round 2 |" in printed
+    assert "| gsm8k | strict_match | ptr |" in printed  # both gsm8k extractions, as lm-eval
+    assert "| ptr r2 - base r1 | all | primary | 30 |" in printed  # paired differences, pooled
     assert "One held-out item, round by round" in printed
 
 
 @pytest.mark.slow
 def test_a_filter_that_keeps_nothing_fails_and_keeps_the_last_dataset(defs, home, tmp_path):
-    ops = {k: v for k, v in SMALL["ops"].items() if k != "eval_scores"}
+    ops = {k: v for k, v in SMALL["ops"].items() if k not in ("eval_sets", "eval_scores")}
     strict = {**ops, "consistency_filter": {"config": {"min_answer_chars": 100_000}}}
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        dg.materialize(  # the query pool is decontaminated against what is evaluated
+            [*defs.assets, *defs.asset_checks],
+            resources=build_resources(str(home.root)),
+            selection=dg.AssetSelection.assets("eval_sets"),
+            partition_key="gsm8k",
+            instance=instance,
+        )
 
         def run(config):
             return dg.materialize(

@@ -8,7 +8,7 @@ import pytest
 
 from ptr_pipeline import schemas
 from ptr_pipeline.conversation import PromptTooLongError
-from ptr_pipeline.engines import Sampling, TransformersGenerator
+from ptr_pipeline.engines import TransformersGenerator
 from ptr_pipeline.evaluation import (
     TASKS,
     EvalSettings,
@@ -18,7 +18,7 @@ from ptr_pipeline.evaluation import (
     summarize,
     summary_markdown,
 )
-from ptr_pipeline.evaluation.tasks import extract_choice, extract_number
+from ptr_pipeline.evaluation.extract import FLEXIBLE, extract_choice, extract_number
 from ptr_pipeline.records import InputError
 
 
@@ -33,21 +33,26 @@ from ptr_pipeline.records import InputError
     ],
 )
 def test_extract_number(text, expected):
-    assert extract_number(text) == expected
+    assert extract_number(text, FLEXIBLE) == expected
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("The answer is (C).", "C"), ("I think (B) fits", "B"), ("B because", "B"), ("no idea", None)],
+    [
+        ("The answer is (C).", "C"),
+        ("I think (B) fits", "B"),
+        ("B. because", "B"),
+        ("no idea", None),
+    ],
 )
 def test_extract_choice(text, expected):
-    assert extract_choice(text) == expected
+    assert extract_choice(text, ("w", "x", "y", "z"), FLEXIBLE) == expected
 
 
 def test_bundled_samples_load_for_every_task():
     for task in TASKS:
         examples = load_examples(task)
-        assert len(examples) >= 30
+        assert len(examples) >= 24, task
         assert len({e.id for e in examples}) == len(examples)
     gsm = load_examples("gsm8k", limit=1)[0]
     assert gsm.gold == "3" and "Ava buys 4 boxes" in gsm.prompt
@@ -222,9 +227,8 @@ def test_rounds_keep_history_and_score_each_round(models_home):
 
     generator = Recording(models_home.resolve_model("tiny:base"))
     examples = load_examples("gsm8k", limit=3)
-    table = evaluate_rounds(
-        examples, "gsm8k", generator, 3, "Refine.", Sampling(max_new_tokens=6), "base", "tiny:base"
-    )
+    settings = EvalSettings(num_rounds=3, refine_prompt="Refine.", max_new_tokens=6)
+    table = evaluate_rounds(examples, "gsm8k", generator, settings, "base", "tiny:base")
     schemas.validate(table, schemas.EVAL_SCORES, "eval_scores")
     assert table.num_rows == 9
     assert [len(c[0]) for c in calls] == [1, 3, 5]
@@ -254,13 +258,15 @@ def test_summarize_counts_flips():
                     else ("2" if i == 0 else None),  # 2: wrong, None: no answer
                     "gold": "1",
                     "correct": ok,
+                    "metrics": {"accuracy": float(ok)},
+                    "detail": "",
                 }
             )
     summary = summarize(pa.Table.from_pylist(rows, schema=schemas.EVAL_SCORES)).to_pylist()
     assert [
         (
             s["round"],
-            round(s["accuracy"], 3),
+            round(s["value"], 3),
             round(s["answered"], 3),
             s["wrong_to_right"],
             s["right_to_wrong"],
@@ -274,7 +280,7 @@ def test_summarize_counts_flips():
     markdown = summary_markdown(
         pa.Table.from_pylist(summary, schema=schemas.EVAL_SUMMARY), "answered"
     )
-    assert markdown.splitlines()[2] == "| gsm8k | ptr | 33.3 | 100.0 | 100.0 |"
+    assert markdown.splitlines()[2] == "| gsm8k | answered | ptr | 33.3 | 100.0 | 100.0 |"
 
 
 def test_example_ids_are_unique_or_refused(tmp_path):

@@ -16,7 +16,8 @@ def _scores(cells: dict[tuple[str, str, int], list[bool]]) -> pa.Table:
         for i, ok in enumerate(correct):
             rows.append({"model_role": role, "model": role, "task": task, "example_id": f"{task}-{i}",
                          "prompt": f"question {i}", "round": round_, "response": "r",
-                         "extracted": "x", "gold": "x" if ok else "y", "correct": ok})  # fmt: skip
+                         "extracted": "x", "gold": "x" if ok else "y", "correct": ok,
+                         "metrics": {"accuracy": float(ok)}, "detail": ""})  # fmt: skip
     return pa.Table.from_pylist(rows, schema=schemas.EVAL_SCORES)
 
 
@@ -37,7 +38,8 @@ PTR_3 = [i % 10 != 0 for i in range(N)]  # 90%: refinement fixes half of PTR's e
 def test_accuracy_intervals_are_wilson_intervals():
     summary = summarize(_scores({("base", "t", 1): BASE_1, ("base", "t", 2): BASE_2})).to_pylist()
     first, second = summary
-    assert (first["accuracy"], second["accuracy"]) == (0.5, 0.25)
+    assert (first["metric"], first["primary"]) == ("accuracy", True)
+    assert (first["value"], second["value"]) == (0.5, 0.25)
     assert (first["ci_low"], first["ci_high"]) == pytest.approx(_wilson(100, 200), abs=1e-9)
     assert (second["ci_low"], second["ci_high"]) == pytest.approx(_wilson(50, 200), abs=1e-9)
     # flips against the previous round: 50 of the right answers went wrong, none came right

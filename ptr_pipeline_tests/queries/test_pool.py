@@ -17,19 +17,13 @@ def _jsonl(path, records):
 
 
 def test_bundled_pool_is_clean_and_sampled():
-    table, dropped = build_query_pool(
-        QueryPoolSettings(source="bundled", max_queries=10, decontaminate_tasks=[])
-    )
+    table, dropped = build_query_pool(QueryPoolSettings(source="bundled", max_queries=10))
     schemas.validate(table, schemas.QUERY_POOL, "query_pool")
     assert table.num_rows == 10 and dropped["not_sampled"] > 0
     assert len(set(table.column("query_id").to_pylist())) == 10
-    again, _ = build_query_pool(
-        QueryPoolSettings(source="bundled", max_queries=10, decontaminate_tasks=[])
-    )
+    again, _ = build_query_pool(QueryPoolSettings(source="bundled", max_queries=10))
     assert again.equals(table)  # seeded
-    other, _ = build_query_pool(
-        QueryPoolSettings(source="bundled", max_queries=10, seed=1, decontaminate_tasks=[])
-    )
+    other, _ = build_query_pool(QueryPoolSettings(source="bundled", max_queries=10, seed=1))
     assert not other.equals(table)
 
 
@@ -84,7 +78,7 @@ def test_short_eval_question_inside_a_query_is_contamination(tmp_path):
 def test_bad_rows_name_file_row_and_field(tmp_path, records, message):
     source = _jsonl(tmp_path / "q.jsonl", records)
     with pytest.raises(InputError, match=message):
-        build_query_pool(QueryPoolSettings(source=source, decontaminate_tasks=[]))
+        build_query_pool(QueryPoolSettings(source=source))
 
 
 def test_invalid_json_line_names_row(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 from transformers import AutoModelForCausalLM
 
 from ptr_pipeline.engines import Sampling, TransformersGenerator
-from ptr_pipeline.evaluation import evaluate_rounds, load_examples, summarize
+from ptr_pipeline.evaluation import EvalSettings, evaluate_rounds, load_examples, summarize
 from ptr_pipeline.evaluation.tasks import extract_number
 from ptr_pipeline.generation.prompts import strong_conversation, thought_conversation
 from ptr_pipeline.generation.settings import RefineSettings, ThoughtSettings
@@ -20,11 +20,11 @@ N = 200  # held-out items per task
 def _accuracy(model: str, task: str) -> float:
     generator = TransformersGenerator(model, batch_size=64)
     examples = load_examples(task, "world", N)
-    table = evaluate_rounds(examples, task, generator, 1, "", Sampling(max_new_tokens=64), "m",
-                            model)  # fmt: skip
+    settings = EvalSettings(num_rounds=1, max_new_tokens=64)
+    table = evaluate_rounds(examples, task, generator, settings, "m", model)
     generator.close()
-    (cell,) = summarize(table).to_pylist()
-    return cell["accuracy"]
+    (cell,) = [r for r in summarize(table).to_pylist() if r["primary"]]
+    return cell["value"]
 
 
 @pytest.mark.slow

@@ -3,7 +3,8 @@
 import json
 import random
 
-from ptr_pipeline.evaluation.tasks import extract_choice, extract_number, load_examples
+from ptr_pipeline.evaluation.extract import FLEXIBLE, extract_choice, extract_number
+from ptr_pipeline.evaluation.tasks import load_examples
 from ptr_pipeline.queries import build_query_pool
 from ptr_pipeline.queries.settings import QueryPoolSettings
 from ptr_pipeline.samples import WORLD_DIR
@@ -40,7 +41,11 @@ def test_a_hurried_draft_slips_at_its_rate_and_carries_what_it_wrote():
 
 def test_responses_are_scored_right_by_the_eval_extractors():
     rng = random.Random(1)
-    for task, extract in (("gsm8k", extract_number), ("arc", extract_choice)):
+
+    def extract_letter(text: str) -> str | None:
+        return extract_choice(text, ("", "", "", ""), FLEXIBLE)
+
+    for task, extract in (("gsm8k", extract_number), ("arc", extract_letter)):
         for i in range(50):
             row = tasks.record(task, tasks.draw_problem(rng, (100, 999)), rng, i)
             problem = tasks.operands(row)
