@@ -71,10 +71,47 @@ def last_boxed(text: str) -> str | None:
     return None
 
 
+_MARKER_GAP = re.compile(r"[\s:]*")  # what a marker's answer line starts after
+_WRAPPERS = (("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"), ("\\boxed{", "}"), ("\\fbox{", "}"),
+             ("\\textbf{", "}"), ("\\text{", "}"), ("\\mathbf{", "}"))  # fmt: skip
+
+
+def unwrap(answer: str) -> str:
+    """``answer`` without the delimiters wrapped around all of it ($...$, \\(...\\), \\boxed{...},
+    \\textbf{...}); an inner ``\\boxed{}`` wins over the text around it."""
+    answer = answer.strip()
+    if answer.count("$") == 1:  # a currency sign ("$300"), or a dangling delimiter
+        answer = answer.replace("$", "").strip()
+    boxed = last_boxed(answer)
+    if boxed is not None:
+        answer = boxed.strip()
+    changed = True
+    while changed:
+        changed = False
+        for opening, closing in _WRAPPERS:
+            if (
+                answer.startswith(opening)
+                and answer.endswith(closing)
+                and len(answer) > len(opening + closing) - 1
+            ):
+                inner = answer[len(opening) : len(answer) - len(closing)].strip()
+                if opening.endswith("{"):
+                    if last_boxed("\\boxed{" + inner + "}") != inner:
+                        continue  # "\\textbf{a} + \\textbf{b}": the braces do not wrap it all
+                elif opening in inner or closing in inner:
+                    continue  # "$x$ and $y$"
+                answer, changed = inner, True
+    return answer
+
+
 def line_after_marker(text: str) -> str | None:
-    """The last marker's answer text, to the end of its line (trailing "." and "$" dropped)."""
-    for tail in after_markers(text):
-        line = tail.split("\n", 1)[0].strip().rstrip(".").strip().strip("$").strip()
+    """The last marker's answer: the rest of its line, unwrapped (``unwrap``), a trailing "."
+    dropped; None when no marker is followed by text."""
+    for m in reversed(list(_MARKER.finditer(text))):
+        tail = text[m.end() :]
+        line = tail[_MARKER_GAP.match(tail).end() :].split("\n", 1)[0].strip()
+        line = unwrap(line.rstrip(".").strip())
+        line = unwrap(line.rstrip(".").strip())  # "$\\boxed{5}$." -> "\\boxed{5}" -> "5"
         if line:
             return line
     return None

@@ -30,7 +30,7 @@ from ptr_pipeline.storage import fingerprint, write_parquet_atomic
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = "eval_v5"
+CODE_VERSION = "eval_v6"
 
 
 def refine(
@@ -136,8 +136,10 @@ def evaluate_models(
         settings: the stage settings.
         make_generator: model path -> generator (called at most once per model, and only for a
             model with something left to evaluate).
-        work_root: cache folder; one Parquet file per (model, task), keyed by the model's
-            fingerprint, the examples, the settings that change answers and the code version.
+        work_root: cache folder; one Parquet file of responses per (model, task), keyed by the
+            model's fingerprint, the prompts, the settings that change answers (stop strings
+            included) and the code version. Cached responses are judged again on every call,
+            so a change of extraction or of a scorer never needs the model.
 
     Returns:
         A ``schemas.EVAL_SCORES`` table: role x task x example x round.
@@ -159,16 +161,18 @@ def evaluate_models(
                 identity,
                 role,
                 task,
-                [(e.id, e.prompt, e.gold, e.choices, e.reference) for e in task_examples],
+                [(e.id, e.prompt) for e in task_examples],
                 answer_settings,
-                settings.extraction_for(task),
                 TASKS[task].stop,
                 CODE_VERSION,
             )
             cache = work_root / "eval_scores" / f"{key[:16]}.parquet"
             if cache.exists():
-                log.info("%s %s: scores cached in %s", role, task, cache)
-                tables.append(pq.read_table(cache, schema=schemas.EVAL_SCORES))
+                log.info("%s %s: responses cached in %s; judging them", role, task, cache)
+                cached = pq.read_table(cache, columns=["example_id", "round", "response"])
+                answers = _answers(cached, task_examples)
+                extraction = settings.extraction_for(task)
+                tables.append(judge_rows(task, task_examples, answers, extraction, role, model))
             else:
                 pending[task] = cache
         engine = LazyGenerator(lambda model=model: make_generator(model), model_path=model)
@@ -199,6 +203,14 @@ def evaluate_models(
     if not tables:
         return schemas.EVAL_SCORES.empty_table()
     return pa.concat_tables(tables)
+
+
+def _answers(cached: pa.Table, examples: list[EvalExample]) -> list[list[str]]:
+    """The cached responses of each example, by round (round 1 first)."""
+    by_id: dict[str, dict[int, str]] = defaultdict(dict)
+    for r in cached.to_pylist():
+        by_id[r["example_id"]][r["round"]] = r["response"]
+    return [[by_id[e.id][k] for k in sorted(by_id[e.id])] for e in examples]
 
 
 def metric_values(scores: pa.Table) -> dict[tuple[str, str, int, str], dict[str, float]]:

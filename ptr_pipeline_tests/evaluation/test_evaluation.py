@@ -211,6 +211,10 @@ def test_evaluate_models_caches_per_model_and_task(tmp_path, models_home):
     assert first.num_rows == 2 * 2 * 2 and len(loads) == 1  # one load for both tasks
     again = evaluate_models(models, examples, settings, _no_model, tmp_path / "work")
     assert again.sort_by("task").equals(first.sort_by("task"))
+    # Another extraction re-judges the cached responses: no model loads.
+    flexible = settings.model_copy(update={"extraction": {"gsm8k": "flexible", "arc": "strict"}})
+    rejudged = evaluate_models(models, examples, flexible, _no_model, tmp_path / "work")
+    assert rejudged.column("response").equals(again.column("response"))
     changed = evaluate_models(
         models, examples, settings.model_copy(update={"num_rounds": 3}), make, tmp_path / "work"
     )

@@ -7,8 +7,8 @@ libraries: math-verify, DROP's official scorer, rouge-score), never from the imp
 
 Multiple-choice cases are templates filled from the parsed example, because GPQA's option order
 comes from its fixed shuffle: {G}/{g} is the gold letter (upper/lower case), {W}/{w} another valid
-letter, {X} the first letter past the options, {GT}/{WT} the gold/other option's text. The
-expected values "gold" and "wrong" stand for {G} and {W}.
+letter, {X} the first letter past the options, {GT}/{WT} the gold/other option's text, {GTU}
+the gold text in upper case. The expected values "gold" and "wrong" stand for {G} and {W}.
 """
 
 import json
@@ -214,6 +214,10 @@ MATH_CASES = [
     math_case("boxed_sqrt12_vs_2sqrt3", "2\\sqrt{3}", "\\boxed{\\sqrt{12}}", "\\sqrt{12}", True),
     math_case("boxed_tuple", "(2,-1)", "The intersection is $\\boxed{(2,-1)}$.", "(2,-1)", True),
     math_case("boxed_tuple_spaced", "(2,-1)", "\\boxed{(2, -1)}", "(2, -1)", True),
+    math_case("marker_tuple", "(2,-1)", "The answer is (2,-1).", "(2,-1)", True),
+    math_case("marker_boxed_tuple", "(2,-1)", "The answer is $\\boxed{(2,-1)}$.", "(2,-1)", True),
+    math_case("marker_interval", "[1,3)", "The answer is $[1,3)$.", "[1,3)", True),
+    math_case("marker_wrong_tuple", "(2,-1)", "The answer is (-1,2).", "(-1,2)", False),
     math_case("boxed_tuple_swapped_wrong", "(2,-1)", "\\boxed{(-1,2)}", "(-1,2)", False),
     math_case("boxed_wrong_integer", "5", "\\boxed{6}", "6", False),
     math_case("boxed_wrong_radical", "\\sqrt{12}", "\\boxed{3\\sqrt{2}}", "3\\sqrt{2}", False),
@@ -750,6 +754,8 @@ def test_gpqa_shuffle_does_not_depend_on_the_process():
 
 @pytest.mark.parametrize(("template", "strict", "flexible"), GPQA_CASES)
 def test_gpqa(template, strict, flexible):
+    ex = example("gpqa", GPQA_ROW)
+    assert ex.gold == LETTERS[ex.choices.index(GPQA_ROW["Correct Answer"])]
     check_mc("gpqa", GPQA_ROW, template, strict, flexible)
 
 
@@ -1133,6 +1139,8 @@ HUMANEVAL_CASES = [
     case("syntax_error", ADD, "    return a +\n", False),
     case("raises", ADD, "    raise ValueError('no')\n", False),
     case("exits_nonzero", ADD, "    import sys\n    sys.exit(1)\n", False),
+    # Status 0 before the tests ran (through posix, around the sandbox's guard) is no pass.
+    case("exits_zero_early", ADD, "    import posix\n    posix._exit(0)\n", False),
     case("empty_response", ADD, "", False),
     case("infinite_loop_times_out", ADD, "    while True:\n        pass\n", False),
 ]
