@@ -61,6 +61,8 @@ def report(root: Path) -> int:
         print(summary_markdown(others, every_metric=True))
     print("\nResponses with an extractable answer (%):\n")
     print(summary_markdown(table, "answered"))
+    print("\nFlips against the previous round (items wrong->right / right->wrong):\n")
+    print(summary_markdown(table, "flips"))
     comparisons = artifacts / "eval_comparisons" / "latest.parquet"
     if comparisons.exists():
         print(

@@ -135,6 +135,7 @@ def eval_summary(eval_scores: pa.Table, ptr_home: PtrHomeResource) -> dg.Materia
             "answered_by_round": dg.MetadataValue.md(
                 evaluation.summary_markdown(summary, "answered")
             ),
+            "flips_by_round": dg.MetadataValue.md(evaluation.summary_markdown(summary, "flips")),
             "plot": dg.MetadataValue.md(plots.markdown_image(png, "accuracy by round")),
             "plot_path": dg.MetadataValue.path(str(figure)),
             "compute_seconds": round(time.perf_counter() - started, 3),

@@ -24,7 +24,7 @@ from ptr_pipeline.conversation import refinement_prompt
 from ptr_pipeline.engines import Generator, LazyGenerator, Sampling
 from ptr_pipeline.evaluation.settings import EvalSettings
 from ptr_pipeline.evaluation.stats import mean_interval
-from ptr_pipeline.evaluation.tasks import TASKS, EvalExample
+from ptr_pipeline.evaluation.tasks import GRADED_METRICS, TASKS, EvalExample
 from ptr_pipeline.models import model_fingerprint
 from ptr_pipeline.storage import fingerprint, write_parquet_atomic
 
@@ -248,7 +248,8 @@ def summarize(scores: pa.Table) -> pa.Table:
             by_example = values.get((role, task, round_, name))
             if not by_example:
                 continue
-            low, high = mean_interval(list(by_example.values()))
+            values_ = list(by_example.values())
+            low, high = mean_interval(values_, name not in GRADED_METRICS)
             rows.append(
                 {
                     "model_role": role,
@@ -280,18 +281,23 @@ ROLE_ORDER = {"base": 0, "sft": 1, "ptr": 2}
 
 
 def summary_markdown(summary: pa.Table, column: str = "value", every_metric: bool = False) -> str:
-    """A task x round table per model role, as markdown, in %: each task's primary metric (every
-    metric with ``every_metric``) with its 95% interval, or the ``answered`` share."""
+    """A task x round table per model role, as markdown: each task's primary metric (every
+    metric with ``every_metric``) in % with its 95% interval, the ``answered`` share in %, or
+    the ``flips`` against the previous round (wrong->right / right->wrong counts)."""
     rows = [r for r in summary.to_pylist() if every_metric or r["primary"]]
     rounds = sorted({r["round"] for r in rows})
     head = "| task | metric | model | " + " | ".join(f"round {k}" for k in rounds) + " |"
     lines = [head, "|" + "---|" * (3 + len(rounds))]
     cells: dict[tuple[str, str, str], dict[int, str]] = defaultdict(dict)
     for r in rows:
-        value = f"{100 * r[column]:.1f}"
+        if column == "flips":
+            flips = (r["wrong_to_right"], r["right_to_wrong"])
+            value = "-" if None in flips or r["round"] == 1 else f"+{flips[0]} / -{flips[1]}"
+        else:
+            value = f"{100 * r[column]:.1f}"
         if column == "value":
             value += f" [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"
-        metric = r["metric"] if column == "value" else "answered"
+        metric = r["metric"] if column == "value" else column
         cells[(r["task"], metric, r["model_role"])][r["round"]] = value
     order = {task: i for i, task in enumerate(TASKS)}
 

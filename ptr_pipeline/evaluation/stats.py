@@ -41,12 +41,12 @@ def wilson(successes: int, n: int) -> tuple[float, float]:
     return (float(ci.low), float(ci.high))
 
 
-def mean_interval(values: list[float]) -> tuple[float, float]:
-    """95% interval of the mean of per-item values in [0, 1]: Wilson when every value is 0 or 1,
-    else the bootstrap percentile interval (10,000 resamples, a fixed seed)."""
+def mean_interval(values: list[float], binary: bool) -> tuple[float, float]:
+    """95% interval of the mean of per-item values in [0, 1]: Wilson for a 0/1 metric
+    (``binary``), else the bootstrap percentile interval (10,000 resamples, a fixed seed)."""
     if not values:
         return (0.0, 1.0)
-    if all(v in (0.0, 1.0) for v in values):
+    if binary:
         return wilson(int(sum(values)), len(values))
     x = np.asarray(values, dtype=float)
     if len(x) < 2 or np.all(x == x[0]):

@@ -396,16 +396,17 @@ def _judge_humaneval(response: str, example: EvalExample, extraction: str) -> Ju
     )
 
 
-MC = ("accuracy",)
+ACCURACY = ("accuracy",)
+GRADED_METRICS = frozenset({"f1", *metrics.ROUGE_TYPES})  # per-item values in [0, 1]; the rest 0/1
 TASKS: dict[str, Task] = {
-    # The world's tasks first: the demo evaluates a contiguous partition range of them.
+    # The world's two tasks first: a partition range (benchmarks/ablations.py) can take just them.
     "gsm8k": Task("gsm8k", _gsm8k, _judge_number, ("accuracy", "strict_match", "flexible_extract"), QA_STOP, extract.STRICT, source="openai/gsm8k"),
-    "arc": Task("arc", _arc, _judge_choice, MC, QA_STOP, source="allenai/ai2_arc (Easy + Challenge)", merge_folders=True),
-    "mmlu": Task("mmlu", _mmlu, _judge_choice, MC, QA_STOP, num_fewshot=5, csv_columns=MMLU_CSV_COLUMNS, source="cais/mmlu"),
-    "math": Task("math", _math, _judge_math, MC, QA_STOP, source="MATH (hendrycks), MATH-500"),
-    "commonsense_qa": Task("commonsense_qa", _commonsense_qa, _judge_choice, MC, QA_STOP, source="tau/commonsense_qa"),
-    "winogrande": Task("winogrande", _winogrande, _judge_choice, MC, QA_STOP, source="allenai/winogrande"),
-    "gpqa": Task("gpqa", _gpqa, _judge_choice, MC, QA_STOP, source="Idavidrein/gpqa"),
+    "arc": Task("arc", _arc, _judge_choice, ACCURACY, QA_STOP, source="allenai/ai2_arc (Easy + Challenge)", merge_folders=True),
+    "mmlu": Task("mmlu", _mmlu, _judge_choice, ACCURACY, QA_STOP, num_fewshot=5, csv_columns=MMLU_CSV_COLUMNS, source="cais/mmlu"),
+    "math": Task("math", _math, _judge_math, ACCURACY, QA_STOP, source="MATH (hendrycks), MATH-500"),
+    "commonsense_qa": Task("commonsense_qa", _commonsense_qa, _judge_choice, ACCURACY, QA_STOP, source="tau/commonsense_qa"),
+    "winogrande": Task("winogrande", _winogrande, _judge_choice, ACCURACY, QA_STOP, source="allenai/winogrande"),
+    "gpqa": Task("gpqa", _gpqa, _judge_choice, ACCURACY, QA_STOP, source="Idavidrein/gpqa"),
     "humaneval": Task("humaneval", _humaneval, _judge_humaneval, ("pass@1",), ("\nif __name__", "\nprint(", "\nassert "), source="openai/openai_humaneval"),
     "drop": Task("drop", _drop, _judge_drop, ("f1", "em"), QA_STOP, source="ucinlp/drop"),
     "xsum": Task("xsum", _xsum, _judge_xsum, metrics.ROUGE_TYPES, ("\nDocument:", "\nArticle:"), source="EdinburghNLP/xsum"),

@@ -81,3 +81,35 @@ def test_the_trip_shows_an_item_that_ptr_fixed():
     text = trip_markdown(scores)
     assert text.startswith("task t, item t-2")  # wrong at round 1, right at round 2
     assert "| base | 1 |" in text and "| ptr | 2 |" in text
+
+
+def test_graded_metrics_get_a_bootstrap_interval_not_a_wilson_one():
+    rows = []
+    for i in range(40):
+        f1 = (i % 4) / 4  # 0, 0.25, 0.5, 0.75: mean 0.375
+        rows.append({"model_role": "ptr", "model": "m", "task": "drop", "example_id": str(i),
+                     "prompt": "q", "round": 1, "response": "r", "extracted": "x", "gold": "y",
+                     "correct": False, "metrics": {"f1": f1, "em": 0.0}, "detail": ""})  # fmt: skip
+    summary = {
+        r["metric"]: r
+        for r in summarize(pa.Table.from_pylist(rows, schema=schemas.EVAL_SCORES)).to_pylist()
+    }
+    f1, em = summary["f1"], summary["em"]
+    assert f1["primary"] and not em["primary"]
+    assert f1["value"] == pytest.approx(0.375)
+    se = math.sqrt(sum(((i % 4) / 4 - 0.375) ** 2 for i in range(40)) / 39 / 40)
+    assert f1["ci_low"] == pytest.approx(0.375 - 1.96 * se, abs=0.02)
+    assert f1["ci_high"] == pytest.approx(0.375 + 1.96 * se, abs=0.02)
+    assert (em["value"], em["ci_low"]) == (0.0, 0.0) and em["ci_high"] == pytest.approx(
+        _wilson(0, 40)[1]
+    )
+    zeros = [{**r, "metrics": {"f1": 0.0, "em": 0.0}} for r in rows]
+    (f1_zero,) = [
+        r
+        for r in summarize(pa.Table.from_pylist(zeros, schema=schemas.EVAL_SCORES)).to_pylist()
+        if r["metric"] == "f1"
+    ]
+    assert (f1_zero["ci_low"], f1_zero["ci_high"]) == (
+        0.0,
+        0.0,
+    )  # no spread, not Wilson's [0, 8.8%]
