@@ -251,3 +251,62 @@ def test_a_killed_run_is_failed_and_its_pool_slot_freed(home, tmp_path):
         dead_run_sensor(dg.build_sensor_context(instance=instance))
         assert instance.get_run_by_id(killed).status == dg.DagsterRunStatus.FAILURE
     assert _processes_of(killed) == []
+
+
+@pytest.mark.slow
+def test_asset_materialize_reads_every_task_from_the_layouts_users_have(home, tmp_path):
+    """eval_sets over all ten partitions in one CLI run, each task from another layout: a hub
+    Parquet folder, a save_to_disk folder, JSON, a CSV with GPQA's column names, JSONL."""
+    import json
+
+    import datasets
+    import pyarrow as pa
+
+    from ptr_pipeline.evaluation import TASKS
+    from ptr_pipeline.samples import eval_sample
+
+    def rows(task):
+        return [json.loads(line) for line in eval_sample(task).read_text().splitlines()[:4]]
+
+    data = tmp_path / "data"
+    (data / "arc" / "ARC-Easy").mkdir(parents=True)  # the hub's ai2_arc: two configs, one set
+    (data / "arc" / "ARC-Challenge").mkdir()
+    arc = rows("arc")
+    pq.write_table(pa.Table.from_pylist(arc[:2]), data / "arc/ARC-Easy/test-00000-of-00001.parquet")
+    pq.write_table(
+        pa.Table.from_pylist(arc[2:]), data / "arc/ARC-Challenge/test-00000-of-00001.parquet"
+    )
+    datasets.Dataset.from_list(rows("drop")).save_to_disk(str(data / "drop"))
+    (data / "xsum.json").write_text(json.dumps(rows("xsum")))
+    gpqa = rows("gpqa")
+    with (data / "gpqa_diamond.csv").open("w", newline="") as f:
+        import csv
+
+        writer = csv.DictWriter(f, fieldnames=list(gpqa[0]))
+        writer.writeheader()
+        writer.writerows(gpqa)
+    (data / "humaneval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows("humaneval")))
+    sources = {
+        "arc": str(data / "arc"), "drop": str(data / "drop"), "xsum": str(data / "xsum.json"),
+        "gpqa": str(data / "gpqa_diamond.csv"), "humaneval": str(data / "humaneval.jsonl"),
+    }  # fmt: skip
+    config = {"ops": {"eval_sets": {"config": {"eval_sources": sources, "max_examples": 4}}}}
+    args = ["asset", "materialize", "-m", "ptr_pipeline.definitions", "--select", "eval_sets",
+            "--partition-range", "gsm8k...xsum"]  # fmt: skip (the first and last task)
+    proc = _run(args, home, tmp_path, config)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for task in TASKS:
+        table = pq.read_table(home.artifacts / "eval_sets" / task / "latest.parquet")
+        assert table.num_rows == 4 and set(table.column("task").to_pylist()) == {task}
+        where = table.column("where").to_pylist()[0]
+        assert where.startswith(sources[task]) if task in sources else "samples" in where
+    arc_ids = pq.read_table(home.artifacts / "eval_sets" / "arc" / "latest.parquet")
+    assert arc_ids.column("example_id").to_pylist() == [r["id"] for r in arc[2:] + arc[:2]]
+    # An unknown task, or a source that does not exist, is refused before anything runs.
+    bad = {"ops": {"eval_sets": {"config": {"eval_sources": {"hellaswag": str(data / "x.jsonl")}}}}}
+    proc = _run([*args[:-2], "--partition", "gsm8k"], home, tmp_path, bad)
+    assert proc.returncode != 0
+    assert (
+        "eval_sources: unknown task(s) ['hellaswag']; the tasks are ['arc',"
+        in proc.stderr + proc.stdout
+    )
