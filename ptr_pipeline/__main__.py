@@ -193,11 +193,14 @@ def main(argv: list[str] | None = None) -> int:
         "optionally the round",
     )
     sc.add_argument("--source", help="the items (any layout the eval stage reads; default: the "
-                    "bundled sample)")  # fmt: skip
+                    "eval stage's default, the world's set for gsm8k and arc, else the bundled "
+                    "sample)")  # fmt: skip
     sc.add_argument("--split", help="--source: the split of a folder")
     sc.add_argument("--extraction", choices=["strict", "flexible"],
                     help="answer extraction (default: the task's)")  # fmt: skip
     sc.add_argument("--response-field", default="response")
+    sc.add_argument("--model-role", help="keep the rows of this model_role only (to score an "
+                    "eval_scores file, which holds base, sft and ptr)")  # fmt: skip
     sc.add_argument("--out", help="per-item judgments (default: RESPONSES with .judgments.jsonl)")
     r = sub.add_parser(
         "refine",
@@ -239,13 +242,18 @@ ID_FIELDS = ("example_id", "id", "task_id", "query_id", "unique_id", "Record ID"
 
 def score_command(args: argparse.Namespace) -> int:
     """Judge pre-generated responses exactly as the eval stage does (``evaluation.judge_rows``)."""
-    from ptr_pipeline.evaluation import judge_rows, summarize, summary_markdown
+    from ptr_pipeline.evaluation import EvalSetSettings, judge_rows, summarize, summary_markdown
     from ptr_pipeline.evaluation.tasks import read_examples
     from ptr_pipeline.records import InputError, read_records
 
+    source = args.source or EvalSetSettings().eval_sources.get(args.task)
     try:
-        examples = read_examples(args.task, args.source, args.split)
+        examples = read_examples(args.task, source, args.split)
         rows = read_records(args.responses)
+        if args.model_role:
+            rows = [r for r in rows if r.get("model_role") == args.model_role]
+            if not rows:
+                raise InputError(f"{args.responses}: no row of model_role {args.model_role!r}")
         answers = _responses_by_item(rows, examples, args.response_field)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -68,6 +68,8 @@ def check_source(source: str) -> str:
     """``source`` if it can be read: ``bundled`` or ``world`` (packaged files), or a local path
     that exists (``hf:`` names are checked when loaded). Raises ValueError, for settings
     validators."""
+    if not source.strip():
+        raise ValueError("an empty source; give a file, a folder, hf:<name>, bundled or world")
     if source in ("bundled", "world") or source.startswith("hf:") or Path(source).exists():
         return source
     raise ValueError(f"{source}: not found")

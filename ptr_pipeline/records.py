@@ -297,7 +297,8 @@ def _choose_split(where: Path | str, available: list[str], split: str | None) ->
         return split
     if len(available) != 1:
         raise InputError(
-            f"{where}: several splits ({', '.join(available)}); choose one with the split setting"
+            f"{where}: several splits ({', '.join(available)}); choose one with the split setting "
+            "(query_pool: split; eval_sets: eval_splits, fewshot_splits; score: --split)"
         )
     return available[0]
 

@@ -16,6 +16,14 @@ EVAL_TASKS = list(evaluation.TASKS)
 eval_task_partitions = dg.StaticPartitionsDefinition(EVAL_TASKS)
 
 
+def _some_tasks(context: dg.AssetExecutionContext) -> None:
+    if not context.partition_keys:  # e.g. a partition range given end first
+        raise ValueError(
+            "no task partition in this run; a partition range runs in this order: "
+            + ", ".join(EVAL_TASKS)
+        )
+
+
 class EvalSetsConfig(dg.Config, evaluation.EvalSetSettings):
     """Dagster view of EvalSetSettings: same fields, same defaults."""
 
@@ -38,6 +46,7 @@ class EvalScoresConfig(dg.Config, evaluation.EvalSettings):
 )
 def eval_sets(context: dg.AssetExecutionContext, config: EvalSetsConfig) -> dg.MaterializeResult:
     started = time.perf_counter()
+    _some_tasks(context)
     tables = []
     for task in context.partition_keys:
         examples = config.load(task)
@@ -80,6 +89,7 @@ def eval_scores(
     compute: ComputeResource,
 ) -> dg.MaterializeResult:
     home, started = ptr_home.home(), time.perf_counter()
+    _some_tasks(context)
     examples = evaluation.examples_from_table(eval_sets)
     # model_role: the base model prompted to refine (the paper's prompting baseline), SFT on the
     # strong answers (the baseline reviewers ask for), and PTR.

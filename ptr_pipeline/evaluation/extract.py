@@ -15,6 +15,9 @@ and simple-evals' ``Answer: $LETTER``):
 4. ``strict`` stops there; ``flexible`` adds the task's fallbacks (the last number; an option's
    text, a parenthesised letter or a leading lone letter).
 
+MATH and DROP read the last marker's whole line instead (``line_after_marker``: "(2,-1)" and
+"12 yards" are answers), unwrapped of ``$...$``, ``\\(...\\)``, ``\\boxed{}`` and ``\\textbf{}``.
+
 Numbers compare as numbers (``canonical_number``: "$29.00" = "29." = "29"; "1,234" = 1234;
 "3/4" = 0.75). Letters are case-insensitive, limited to the item's options, never read from
 inside a word, and a lowercase letter followed by a word ("a plant") is an article.
@@ -32,9 +35,14 @@ _MARKER = re.compile(r"(?:\b(?:answer|option|choice)\s*(?:is\b|:|=)|####)", re.I
 _DECORATION = re.compile(
     r"(?:\s|:|\$|\\\(|\(|\[|\\boxed\{|\\textbf\{|\\text\{|\b(?:option|choice)\b)*", re.IGNORECASE
 )
-_NUMBER = r"[-+]?(?:\d[\d,]*(?:\.\d+)?|\.\d+)(?:\s*/\s*\d+)?%?"
+# A number: commas only as thousands separators ("1,234"; "1,2,3" is three numbers).
+_NUMBER = r"[-+]?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?(?:\s*/\s*\d+)?%?|[-+]?\.\d+"
 _NUMBER_AT = re.compile(_NUMBER)
-_NUMBERS = re.compile(rf"(?<![\w.]){_NUMBER}")
+_NUMBERS = re.compile(rf"(?<![\w.])(?:{_NUMBER})")
+# After a marker's number, an operator and another number make it an expression ("3*4=12"),
+# not an answer; so do a time's or a ratio's colon ("12:30").
+_EXPRESSION_GOES_ON = re.compile(r"\s*(?:[-+*/\u00d7x^=]\s*\(?\s*[-+]?\.?\d|[:,]\d)")
+_SENTENCE_END = re.compile(r"\n|[.!?;](?:\s|$)")
 
 
 def cut_at_stop(response: str, stop: tuple[str, ...]) -> str:
@@ -44,8 +52,9 @@ def cut_at_stop(response: str, stop: tuple[str, ...]) -> str:
 
 
 def plain(response: str) -> str:
-    """The response without markdown emphasis (``**``, ``__``)."""
-    return response.replace("**", "").replace("__", "")
+    """The response without markdown emphasis (``**``, ``__``), with Unicode minus signs as
+    "-"."""
+    return response.replace("**", "").replace("__", "").replace("\u2212", "-")
 
 
 def after_markers(text: str) -> list[str]:
@@ -148,8 +157,7 @@ def extract_number(response: str, extraction: str = STRICT) -> str | None:
     """The final number a response commits to (rules 1-5 of the module docstring)."""
     text = plain(response)
     for tail in after_markers(text):
-        m = _NUMBER_AT.match(tail)
-        if m and (number := canonical_number(m.group())) is not None:
+        if (number := _clause_number(tail)) is not None:
             return number
     boxed = last_boxed(text)
     if boxed is not None:
@@ -162,6 +170,23 @@ def extract_number(response: str, extraction: str = STRICT) -> str | None:
             if (number := canonical_number(m.group())) is not None:
                 return number
     return None
+
+
+def _clause_number(tail: str) -> str | None:
+    """The number a marker's clause commits to: the clause runs to the next marker or the end
+    of the sentence; in "3 * 4 = 12" the number after the last "="; an expression ("10+0",
+    "12 - 5 = 7" read from its start) or no number: None."""
+    end = _MARKER.search(tail)
+    clause = tail[: end.start()] if end else tail
+    stop = _SENTENCE_END.search(clause)
+    clause = clause[: stop.start()] if stop else clause
+    if "=" in clause:
+        clause = clause.rsplit("=", 1)[1]
+        clause = clause[_DECORATION.match(clause).end() :]
+    m = _NUMBER_AT.match(clause)
+    if not m or _EXPRESSION_GOES_ON.match(clause, m.end()):
+        return None
+    return canonical_number(m.group())
 
 
 # --- multiple-choice letters

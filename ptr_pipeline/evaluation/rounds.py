@@ -286,9 +286,10 @@ def summary_markdown(summary: pa.Table, column: str = "value", every_metric: boo
     the ``flips`` against the previous round (wrong->right / right->wrong counts)."""
     rows = [r for r in summary.to_pylist() if every_metric or r["primary"]]
     rounds = sorted({r["round"] for r in rows})
-    head = "| task | metric | model | " + " | ".join(f"round {k}" for k in rounds) + " |"
-    lines = [head, "|" + "---|" * (3 + len(rounds))]
+    head = "| task | metric | model | n | " + " | ".join(f"round {k}" for k in rounds) + " |"
+    lines = [head, "|" + "---|" * (4 + len(rounds))]
     cells: dict[tuple[str, str, str], dict[int, str]] = defaultdict(dict)
+    items: dict[tuple[str, str, str], int] = {}
     for r in rows:
         if column == "flips":
             flips = (r["wrong_to_right"], r["right_to_wrong"])
@@ -299,6 +300,9 @@ def summary_markdown(summary: pa.Table, column: str = "value", every_metric: boo
             value += f" [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"
         metric = r["metric"] if column == "value" else column
         cells[(r["task"], metric, r["model_role"])][r["round"]] = value
+        items[(r["task"], metric, r["model_role"])] = max(
+            r["n"], items.get((r["task"], metric, r["model_role"]), 0)
+        )
     order = {task: i for i, task in enumerate(TASKS)}
 
     def key(item):
@@ -309,7 +313,7 @@ def summary_markdown(summary: pa.Table, column: str = "value", every_metric: boo
 
     for (task, metric, role), by_round in sorted(cells.items(), key=key):
         values = " | ".join(by_round.get(k, "-") for k in rounds)
-        lines.append(f"| {task} | {metric} | {role} | {values} |")
+        lines.append(f"| {task} | {metric} | {role} | {items[(task, metric, role)]} | {values} |")
     return "\n".join(lines)
 
 

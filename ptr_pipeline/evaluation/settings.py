@@ -61,8 +61,12 @@ class EvalSetSettings(pydantic.BaseModel):
             "fewshot_splits",
         ):
             _known(name, getattr(self, name))
-        for source in (*self.eval_sources.values(), *self.fewshot_sources.values()):
-            check_source(source)
+        for name in ("eval_sources", "fewshot_sources"):
+            for task, source in getattr(self, name).items():
+                try:
+                    check_source(source)
+                except ValueError as e:
+                    raise ValueError(f"{name}.{task}: {e}") from None
         orphans = sorted(set(self.eval_splits) - set(self.eval_sources))
         if orphans:
             raise ValueError(

@@ -36,7 +36,9 @@ from ptr_pipeline.samples import NAMED_SOURCES, eval_sample
 
 LETTERS = "ABCDEFGH"
 MMLU_CSV_COLUMNS = ["question", "A", "B", "C", "D", "answer"]  # the original release: no header
-QA_STOP = ("\nQuestion:", "\nQ:", "\nProblem:", "\nPassage:")  # a follow-on question begins
+# Where a follow-on question (or turn) a model invents begins: lm-eval's "Question:" anywhere,
+# and at a line start a numbered question, "Q:", "Problem:", "Passage:" or a chat turn.
+QA_STOP = ("Question:", "\nQuestion", "\nQ:", "\nProblem:", "Passage:", "\nUser:", "\nHuman:")
 
 
 @dataclass(frozen=True)
@@ -458,24 +460,28 @@ def read_examples(
     return examples
 
 
-def with_shots(examples: list[EvalExample], shots: list[EvalExample], n: int) -> list[EvalExample]:
+def with_shots(
+    examples: list[EvalExample], shots: list[EvalExample], n: int, where: str = "the shots"
+) -> list[EvalExample]:
     """``examples`` with ``n`` solved examples before each question: the first ``n`` shots of
-    the same group (MMLU: subject) when there are that many, else the first ``n`` shots. A shot
-    never repeats the question it precedes.
+    the example's group (MMLU: its subject) or, for a task without groups, the first ``n``. A
+    shot never repeats the question it precedes.
 
     Raises:
-        InputError: fewer than ``n`` usable shots.
+        InputError: fewer than ``n`` usable shots, naming the example, the group and ``where``.
     """
     if n == 0:
         return examples
     out = []
     for example in examples:
         usable = [s for s in shots if s.question != example.question and s.shot]
-        same = [s for s in usable if example.group and s.group == example.group]
-        chosen = (same if len(same) >= n else usable)[:n]
+        if example.group:
+            usable = [s for s in usable if s.group == example.group]
+        chosen = usable[:n]
         if len(chosen) < n:
+            of = f" of {example.group!r}" if example.group else ""
             raise InputError(
-                f"{example.where}: {n} few-shot examples asked, {len(chosen)} available"
+                f"{example.where}: {n} few-shot examples{of} asked, {len(chosen)} in {where}"
             )
         header, body = example.prompt.split("\n\n", 1)
         solved = "\n\n".join(s.shot for s in chosen)
@@ -493,13 +499,30 @@ def load_examples(
     fewshot_split: str | None = None,
 ) -> list[EvalExample]:
     """The examples of ``task`` as the eval stage asks them: ``read_examples``, then
-    ``num_fewshot`` (default: the task's) solved examples from ``fewshot_source`` (default: the
-    bundled sample's dev file) before each question."""
+    ``num_fewshot`` (default: the task's) solved examples from ``fewshot_source`` before each
+    question. Without a ``fewshot_source``: the bundled sample's dev file for the bundled
+    sample, the ``dev`` split of a folder source (MMLU's releases and hub layout have one).
+
+    Raises:
+        InputError: a single-file source with shots asked and no ``fewshot_source`` (the shots
+            would come from the evaluated items), or too few shots (``with_shots``).
+    """
     examples = read_examples(task, source, split, limit)
     n = TASKS[task].num_fewshot if num_fewshot is None else num_fewshot
     if n:
-        shots = read_examples(task, fewshot_source or eval_sample(task, "dev"), fewshot_split)
-        examples = with_shots(examples, shots, n)
+        if fewshot_source is None:
+            if source in (None, *NAMED_SOURCES):
+                fewshot_source = str(eval_sample(task, "dev"))
+            elif Path(source).is_dir():
+                fewshot_source, fewshot_split = source, fewshot_split or "dev"
+            else:
+                raise InputError(
+                    f"{source}: {task} asks {n} few-shot examples; set fewshot_sources "
+                    f"(e.g. the dev split) for {task}, or num_fewshot {{{task}: 0}}"
+                )
+        shots = read_examples(task, fewshot_source, fewshot_split)
+        where = fewshot_source + (f" split {fewshot_split}" if fewshot_split else "")
+        examples = with_shots(examples, shots, n, where)
     return examples
 
 

@@ -291,8 +291,16 @@ def test_asset_materialize_reads_every_task_from_the_layouts_users_have(home, tm
         "gpqa": str(data / "gpqa_diamond.csv"), "humaneval": str(data / "humaneval.jsonl"),
     }  # fmt: skip
     config = {"ops": {"eval_sets": {"config": {"eval_sources": sources, "max_examples": 4}}}}
-    args = ["asset", "materialize", "-m", "ptr_pipeline.definitions", "--select", "eval_sets",
-            "--partition-range", "gsm8k...xsum"]  # fmt: skip (the first and last task)
+    args = [
+        "asset",
+        "materialize",
+        "-m",
+        "ptr_pipeline.definitions",
+        "--select",
+        "eval_sets",
+        "--partition-range",
+        "gsm8k...xsum",
+    ]  # fmt: skip (the first and last task)
     proc = _run(args, home, tmp_path, config)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for task in TASKS:

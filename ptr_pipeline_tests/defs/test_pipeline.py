@@ -122,8 +122,8 @@ def test_full_job_materializes_every_asset(defs, home, tmp_path, capsys):
         f"{home.artifacts / 'ptr_dataset' / 'latest.parquet'}  {dataset['dagster/row_count']} rows"
         in printed
     )
-    assert "| gsm8k | accuracy | ptr |" in printed and "| round 1 | round 2 |" in printed
-    assert "| gsm8k | strict_match | ptr |" in printed  # both gsm8k extractions, as lm-eval
+    assert "| gsm8k | accuracy | ptr | 3 |" in printed and "| n | round 1 | round 2 |" in printed
+    assert "| gsm8k | strict_match | ptr | 3 |" in printed  # both gsm8k extractions, as lm-eval
     assert "| ptr r2 - base r1 | all | primary | 30 |" in printed  # paired differences, pooled
     assert "One held-out item, round by round" in printed
 

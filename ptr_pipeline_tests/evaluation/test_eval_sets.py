@@ -118,6 +118,37 @@ def test_mmlu_takes_five_shots_of_its_own_subject_from_the_dev_split():
     assert shot_prompt.count("Question:") == 3 and shot_prompt.count("\nThe answer is ") == 2
 
 
+def test_shots_of_a_folder_source_come_from_its_dev_split_and_the_same_subject(tmp_path):
+    """The original MMLU release: <subject>_dev.csv and <subject>_test.csv in dev/ and test/."""
+    (tmp_path / "mmlu" / "dev").mkdir(parents=True)
+    (tmp_path / "mmlu" / "test").mkdir()
+    for subject in ("anatomy", "virology"):
+        dev = "".join(f'"{subject} dev {k}?",a,b,c,d,A\n' for k in range(5))
+        (tmp_path / "mmlu" / "dev" / f"{subject}_dev.csv").write_text(dev)
+        (tmp_path / "mmlu" / "test" / f"{subject}_test.csv").write_text(
+            f'"{subject} test?",a,b,c,d,B\n'
+        )
+    source = str(tmp_path / "mmlu")
+    examples = EvalSetSettings(eval_sources={"mmlu": source}, eval_splits={"mmlu": "test"}).load(
+        "mmlu"
+    )
+    for e in examples:
+        assert e.prompt.count(f"{e.group} dev") == 5 and e.prompt.count("dev") == 5
+    # One file: the shots would come from the evaluated items, so they must be named.
+    single = tmp_path / "mmlu_test.csv"
+    single.write_text('"q?",a,b,c,d,B\n')
+    with pytest.raises(
+        InputError, match=r"mmlu_test.csv: mmlu asks 5 few-shot examples; set fewshot_sources"
+    ):
+        EvalSetSettings(eval_sources={"mmlu": str(single)}).load("mmlu")
+    # Too few shots of a subject: refused, naming the subject and where the shots were read.
+    (tmp_path / "mmlu" / "dev" / "virology_dev.csv").write_text('"v?",a,b,c,d,A\n')
+    with pytest.raises(
+        InputError, match=r"5 few-shot examples of 'virology' asked, 1 in .*mmlu split dev"
+    ):
+        EvalSetSettings(eval_sources={"mmlu": source}, eval_splits={"mmlu": "test"}).load("mmlu")
+
+
 def test_shared_release_files_of_every_bundled_kind_load(shared_data):
     """The original release files in ../shared/data/benchmarks load with no edits."""
     bench = shared_data / "benchmarks"
@@ -169,10 +200,10 @@ def test_score_judges_responses_by_id_or_in_order_and_writes_judgments(tmp_path,
     ]
     path = tmp_path / "responses.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in by_id))
-    assert main(["score", "gsm8k", str(path)]) == 0
+    assert main(["score", "gsm8k", str(path), "--source", "bundled"]) == 0
     printed = capsys.readouterr().out
-    assert "| gsm8k | accuracy | responses | 50.0 [" in printed  # round 1: 1 of 2 (strict)
-    assert "| gsm8k | flexible_extract | responses | 100.0 [" in printed
+    assert "| gsm8k | accuracy | responses | 2 | 50.0 [" in printed  # round 1: 1 of 2 (strict)
+    assert "| gsm8k | flexible_extract | responses | 2 | 100.0 [" in printed
     judged = [json.loads(line) for line in (tmp_path / "responses.judgments.jsonl").open()]
     assert [(j["example_id"], j["round"], j["correct"]) for j in judged] == [
         (examples[0].id, 1, True), (examples[1].id, 1, False), (examples[0].id, 2, False),
@@ -183,18 +214,34 @@ def test_score_judges_responses_by_id_or_in_order_and_writes_judgments(tmp_path,
         "".join(json.dumps({"response": f"so {e.gold}"}) + "\n" for e in examples)
     )
     out = tmp_path / "j.jsonl"
-    assert main(["score", "gsm8k", str(tmp_path / "ordered.jsonl"), "--extraction",
+    assert main(["score", "gsm8k", str(tmp_path / "ordered.jsonl"), "--source", "bundled", "--extraction",
                  "flexible", "--out", str(out)]) == 0  # fmt: skip
-    assert "| gsm8k | accuracy | responses | 100.0 [" in capsys.readouterr().out
+    assert "| gsm8k | accuracy | responses | 3 | 100.0 [" in capsys.readouterr().out
     assert len(out.read_text().splitlines()) == 3
 
 
 def test_score_refuses_unknown_items_and_extra_rows_naming_the_row(tmp_path, capsys):
     path = tmp_path / "r.jsonl"
     path.write_text(json.dumps({"id": "nope", "response": "x"}) + "\n")
-    assert main(["score", "arc", str(path)]) == 2
+    assert main(["score", "arc", str(path), "--source", "bundled"]) == 2
     assert "r.jsonl row 1 field 'id': no item 'nope' in the source" in capsys.readouterr().err
     n = len(read_examples("arc"))
     path.write_text("".join(json.dumps({"response": "A"}) + "\n" for _ in range(n + 1)))
-    assert main(["score", "arc", str(path)]) == 2
+    assert main(["score", "arc", str(path), "--source", "bundled"]) == 2
     assert f"row {n + 1}: more round-1 responses than the {n} items" in capsys.readouterr().err
+
+
+def test_score_reads_an_eval_scores_file_one_model_at_a_time(tmp_path, capsys):
+    """By default the items are the eval stage's own (the world's set for gsm8k), so the ids of
+    an eval_scores file match; --model-role keeps one model's rows."""
+    world = read_examples("gsm8k", "world")[:2]
+    rows = [
+        {"model_role": role, "example_id": e.id, "round": 1,
+         "response": f"The answer is {e.gold if role == 'ptr' else 0}."}
+        for role in ("base", "ptr") for e in world
+    ]  # fmt: skip
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "scores.parquet")
+    assert main(["score", "gsm8k", str(tmp_path / "scores.parquet")]) == 2  # two models' rows
+    assert "a second round-1 response" in capsys.readouterr().err
+    assert main(["score", "gsm8k", str(tmp_path / "scores.parquet"), "--model-role", "ptr"]) == 0
+    assert "| gsm8k | accuracy | responses | 2 | 100.0 [" in capsys.readouterr().out

@@ -39,6 +39,36 @@ def case(case_id, *values):
 # correct = extracted == gold; strict_match/flexible_extract are always both reported.
 
 GSM8K_CASES = [
+    # An expression after the marker is read to its result, never from its first operand.
+    case("expression_after_marker", "The answer is 3*4=12.", "12", "12", "12"),
+    case("negative_result", "The answer is 3-6=-3.", "-3", "-3", "-3"),
+    case("first_operand_is_not_the_answer", "The answer is 12 - 5 = 7.", "12", "7", "7"),
+    case("bare_expression_is_no_answer", "The answer is 10+0+0+0 The answer is", "10", None, "0"),
+    case("unicode_minus", "The answer is \u22123.", "-3", "-3", "-3"),
+    case("list_is_no_number", "The answer is 1,2,3,4.", "1234", None, "4"),
+    case("time_is_no_number", "The answer is 12:30.", "12", None, "30"),
+    # A follow-on question on the same line or in another form is cut before reading.
+    case(
+        "follow_on_same_line",
+        "The answer is 29. Question: What is 5+5? The answer is 10.",
+        "29",
+        "29",
+        "29",
+    ),
+    case(
+        "follow_on_numbered",
+        "The answer is 29.\nQuestion 2: And 5+5? The answer is 10.",
+        "29",
+        "29",
+        "29",
+    ),
+    case(
+        "follow_on_user_turn",
+        "The answer is 29.\nUser: and 3+4?\nAssistant: The answer is 7.",
+        "29",
+        "29",
+        "29",
+    ),
     case("marker", "48 + 24 = 72 clips in all. The answer is 72.", "72", "72", "72"),
     case(
         "marker_then_trailing_text",
@@ -148,11 +178,11 @@ GSM8K_CASES = [
         "13",
     ),
     case(
-        "inline_question_word_is_not_a_stop",
+        "inline_question_is_a_stop_as_in_lm_eval",
         "The answer is 5. Question: is it 7? The answer is 7.",
-        "7",
-        "7",
-        "7",
+        "5",
+        "5",
+        "5",
     ),
     case("hashes_without_space", "####72", "72", "72", "72"),
     case("thousands_and_decimals", "The answer is 1,234.56", "1234.56", "1234.56", "1234.56"),
