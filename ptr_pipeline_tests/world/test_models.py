@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM
 
 from ptr_pipeline.engines import Sampling, TransformersGenerator
 from ptr_pipeline.evaluation import EvalSettings, evaluate_rounds, load_examples, summarize
-from ptr_pipeline.evaluation.tasks import extract_number
+from ptr_pipeline.evaluation.extract import FLEXIBLE, extract_number
 from ptr_pipeline.generation.prompts import strong_conversation, thought_conversation
 from ptr_pipeline.generation.settings import RefineSettings, ThoughtSettings
 from ptr_pipeline.storage import CHECKPOINT_MANIFEST, checkpoint_problems
@@ -61,9 +61,9 @@ def test_the_strong_model_reads_past_the_weak_models_drafts(world_models):
     strong.close()
     golds = [e.gold for e in examples]
     drafts_right = sum(
-        extract_number(d) == g for ds, g in zip(drafts, golds, strict=True) for d in ds
+        extract_number(d, FLEXIBLE) == g for ds, g in zip(drafts, golds, strict=True) for d in ds
     )
-    right = sum(extract_number(a) == g for (a,), g in zip(answers, golds, strict=True))
+    right = sum(extract_number(a, FLEXIBLE) == g for (a,), g in zip(answers, golds, strict=True))
     print(f"weak drafts right: {drafts_right}/{2 * N}; strong model reading them: {right}/{N}")
     assert right / N >= 0.85
     assert drafts_right / (2 * N) < 0.5  # the drafts are mostly wrong: the strong model fixes
