@@ -123,7 +123,7 @@ def test_qwen2_answer_stops_at_im_end_not_at_the_eos(tmp_path):
     attention and MLP outputs zeroed, lm_head mapping each token to its successor)."""
     from transformers import AutoModelForCausalLM
 
-    from ptr_pipeline.evaluation import evaluate_rounds
+    from ptr_pipeline.evaluation import EvalSettings, evaluate_rounds
     from ptr_pipeline.evaluation.tasks import EvalExample
 
     tokenizer = build_tokenizer("qwen2")
@@ -159,9 +159,13 @@ def test_qwen2_answer_stops_at_im_end_not_at_the_eos(tmp_path):
 
     generator = TransformersGenerator(str(folder))
     example = EvalExample("x", "q", "What is 3 + 4?", "7")
-    table = evaluate_rounds(
-        [example], "gsm8k", generator, 1, REFINE_PROMPT, Sampling(max_new_tokens=6), "base", "m"
-    )
+    settings = EvalSettings(
+        num_rounds=1,
+        refine_prompt=REFINE_PROMPT,
+        max_new_tokens=6,
+        extraction={"gsm8k": "flexible"},
+    )  # a bare "7": read by the flexible extraction
+    table = evaluate_rounds([example], "gsm8k", generator, settings, "base", "m")
     row = table.to_pylist()[0]
     assert row["response"] == "7" and row["correct"]
 

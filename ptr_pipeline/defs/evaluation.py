@@ -36,32 +36,24 @@ class EvalScoresConfig(dg.Config, evaluation.EvalSettings):
     group_name="evaluation",
     io_manager_key="parquet_io_manager",
     code_version=evaluation.CODE_VERSION,
-    partitions_def=eval_task_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    metadata={PARTITION_COLUMN: "task"},
     kinds={"parquet"},
-    description="The items of each eval task as the models are asked them (prompt with its "
-    "few-shot examples, gold, options); one partition per task. Evaluation scores exactly "
-    "these, and the query pool is decontaminated against them.",
+    description="The items of every eval task as the models are asked them (prompt with its "
+    "few-shot examples, gold, options), one table for the ten tasks. Each eval_scores "
+    "partition scores its task's rows, and the query pool is decontaminated against them all.",
 )
-def eval_sets(context: dg.AssetExecutionContext, config: EvalSetsConfig) -> dg.MaterializeResult:
+def eval_sets(config: EvalSetsConfig) -> dg.MaterializeResult:
     started = time.perf_counter()
-    _some_tasks(context)
-    tables = []
-    for task in context.partition_keys:
+    tables, sizes = [], {}
+    for task in EVAL_TASKS:
         examples = config.load(task)
         tables.append(evaluation.examples_table(task, examples))
-        context.add_asset_metadata(
-            {
-                "source": config.eval_sources.get(task, "bundled"),
-                "examples": len(examples),
-                "first_prompt": dg.MetadataValue.md(f"```\n{examples[0].prompt}\n```"),
-            },
-            partition_key=task,
-        )
+        sizes[task] = f"{len(examples)} from {config.eval_sources.get(task, 'bundled')}"
     return dg.MaterializeResult(
         value=pa.concat_tables(tables),
-        metadata={"compute_seconds": round(time.perf_counter() - started, 3)},
+        metadata={
+            "examples": dg.MetadataValue.json(sizes),
+            "compute_seconds": round(time.perf_counter() - started, 3),
+        },
     )
 
 
@@ -90,7 +82,11 @@ def eval_scores(
 ) -> dg.MaterializeResult:
     home, started = ptr_home.home(), time.perf_counter()
     _some_tasks(context)
-    examples = evaluation.examples_from_table(eval_sets)
+    examples = {
+        task: items
+        for task, items in evaluation.examples_from_table(eval_sets).items()
+        if task in context.partition_keys
+    }
     # model_role: the base model prompted to refine (the paper's prompting baseline), SFT on the
     # strong answers (the baseline reviewers ask for), and PTR.
     models = {

@@ -5,8 +5,7 @@ import dagster as dg
 from ptr_pipeline.defs.console import CONSOLE_RUN_CONFIG
 from ptr_pipeline.defs.evaluation import EVAL_TASKS
 
-# A run of a job that contains the task-partitioned assets (eval_sets, eval_scores) covers every
-# task in one step (single-run backfill: each model loads once for all of them). The demo's
+# A run of a job that contains the task-partitioned eval_scores covers every task in one step (single-run backfill: each model loads once for all of them). The demo's
 # world has held-out sets for gsm8k and arc; the other tasks read their bundled samples.
 ALL_TASKS = {
     "dagster/asset_partition_range_start": EVAL_TASKS[0],
@@ -26,7 +25,6 @@ dataset_rebuild_job = dg.define_asset_job(
     # The models too: resolving them is instant once built, and a fresh instance needs them; the
     # eval sets too, which the query pool is decontaminated against.
     selection=dg.AssetSelection.groups("models", "dataset") | dg.AssetSelection.assets("eval_sets"),
-    tags=ALL_TASKS,
     config=CONSOLE_RUN_CONFIG,
     description="The data stages: models, eval sets, query pool to consistency-filtered dataset.",
 )

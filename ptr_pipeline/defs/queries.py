@@ -18,13 +18,7 @@ class QueryPoolConfig(dg.Config, queries.QueryPoolSettings):
     code_version=queries.CODE_VERSION,
     kinds={"parquet"},
     description="General-domain queries: cleaned, deduplicated, decontaminated against every "
-    "materialized eval_sets partition, sampled.",
-    ins={
-        "eval_sets": dg.AssetIn(
-            partition_mapping=dg.AllPartitionMapping(),
-            metadata={"allow_missing_partitions": True},
-        )
-    },
+    "eval item (eval_sets), sampled.",
     check_specs=[
         dg.AssetCheckSpec(
             "query_pool_not_empty",

@@ -137,7 +137,6 @@ def test_a_filter_that_keeps_nothing_fails_and_keeps_the_last_dataset(defs, home
             [*defs.assets, *defs.asset_checks],
             resources=build_resources(str(home.root)),
             selection=dg.AssetSelection.assets("eval_sets"),
-            partition_key="gsm8k",
             instance=instance,
         )
 
