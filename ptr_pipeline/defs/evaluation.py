@@ -1,4 +1,5 @@
-"""Assets: eval_sets and eval_scores (partitioned by task), eval_summary and eval_comparisons."""
+"""Assets: eval_sets (every task's items), eval_scores (partitioned by task), eval_summary and
+eval_comparisons."""
 
 import time
 from pathlib import Path
