@@ -123,7 +123,8 @@ def _prompts(chat_format: ChatFormat, conversations: list[Conversation], max_new
     return ids
 
 
-def _cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
+def cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
+    """``text`` up to the first occurrence of any of ``stop`` (vLLM's stop-string rule)."""
     cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=len(text))
     return text[:cut]
 
@@ -188,7 +189,7 @@ class TransformersGenerator:
         stops = set(self.chat_format.stop_token_ids)
         end = next((i for i, t in enumerate(new_ids) if t in stops), len(new_ids))
         text = self.tokenizer.decode(new_ids[:end], skip_special_tokens=True)
-        return _cut_at_stop(text, stop).strip()
+        return cut_at_stop(text, stop).strip()
 
     def close(self) -> None:
         del self.lm

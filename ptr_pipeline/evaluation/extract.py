@@ -4,7 +4,7 @@ One owner for every rule; the tasks (``evaluation.tasks``) only choose which rea
 fallbacks apply. The rules (issue 7, after lm-eval's ``strict-match``/``flexible-extract`` filters
 and simple-evals' ``Answer: $LETTER``):
 
-0. ``cut_at_stop``: the response ends at the task's first stop string, so a model is never scored
+0. ``engines.cut_at_stop``: the response ends at the task's first stop string, so a model is never scored
    on a follow-on question it invented (generation stops there too; scoring a response produced
    elsewhere must agree).
 1. Markdown emphasis (``**``, ``__``) is ignored.
@@ -43,12 +43,6 @@ _NUMBERS = re.compile(rf"(?<![\w.])(?:{_NUMBER})")
 # not an answer; so do a time's or a ratio's colon ("12:30").
 _EXPRESSION_GOES_ON = re.compile(r"\s*(?:[-+*/\u00d7x^=]\s*\(?\s*[-+]?\.?\d|[:,]\d)")
 _SENTENCE_END = re.compile(r"\n|[.!?;](?:\s|$)")
-
-
-def cut_at_stop(response: str, stop: tuple[str, ...]) -> str:
-    """``response`` up to the first occurrence of any of ``stop``."""
-    cut = min((i for i in (response.find(s) for s in stop) if i >= 0), default=len(response))
-    return response[:cut]
 
 
 def plain(response: str) -> str:

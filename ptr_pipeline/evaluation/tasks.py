@@ -30,6 +30,7 @@ from typing import Any
 import pyarrow as pa
 
 from ptr_pipeline import schemas
+from ptr_pipeline.engines import cut_at_stop
 from ptr_pipeline.evaluation import extract, metrics
 from ptr_pipeline.records import InputError, Record, read_records
 from ptr_pipeline.samples import NAMED_SOURCES, eval_sample
@@ -85,7 +86,7 @@ class Task:
         """``response`` to ``example`` judged: cut at the task's stop strings (as generation
         cuts it), read by ``extraction`` (default: the task's), scored by the task's metrics."""
         return self.reader(
-            extract.cut_at_stop(response, self.stop), example, extraction or self.extraction
+            cut_at_stop(response, self.stop), example, extraction or self.extraction
         )
 
 
