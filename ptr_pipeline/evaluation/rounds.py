@@ -23,7 +23,7 @@ from ptr_pipeline import schemas
 from ptr_pipeline.conversation import refinement_prompt
 from ptr_pipeline.engines import Generator, LazyGenerator, Sampling
 from ptr_pipeline.evaluation.settings import EvalSettings
-from ptr_pipeline.evaluation.stats import mean_interval
+from ptr_pipeline.evaluation.stats import mean_interval, metric_names, metric_values
 from ptr_pipeline.evaluation.tasks import GRADED_METRICS, TASKS, EvalExample
 from ptr_pipeline.models import model_fingerprint
 from ptr_pipeline.storage import fingerprint, write_parquet_atomic
@@ -213,16 +213,6 @@ def _answers(cached: pa.Table, examples: list[EvalExample]) -> list[list[str]]:
     return [[by_id[e.id][k] for k in sorted(by_id[e.id])] for e in examples]
 
 
-def metric_values(scores: pa.Table) -> dict[tuple[str, str, int, str], dict[str, float]]:
-    """(model role, task, round, metric) -> example id -> the item's value of that metric."""
-    cells: dict[tuple[str, str, int, str], dict[str, float]] = defaultdict(dict)
-    columns = ["model_role", "task", "round", "example_id", "metrics"]
-    for r in scores.select(columns).to_pylist():
-        for name, value in r["metrics"]:
-            cells[(r["model_role"], r["task"], r["round"], name)][r["example_id"]] = value
-    return cells
-
-
 def summarize(scores: pa.Table) -> pa.Table:
     """Per (model role, task, round, metric): the mean with its 95% interval (Wilson for a 0/1
     metric, the bootstrap otherwise: ``stats.mean_interval``), the answered share, and flips of
@@ -236,27 +226,26 @@ def summarize(scores: pa.Table) -> pa.Table:
         correct[key][r["example_id"]] = r["correct"]
         answered[key] += r["extracted"] is not None
     values = metric_values(scores)
+    found: dict[tuple[str, str, int], set[str]] = defaultdict(set)
+    for role, task, round_, name in values:
+        found[(role, task, round_)].add(name)
     rows = []
     for (role, task, round_), verdicts in sorted(correct.items()):
         previous = correct.get((role, task, round_ - 1), {})
         judged = all(v is not None for v in verdicts.values())
-        names = list(TASKS[task].metrics) if task in TASKS else []
-        names += sorted(
-            {m for (ro, t, k, m) in values if (ro, t, k) == (role, task, round_)} - set(names)
-        )
+        names = metric_names(task, found[(role, task, round_)])
         for name in names:
             by_example = values.get((role, task, round_, name))
             if not by_example:
                 continue
-            values_ = list(by_example.values())
-            low, high = mean_interval(values_, name not in GRADED_METRICS)
+            low, high = mean_interval(list(by_example.values()), name not in GRADED_METRICS)
             rows.append(
                 {
                     "model_role": role,
                     "task": task,
                     "round": round_,
                     "metric": name,
-                    "primary": bool(names) and name == names[0],
+                    "primary": name == names[0],
                     "n": len(by_example),
                     "value": sum(by_example.values()) / len(by_example),
                     "ci_low": low,

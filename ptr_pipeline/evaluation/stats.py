@@ -51,9 +51,28 @@ def mean_interval(values: list[float], binary: bool) -> tuple[float, float]:
     x = np.asarray(values, dtype=float)
     if len(x) < 2 or np.all(x == x[0]):
         return (float(x.mean()), float(x.mean()))
+    return _percentile_interval((x,), np.mean)
+
+
+def paired_difference(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """mean(a) - mean(b) over paired examples, and its paired bootstrap 95% interval."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    difference = float(x.mean() - y.mean())
+    if len(x) < 2 or np.all(x - y == (x - y)[0]):  # no spread: the interval is the point
+        return difference, difference, difference
+    low, high = _percentile_interval(
+        (x, y), lambda u, v, axis=-1: u.mean(axis=axis) - v.mean(axis=axis), paired=True
+    )
+    return difference, low, high
+
+
+def _percentile_interval(samples: tuple, statistic, paired: bool = False) -> tuple[float, float]:
+    """``scipy.stats.bootstrap`` with this module's settings: percentile method, ``RESAMPLES``
+    resamples, ``CONFIDENCE``, a fixed seed."""
     result = stats.bootstrap(
-        (x,),
-        np.mean,
+        samples,
+        statistic,
+        paired=paired,
         vectorized=True,
         n_resamples=RESAMPLES,
         confidence_level=CONFIDENCE,
@@ -63,38 +82,35 @@ def mean_interval(values: list[float], binary: bool) -> tuple[float, float]:
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
-def paired_difference(a: list[float], b: list[float]) -> tuple[float, float, float]:
-    """mean(a) - mean(b) over paired examples, and its paired bootstrap 95% interval."""
-    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    difference = float(x.mean() - y.mean())
-    if len(x) < 2 or np.all(x - y == (x - y)[0]):  # no spread: the interval is the point
-        return difference, difference, difference
-    result = stats.bootstrap(
-        (x, y),
-        lambda u, v, axis=-1: u.mean(axis=axis) - v.mean(axis=axis),
-        paired=True,
-        vectorized=True,
-        n_resamples=RESAMPLES,
-        confidence_level=CONFIDENCE,
-        method="percentile",
-        rng=np.random.default_rng(SEED),
-    )
-    return difference, float(result.confidence_interval.low), float(result.confidence_interval.high)
+def metric_values(scores: pa.Table) -> dict[tuple[str, str, int, str], dict[str, float]]:
+    """(model role, task, round, metric) -> example id -> the item's value of that metric."""
+    cells: dict[tuple[str, str, int, str], dict[str, float]] = {}
+    columns = ["model_role", "task", "round", "example_id", "metrics"]
+    for r in scores.select(columns).to_pylist():
+        for name, value in r["metrics"]:
+            key = (r["model_role"], r["task"], r["round"], name)
+            cells.setdefault(key, {})[r["example_id"]] = value
+    return cells
+
+
+def metric_names(task: str, found: set[str]) -> list[str]:
+    """The metrics of ``task`` in report order, primary first: the task's own, then any other
+    ``found`` in its scores (sorted); for a task this code does not know, ``found`` sorted."""
+    own = list(TASKS[task].metrics) if task in TASKS else []
+    return own + sorted(found - set(own))
 
 
 def _cells(scores: pa.Table) -> dict[tuple[str, str, int], dict[str, float]]:
     """(model role, task, round) -> example id -> the item's value of the task's primary metric."""
-    cells: dict[tuple[str, str, int], dict[str, float]] = {}
-    for r in scores.select(["model_role", "task", "round", "example_id", "metrics"]).to_pylist():
-        values = dict(r["metrics"])
-        value = values.get(_primary(r["task"], values))
-        if value is not None:
-            cells.setdefault((r["model_role"], r["task"], r["round"]), {})[r["example_id"]] = value
-    return cells
-
-
-def _primary(task: str, values: dict[str, float]) -> str:
-    return TASKS[task].metrics[0] if task in TASKS else next(iter(values), "")
+    values = metric_values(scores)
+    found: dict[str, set[str]] = {}
+    for _, task, _, name in values:
+        found.setdefault(task, set()).add(name)
+    return {
+        (role, task, round_): by_example
+        for (role, task, round_, name), by_example in values.items()
+        if name == metric_names(task, found[task])[0]
+    }
 
 
 def compare(scores: pa.Table, claims=CLAIMS) -> pa.Table:
@@ -118,7 +134,8 @@ def compare(scores: pa.Table, claims=CLAIMS) -> pa.Table:
             label = f"{role_a} r{ra} - {role_b} r{round_b}"
             ids = sorted(set(a) & set(b))
             xa, xb = [a[i] for i in ids], [b[i] for i in ids]
-            rows.append(_row(label, task, _primary(task, {}), xa, xb))
+            metric = TASKS[task].metrics[0] if task in TASKS else ""
+            rows.append(_row(label, task, metric, xa, xb))
             pooled_a += xa
             pooled_b += xb
         if label is not None and len(tasks) > 1:

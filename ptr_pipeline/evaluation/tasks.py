@@ -85,9 +85,7 @@ class Task:
     def judge(self, response: str, example: EvalExample, extraction: str | None = None) -> Judgment:
         """``response`` to ``example`` judged: cut at the task's stop strings (as generation
         cuts it), read by ``extraction`` (default: the task's), scored by the task's metrics."""
-        return self.reader(
-            cut_at_stop(response, self.stop), example, extraction or self.extraction
-        )
+        return self.reader(cut_at_stop(response, self.stop), example, extraction or self.extraction)
 
 
 # --- prompts
