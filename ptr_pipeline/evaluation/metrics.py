@@ -43,22 +43,31 @@ def parse_math(text: str, whole_response: bool = False):
     return parse(text if whole_response else _as_latex(text), parsing_timeout=_timeout(5))
 
 
+@functools.lru_cache(maxsize=4096)
+def _parsed_gold(gold: str) -> list:
+    # Every model and round meets the same golds: each is parsed once per process.
+    return parse_math(gold)
+
+
 def math_equal(gold: str, answer: str | None, whole_response: bool = False) -> bool:
     """Whether ``answer`` equals the gold answer symbolically (``math_verify.verify``)."""
+    return math_judge(gold, answer, whole_response)[1]
+
+
+def math_judge(
+    gold: str, answer: str | None, whole_response: bool = False
+) -> tuple[str | None, bool]:
+    """(what was read, whether it equals the gold symbolically), from one parse of ``answer``:
+    read is ``answer`` itself, or for a whole response what math-verify found in it."""
     from math_verify import verify
 
     if answer is None or not answer.strip():
-        return False
+        return None, False
     predicted = parse_math(answer, whole_response)
+    shown = (str(predicted[-1]) if predicted else None) if whole_response else answer
     if not predicted:
-        return False
-    return bool(verify(parse_math(gold), predicted, timeout_seconds=_timeout(5)))
-
-
-def math_shown(answer: str) -> str | None:
-    """What math-verify read from a whole response, as text (for the ``extracted`` column)."""
-    parsed = parse_math(answer, whole_response=True)
-    return str(parsed[-1]) if parsed else None
+        return shown, False
+    return shown, bool(verify(_parsed_gold(gold), predicted, timeout_seconds=_timeout(5)))
 
 
 # --- XSum (rouge-score)

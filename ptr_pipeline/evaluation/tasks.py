@@ -24,6 +24,7 @@ import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -364,8 +365,7 @@ def _judge_math(response: str, example: EvalExample, extraction: str) -> Judgmen
     if answer is not None:
         return _binary(answer, metrics.math_equal(example.gold, answer))
     if extraction == extract.FLEXIBLE and text.strip():
-        shown = metrics.math_shown(text)
-        return _binary(shown, metrics.math_equal(example.gold, text, whole_response=True))
+        return _binary(*metrics.math_judge(example.gold, text, whole_response=True))
     return _binary(None, False)
 
 
@@ -471,20 +471,22 @@ def with_shots(
     """
     if n == 0:
         return examples
+    solved = [s for s in shots if s.shot]
+    by_group: dict[str, list[EvalExample]] = {}  # grouped once, not per question
+    for s in solved:
+        by_group.setdefault(s.group, []).append(s)
     out = []
     for example in examples:
-        usable = [s for s in shots if s.question != example.question and s.shot]
-        if example.group:
-            usable = [s for s in usable if s.group == example.group]
-        chosen = usable[:n]
+        pool = by_group.get(example.group, []) if example.group else solved
+        chosen = list(islice((s for s in pool if s.question != example.question), n))
         if len(chosen) < n:
             of = f" of {example.group!r}" if example.group else ""
             raise InputError(
                 f"{example.where}: {n} few-shot examples{of} asked, {len(chosen)} in {where}"
             )
         header, body = example.prompt.split("\n\n", 1)
-        solved = "\n\n".join(s.shot for s in chosen)
-        out.append(replace(example, prompt=f"{header}\n\n{solved}\n\n{body}"))
+        shown = "\n\n".join(s.shot for s in chosen)
+        out.append(replace(example, prompt=f"{header}\n\n{shown}\n\n{body}"))
     return out
 
 
