@@ -157,20 +157,21 @@ def refine_command(args: argparse.Namespace, root: Path) -> int:
         prompts, generator, args.rounds, args.refine_prompt,
         Sampling(n=1, temperature=0.0, max_new_tokens=args.max_new_tokens, stop=stop),
     )  # fmt: skip
-    extract = bool(args.task)
     for i, (prompt, rounds, gold) in enumerate(zip(prompts, answers, golds, strict=True)):
         extracted = (
-            [TASKS[args.task].judge(a, examples[i]).extracted for a in rounds] if extract else None
+            [TASKS[args.task].judge(a, examples[i]).extracted for a in rounds]
+            if args.task
+            else None
         )
         if args.json:
             line = {"question": prompt, "rounds": rounds}
-            if extract:
+            if args.task:
                 line |= {"extracted": extracted, "gold": gold}
             print(json.dumps(line, ensure_ascii=False), flush=True)
             continue
         print(f"[{i + 1}] {prompt}")
         for k, answer in enumerate(rounds, start=1):
-            mark = f"   (extracted {extracted[k - 1]!r}, gold {gold!r})" if extract else ""
+            mark = f"   (extracted {extracted[k - 1]!r}, gold {gold!r})" if args.task else ""
             print(f"  round {k}: {answer}{mark}")
     return 0
 
@@ -242,7 +243,13 @@ ID_FIELDS = ("example_id", "id", "task_id", "query_id", "unique_id", "Record ID"
 
 def score_command(args: argparse.Namespace) -> int:
     """Judge pre-generated responses exactly as the eval stage does (``evaluation.judge_rows``)."""
-    from ptr_pipeline.evaluation import EvalSetSettings, judge_rows, summarize, summary_markdown
+    from ptr_pipeline.evaluation import (
+        TASKS,
+        EvalSetSettings,
+        judge_rows,
+        summarize,
+        summary_markdown,
+    )
     from ptr_pipeline.evaluation.tasks import read_examples
     from ptr_pipeline.records import InputError, read_records
 
@@ -258,7 +265,7 @@ def score_command(args: argparse.Namespace) -> int:
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    extraction = args.extraction or _task(args.task).extraction
+    extraction = args.extraction or TASKS[args.task].extraction
     scores = judge_rows(args.task, examples, answers, extraction, "responses", args.responses)
     out = Path(args.out or Path(args.responses).with_suffix(".judgments.jsonl"))
     with out.open("w", encoding="utf-8") as f:
@@ -312,12 +319,6 @@ def _responses_by_item(rows, examples, field: str) -> list[list[str]]:
     if not any(out):
         raise InputError("no response")
     return out
-
-
-def _task(name: str):
-    from ptr_pipeline.evaluation.tasks import TASKS
-
-    return TASKS[name]
 
 
 def _built_model(spec: str, root: Path) -> str | None:

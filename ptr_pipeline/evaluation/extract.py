@@ -114,7 +114,7 @@ def line_after_marker(text: str) -> str | None:
         tail = text[m.end() :]
         line = tail[_MARKER_GAP.match(tail).end() :].split("\n", 1)[0].strip()
         line = unwrap(line.rstrip(".").strip())
-        line = unwrap(line.rstrip(".").strip())  # "$\\boxed{5}$." -> "\\boxed{5}" -> "5"
+        line = unwrap(line.rstrip(".").strip())  # "$12.$." -> "12." -> "12"
         if line:
             return line
     return None
