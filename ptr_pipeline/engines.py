@@ -40,11 +40,26 @@ class Sampling:
         return json.dumps(asdict(self), sort_keys=True)
 
 
+class Completion(str):
+    """A generated text that also says whether the model ended it (an end-of-turn token or a stop
+    string) or ``max_new_tokens`` cut it off (``finished=False``; vLLM's ``finish_reason ==
+    "length"``). A ``str`` subclass, so every caller that only needs the text uses it as one."""
+
+    finished: bool
+
+    def __new__(cls, text: str, finished: bool = True) -> "Completion":
+        self = super().__new__(cls, text)
+        self.finished = finished
+        return self
+
+
 class Generator(Protocol):
     model: str
     chat_format: ChatFormat
 
-    def generate(self, conversations: list[Conversation], sampling: Sampling) -> list[list[str]]:
+    def generate(
+        self, conversations: list[Conversation], sampling: Sampling
+    ) -> list[list[Completion]]:
         """``sampling.n`` completions for each conversation, in input order.
 
         Raises:
@@ -156,7 +171,9 @@ class TransformersGenerator:
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         self.lm = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(device).eval()
 
-    def generate(self, conversations: list[Conversation], sampling: Sampling) -> list[list[str]]:
+    def generate(
+        self, conversations: list[Conversation], sampling: Sampling
+    ) -> list[list[Completion]]:
         torch = self._torch
         stop_ids = list(self.chat_format.stop_token_ids)
         prompts = _prompts(self.chat_format, conversations, sampling.max_new_tokens)
@@ -181,15 +198,18 @@ class TransformersGenerator:
                     pad_token_id=self._pad_id,
                     eos_token_id=stop_ids,
                 )
-            texts = [self._decode(row[width:].tolist(), sampling.stop) for row in ids]
+            texts = [self._decode(row[width:].tolist(), sampling) for row in ids]
             out.extend(texts[i : i + sampling.n] for i in range(0, len(texts), sampling.n))
         return out
 
-    def _decode(self, new_ids: list[int], stop: tuple[str, ...]) -> str:
+    def _decode(self, new_ids: list[int], sampling: Sampling) -> Completion:
         stops = set(self.chat_format.stop_token_ids)
-        end = next((i for i, t in enumerate(new_ids) if t in stops), len(new_ids))
+        end = next((i for i, t in enumerate(new_ids) if t in stops), None)
         text = self.tokenizer.decode(new_ids[:end], skip_special_tokens=True)
-        return cut_at_stop(text, stop).strip()
+        cut = cut_at_stop(text, sampling.stop)
+        # Ended by the model: a stop token, a stop string, or fewer tokens than the limit.
+        finished = end is not None or cut != text or len(new_ids) < sampling.max_new_tokens
+        return Completion(cut.strip(), finished)
 
     def close(self) -> None:
         del self.lm
@@ -220,7 +240,9 @@ class VLLMGenerator:
             enable_prefix_caching=True,  # later rounds share the earlier rounds' prefix
         )
 
-    def generate(self, conversations: list[Conversation], sampling: Sampling) -> list[list[str]]:
+    def generate(
+        self, conversations: list[Conversation], sampling: Sampling
+    ) -> list[list[Completion]]:
         prompts = _prompts(self.chat_format, conversations, sampling.max_new_tokens)
         params = self._vllm.SamplingParams(
             n=sampling.n,
@@ -235,7 +257,10 @@ class VLLMGenerator:
         results = self.llm.generate(
             [{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False
         )
-        return [[o.text.strip() for o in r.outputs] for r in results]
+        return [
+            [Completion(o.text.strip(), o.finish_reason != "length") for o in r.outputs]
+            for r in results
+        ]
 
     def close(self) -> None:
         # vLLM v1 runs the model in an engine-core process; shutting it down frees its memory.

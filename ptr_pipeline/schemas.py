@@ -43,6 +43,7 @@ WEAK_THOUGHTS = pa.schema(
         pa.field("query", pa.string(), nullable=False),
         pa.field("sample_index", pa.int32(), nullable=False),
         pa.field("thought", pa.string(), nullable=False),
+        pa.field("finished", pa.bool_(), nullable=False),  # False: cut off by max_new_tokens
         *_PROVENANCE,
     ]
 )
@@ -53,8 +54,13 @@ STRONG_REFINEMENTS = pa.schema(
         pa.field("query_id", pa.string(), nullable=False),
         pa.field("query", pa.string(), nullable=False),
         pa.field("thoughts", pa.list_(pa.string()), nullable=False),  # weak drafts, sample order
+        pa.field("thoughts_finished", pa.list_(pa.bool_()), nullable=False),  # one per draft
         pa.field("round", pa.int32(), nullable=False),  # 1..num_rounds
         pa.field("refinement", pa.string(), nullable=False),
+        pa.field("finished", pa.bool_(), nullable=False),  # False: cut off by max_new_tokens
+        # The last round only: consistency_samples more samples of the same prompt, for the
+        # filter's self-consistency check (paper appendix A.1, "N-sampling"); [] otherwise.
+        pa.field("samples", pa.list_(pa.string()), nullable=False),
         *_PROVENANCE,
     ]
 )
@@ -68,8 +74,14 @@ FILTER_DECISIONS = pa.schema(
             "thoughts", pa.list_(pa.string()), nullable=False
         ),  # weak drafts, then strong rounds < R
         pa.field("answer", pa.string(), nullable=False),  # strong round R
+        pa.field("finished", pa.list_(pa.bool_()), nullable=False),  # per step: thoughts, answer
+        pa.field("samples", pa.list_(pa.string()), nullable=False),  # self-consistency samples
+        # The scores (filtering.consistency; similarities in [0, 1] by the filter's measure):
         pa.field("step_similarity", pa.list_(pa.float64()), nullable=False),  # consecutive steps
-        pa.field("answer_distinct_ratio", pa.float64(), nullable=False),
+        pa.field("query_similarity", pa.float64(), nullable=False),  # query vs answer
+        pa.field("repetition", pa.list_(pa.float64()), nullable=False),  # per step
+        pa.field("agreement", pa.float64(), nullable=True),  # answer's vote share; null: no samples
+        pa.field("majority", pa.float64(), nullable=True),  # the best candidate's vote share
         pa.field("keep", pa.bool_(), nullable=False),
         pa.field("drop_reason", pa.string(), nullable=True),  # null when kept
     ]

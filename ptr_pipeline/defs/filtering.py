@@ -28,7 +28,8 @@ class ConsistencyFilterConfig(dg.Config, filtering.FilterSettings):
             io_manager_key="parquet_io_manager",
             code_version=filtering.CODE_VERSION,
             kinds={"parquet"},
-            description="Every query's progression with its keep/drop verdict and reason.",
+            description="Every query's progression with every score (similarities, repetition, "
+            "self-consistency agreement), its keep/drop verdict and the first rule that fired.",
         ),
         "ptr_dataset": dg.AssetOut(
             io_manager_key="parquet_io_manager",
@@ -48,6 +49,9 @@ def consistency_filter(config: ConsistencyFilterConfig, strong_refinements: pa.T
         value=result.decisions,
         metadata={
             "drop_counts": dg.MetadataValue.json(result.drop_counts),
+            "measure": result.stats["measure"],
+            "thresholds": dg.MetadataValue.json(result.thresholds),
+            "rules": dg.MetadataValue.json(config.rules),
             "compute_seconds": seconds,
         },
     )

@@ -22,7 +22,7 @@ import threading
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from ptr_pipeline.evaluation.extract import code_block
+from ptr_pipeline.answers import code_block
 
 # --- MATH (math-verify)
 

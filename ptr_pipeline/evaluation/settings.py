@@ -3,9 +3,9 @@ how they are answered and scored (``EvalSettings``, ``eval_scores``)."""
 
 import pydantic
 
+from ptr_pipeline.answers import EXTRACTIONS
 from ptr_pipeline.conversation import REFINE_PROMPT
 from ptr_pipeline.engines import Backend, Sampling
-from ptr_pipeline.evaluation.extract import EXTRACTIONS
 from ptr_pipeline.evaluation.tasks import TASKS, EvalExample, load_examples
 from ptr_pipeline.models import check_source
 from ptr_pipeline.samples import WORLD_EVAL_SOURCES

@@ -5,7 +5,7 @@ score them (``TASKS[name].metrics``, primary first):
 
 | task | metric | read from the response |
 |---|---|---|
-| gsm8k | accuracy (+ strict_match, flexible_extract) | final number (``extract.extract_number``) |
+| gsm8k | accuracy (+ strict_match, flexible_extract) | final number (``answers.extract_number``) |
 | math | accuracy | final answer, symbolic equivalence by math-verify |
 | mmlu, arc, commonsense_qa, winogrande, gpqa | accuracy | final option letter |
 | humaneval | pass@1 | code, run against the tests in ``evaluation.sandbox`` |
@@ -30,9 +30,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from ptr_pipeline import schemas
+from ptr_pipeline import answers, schemas
 from ptr_pipeline.engines import cut_at_stop
-from ptr_pipeline.evaluation import extract, metrics
+from ptr_pipeline.evaluation import metrics
 from ptr_pipeline.records import InputError, Record, read_records
 from ptr_pipeline.samples import NAMED_SOURCES, eval_sample
 
@@ -77,7 +77,7 @@ class Task:
     reader: Judge  # (response already cut at ``stop``, example, extraction) -> judgment
     metrics: tuple[str, ...]  # primary first
     stop: tuple[str, ...]  # stop strings for generation and scoring
-    extraction: str = extract.FLEXIBLE  # the default variant
+    extraction: str = answers.FLEXIBLE  # the default variant
     num_fewshot: int = 0  # the default number of shots
     csv_columns: list[str] | None = None  # for CSV files without a header row
     source: str = ""  # the hub dataset it reads (docs)
@@ -186,7 +186,7 @@ def _gsm8k(r: Record, i: int) -> EvalExample:
     reasoning, gold = (part.strip() for part in answer.rsplit("####", 1))
     if not gold:
         raise r.error("the final answer after '####' is empty", "answer")
-    number = extract.canonical_number(gold)
+    number = answers.canonical_number(gold)
     if number is None:
         raise r.error(f"the final answer after '####' is not a number: {gold!r}", "answer")
     prompt = f"Solve the math problem. End with 'The answer is N.'\n\nQuestion: {question}"
@@ -197,7 +197,7 @@ def _gsm8k(r: Record, i: int) -> EvalExample:
 
 def _math(r: Record, i: int) -> EvalExample:
     problem, solution = r.text("problem"), r.text("solution")
-    gold = r.text("answer").strip() if r.has("answer") else extract.last_boxed(solution)
+    gold = r.text("answer").strip() if r.has("answer") else answers.last_boxed(solution)
     if not gold:
         raise r.error("no final answer: no 'answer' field and no \\boxed{} in", "solution")
     prompt = (
@@ -343,9 +343,9 @@ def _binary(extracted: str | None, correct: bool, name: str = "accuracy", **more
 
 
 def _judge_number(response: str, example: EvalExample, extraction: str) -> Judgment:
-    strict = extract.extract_number(response, extract.STRICT)
-    flexible = extract.extract_number(response, extract.FLEXIBLE)
-    chosen = flexible if extraction == extract.FLEXIBLE else strict
+    strict = answers.extract_number(response, answers.STRICT)
+    flexible = answers.extract_number(response, answers.FLEXIBLE)
+    chosen = flexible if extraction == answers.FLEXIBLE else strict
     return _binary(
         chosen,
         chosen == example.gold,
@@ -355,24 +355,24 @@ def _judge_number(response: str, example: EvalExample, extraction: str) -> Judgm
 
 
 def _judge_choice(response: str, example: EvalExample, extraction: str) -> Judgment:
-    letter = extract.extract_choice(response, example.choices, extraction)
+    letter = answers.extract_choice(response, example.choices, extraction)
     return _binary(letter, letter == example.gold)
 
 
 def _judge_math(response: str, example: EvalExample, extraction: str) -> Judgment:
-    text = extract.plain(response)
-    answer = extract.line_after_marker(text) or extract.last_boxed(text)
+    text = answers.plain(response)
+    answer = answers.line_after_marker(text) or answers.last_boxed(text)
     if answer is not None:
         return _binary(answer, metrics.math_equal(example.gold, answer))
-    if extraction == extract.FLEXIBLE and text.strip():
+    if extraction == answers.FLEXIBLE and text.strip():
         return _binary(*metrics.math_judge(example.gold, text, whole_response=True))
     return _binary(None, False)
 
 
 def _judge_drop(response: str, example: EvalExample, extraction: str) -> Judgment:
-    text = extract.plain(response)
-    answer = extract.line_after_marker(text) or extract.last_boxed(text)
-    if answer is None and extraction == extract.FLEXIBLE:
+    text = answers.plain(response)
+    answer = answers.line_after_marker(text) or answers.last_boxed(text)
+    if answer is None and extraction == answers.FLEXIBLE:
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         answer = lines[-1].rstrip(".") if lines else None
     scores = metrics.drop_scores(answer, example.reference["answers"])
@@ -388,7 +388,7 @@ def _judge_humaneval(response: str, example: EvalExample, extraction: str) -> Ju
     ref = example.reference
     program = metrics.humaneval_program(ref["prompt"], response, ref["test"], ref["entry_point"])
     result = metrics.humaneval_passes(program)
-    code = extract.code_block(response).strip()
+    code = answers.code_block(response).strip()
     return Judgment(
         code or None,
         result.passed,
@@ -401,7 +401,7 @@ ACCURACY = ("accuracy",)
 GRADED_METRICS = frozenset({"f1", *metrics.ROUGE_TYPES})  # per-item values in [0, 1]; the rest 0/1
 TASKS: dict[str, Task] = {
     # The world's two tasks first: a partition range (benchmarks/ablations.py) can take just them.
-    "gsm8k": Task("gsm8k", _gsm8k, _judge_number, ("accuracy", "strict_match", "flexible_extract"), QA_STOP, extract.STRICT, source="openai/gsm8k"),
+    "gsm8k": Task("gsm8k", _gsm8k, _judge_number, ("accuracy", "strict_match", "flexible_extract"), QA_STOP, answers.STRICT, source="openai/gsm8k"),
     "arc": Task("arc", _arc, _judge_choice, ACCURACY, QA_STOP, source="allenai/ai2_arc (Easy + Challenge)", merge_folders=True),
     "mmlu": Task("mmlu", _mmlu, _judge_choice, ACCURACY, QA_STOP, num_fewshot=5, csv_columns=MMLU_CSV_COLUMNS, source="cais/mmlu"),
     "math": Task("math", _math, _judge_math, ACCURACY, QA_STOP, source="MATH (hendrycks), MATH-500"),

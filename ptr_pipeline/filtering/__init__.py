@@ -7,6 +7,6 @@ from ptr_pipeline.filtering.consistency import (
     assemble_progressions,
     dataset_problems,
     filter_consistent,
-    lexical_similarity,
+    judge_progressions,
 )
-from ptr_pipeline.filtering.settings import FilterSettings
+from ptr_pipeline.filtering.settings import DEFAULT_THRESHOLDS, REASONS, FilterSettings

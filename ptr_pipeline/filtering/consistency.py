@@ -1,32 +1,51 @@
-"""Stage 4: consistency filter. Keep rows whose thought -> answer progression is coherent.
+"""Stage 4: the consistency filter. Keep rows whose thought -> answer progression is coherent.
 
-docs/paper_notes.md, section 2.5 and open point 4: the paper filters "thought(s)-answer consistency"
-with sentence-embedding similarity. This version uses a lexical measure (unigram F1 between
-consecutive steps), which needs no model and is exact on CPU; an embedding scorer can replace
-``lexical_similarity`` behind the same settings. Every row gets a verdict: ``keep`` and, when
-dropped, the first failing rule in this order:
+The paper (section 3.1.2 and appendix A.1; ``docs/paper_notes.md`` section 2.5 and open point 4)
+filters for "thought(s)-answer consistency" with sentence-embedding similarity and N-sample
+self-consistency, without stating the model, N or thresholds. Here every progression (the weak
+thoughts, the strong rounds before the last, then the last round: the answer) gets every score,
+and the first rule that fires, in this order:
 
-1. ``empty_step``: a thought or the answer is blank;
-2. ``answer_too_short``: fewer than ``min_answer_chars`` characters;
-3. ``degenerate_answer``: distinct/total words below ``min_distinct_ratio`` (repetition loops);
-4. ``incoherent_step``: a step shares less than ``min_step_similarity`` with the step before it;
-5. ``unchanged_answer``: (optional) the answer repeats the last thought verbatim.
+1. ``empty_step``: a thought or the answer is blank (Unicode whitespace included);
+2. ``truncated_step``: a step hit ``max_new_tokens`` without ending (the generation stages'
+   ``finished``);
+3. ``answer_too_short``: fewer than ``min_answer_chars`` characters;
+4. ``repetitive``: a step repeats its own sentences or token 3-grams (``measures.repetition`` over
+   ``max_repetition``);
+5. ``off_topic``: the answer's similarity to the query is below ``min_query_similarity``;
+6. ``incoherent_step``: a step's similarity to the step before it is below
+   ``min_step_similarity``;
+7. ``unchanged_answer``: the answer repeats the step before it verbatim;
+8. ``self_inconsistent``: the strong model's other samples of the last round (the refine stage's
+   ``consistency_samples``) form a majority the answer is not part of. Each candidate (the
+   answer and the samples) is reduced to its result (``vote_key``): the answer it marks
+   (``answers.final_answer``: "The answer is 36"), else the last number it states that the query
+   does not ("There are 36 eggs in 3 dozen" -> 36). Two candidates agree when both have a result
+   and it is the same, else when their similarity reaches ``agree_similarity``. The answer's
+   ``agreement`` is the share of candidates agreeing with it, ``majority`` the largest share
+   agreeing with any one candidate; the row is dropped when ``agreement < majority``.
+
+Similarities come from ``measures`` (sentence embeddings when ``embedding_model`` is set, else
+TF-IDF cosine over script-aware tokens, fitted once on every text of the table). ``rules`` names
+the rules that may drop a row; every row is scored by all of them. Rows are judged in batches of
+``batch_size`` queries.
 """
 
 import logging
-import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from itertools import pairwise
 
+import numpy as np
 import pyarrow as pa
 
-from ptr_pipeline import schemas
-from ptr_pipeline.filtering.settings import FilterSettings
+from ptr_pipeline import answers, schemas
+from ptr_pipeline.filtering import measures
+from ptr_pipeline.filtering.settings import DEFAULT_THRESHOLDS, REASONS, FilterSettings
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = "filter_v1"
+CODE_VERSION = "filter_v2"
 
 
 class NothingKeptError(ValueError):
@@ -37,50 +56,40 @@ class NothingKeptError(ValueError):
 class FilterResult:
     decisions: pa.Table  # schemas.FILTER_DECISIONS, one row per query
     kept: pa.Table  # schemas.PTR_DATASET
-    drop_counts: dict[str, int]  # reason -> rows dropped
+    drop_counts: dict[str, int]  # every reason in REASONS -> rows dropped (zeros included)
     stats: dict[str, object]  # pass rate and per-step statistics
-
-
-def _words(text: str) -> list[str]:
-    return re.findall(r"\w+", text.lower())
-
-
-def lexical_similarity(a: str, b: str) -> float:
-    """Unigram F1 between two texts (bag of lower-cased words), in [0, 1]."""
-    wa, wb = Counter(_words(a)), Counter(_words(b))
-    overlap = sum((wa & wb).values())
-    if not overlap:
-        return 0.0
-    precision, recall = overlap / sum(wb.values()), overlap / sum(wa.values())
-    return 2 * precision * recall / (precision + recall)
-
-
-def _distinct_ratio(text: str) -> float:
-    words = _words(text)
-    return len(set(words)) / len(words) if words else 0.0
+    thresholds: dict[str, float]  # the thresholds in effect (calibrated defaults resolved)
 
 
 def assemble_progressions(refinements: pa.Table, include_strong_rounds: bool = True) -> list[dict]:
-    """One progression per query: its weak thoughts, then the strong rounds; the last strong round
-    is the answer. ``refinements`` is a ``schemas.STRONG_REFINEMENTS`` table (each row carries
-    its query and weak thoughts)."""
+    """One progression per query (first-seen order): ``query_id``, ``query``, ``thoughts`` (the
+    weak drafts, then the strong rounds before the last), ``answer`` (the last strong round),
+    ``finished`` (one flag per step: thoughts, then answer) and ``samples`` (the last round's
+    self-consistency samples). ``refinements`` is a ``schemas.STRONG_REFINEMENTS`` table."""
     schemas.validate(refinements, schemas.STRONG_REFINEMENTS, "strong_refinements")
-    by_query: dict[str, dict] = {}
-    rounds: dict[str, list[tuple[int, str]]] = defaultdict(list)
-    for r in refinements.select(
-        ["query_id", "query", "thoughts", "round", "refinement"]
-    ).to_pylist():
-        by_query.setdefault(r["query_id"], r)
-        rounds[r["query_id"]].append((r["round"], r["refinement"]))
+    columns = ["query_id", "query", "thoughts", "thoughts_finished", "round", "refinement"]
+    first: dict[str, dict] = {}
+    rounds: dict[str, list[tuple[int, str, bool, list[str]]]] = defaultdict(list)
+    for r in refinements.select([*columns, "finished", "samples"]).to_pylist():
+        first.setdefault(r["query_id"], r)
+        rounds[r["query_id"]].append((r["round"], r["refinement"], r["finished"], r["samples"]))
     out = []
-    for qid, first in by_query.items():
-        strong = [t for _, t in sorted(rounds[qid])]
+    for qid, r in first.items():
+        strong = sorted(rounds[qid])
+        earlier = strong[:-1] if include_strong_rounds else []
+        _, answer, answer_finished, samples = strong[-1]
         out.append(
             {
                 "query_id": qid,
-                "query": first["query"],
-                "thoughts": first["thoughts"] + (strong[:-1] if include_strong_rounds else []),
-                "answer": strong[-1],
+                "query": r["query"],
+                "thoughts": r["thoughts"] + [text for _, text, _, _ in earlier],
+                "answer": answer,
+                "finished": [
+                    *r["thoughts_finished"],
+                    *(f for _, _, f, _ in earlier),
+                    answer_finished,
+                ],
+                "samples": samples,
             }
         )
     return out
@@ -91,78 +100,176 @@ def filter_consistent(refinements: pa.Table, settings: FilterSettings) -> Filter
 
     Args:
         refinements: a ``schemas.STRONG_REFINEMENTS`` table.
-        settings: thresholds.
+        settings: rules and thresholds.
 
     Returns:
-        A FilterResult with every row's verdict, the kept training rows and statistics.
+        A FilterResult with every row's scores and verdict, the kept training rows and statistics.
 
     Raises:
         NothingKeptError: no progression passes; raised before anything is written, so the last
             good dataset stays in place (the message counts the rows per reason).
+        ImportError: ``embedding_model`` is set without sentence-transformers installed.
     """
+    progressions = assemble_progressions(refinements, settings.include_strong_rounds)
+    return judge_progressions(progressions, settings)
+
+
+def judge_progressions(progressions: list[dict], settings: FilterSettings) -> FilterResult:
+    """``filter_consistent`` on assembled progressions (``assemble_progressions``' dicts; a
+    missing ``finished`` means every step ended, a missing ``samples`` means none)."""
+    similarity = measures.make_similarity(settings.embedding_model, settings.embedding_device)
+    similarity.fit(text for p in progressions for text in [p["query"], *p["thoughts"], p["answer"]])
+    decisions = []
+    for start in range(0, len(progressions), settings.batch_size):
+        batch = progressions[start : start + settings.batch_size]
+        rows = _score(batch, similarity, settings.threshold("agree_similarity", similarity.name))
+        for row in rows:
+            row["drop_reason"] = _drop_reason(row, settings, similarity.name)
+            row["keep"] = row["drop_reason"] is None
+        decisions.append(pa.Table.from_pylist(rows, schema=schemas.FILTER_DECISIONS))
+    table = pa.concat_tables(decisions) if decisions else schemas.FILTER_DECISIONS.empty_table()
+    reasons = Counter(r for r in table.column("drop_reason").to_pylist() if r is not None)
+    drop_counts = {reason: reasons.get(reason, 0) for reason in REASONS}
+    kept = table.filter(table.column("keep")).select(schemas.PTR_DATASET.names)
+    if table.num_rows and not kept.num_rows:
+        raise NothingKeptError(
+            f"the consistency filter kept 0 of {table.num_rows} rows (dropped "
+            f"{ {k: v for k, v in drop_counts.items() if v} }); nothing was written: loosen "
+            "its thresholds"
+        )
+    stats = {"measure": similarity.name, **_stats(table)}
+    log.info(
+        "consistency filter kept %d of %d rows; dropped %s",
+        kept.num_rows,
+        table.num_rows,
+        {k: v for k, v in drop_counts.items() if v},
+    )
+    thresholds = {
+        name: settings.threshold(name, similarity.name) for name in DEFAULT_THRESHOLDS["lexical"]
+    }
+    return FilterResult(
+        decisions=table,
+        kept=kept.cast(schemas.PTR_DATASET),
+        drop_counts=drop_counts,
+        stats=stats,
+        thresholds={**thresholds, "max_repetition": settings.max_repetition},
+    )
+
+
+def _score(batch: list[dict], similarity: measures.Similarity, agree_at: float) -> list[dict]:
+    """Every score of every progression of ``batch``, with one similarity call per kind."""
+    steps = [[*p["thoughts"], p["answer"]] for p in batch]
+    step_sims = iter(similarity.pairs([pair for s in steps for pair in pairwise(s)]).tolist())
+    query_sims = similarity.pairs([(p["query"], p["answer"]) for p in batch]).tolist()
+    # Self-consistency: the candidates (the answer, then the samples), each pair once.
+    candidates = [[p["answer"], *p.get("samples", [])] for p in batch]
+    vote_sims = iter(
+        similarity.pairs([(c[i], c[j]) for c in candidates for i, j in _upper(len(c))]).tolist()
+    )
     rows = []
-    for p in assemble_progressions(refinements, settings.include_strong_rounds):
-        steps = [*p["thoughts"], p["answer"]]
-        sims = [lexical_similarity(a, b) for a, b in pairwise(steps)]
-        distinct = _distinct_ratio(p["answer"])
+    for p, s, query_sim, cands in zip(batch, steps, query_sims, candidates, strict=True):
+        sims = {(i, j): next(vote_sims) for i, j in _upper(len(cands))}
+        agreement, majority = (
+            _vote([vote_key(c, p["query"]) for c in cands], sims, agree_at)
+            if len(cands) > 1
+            else (None, None)
+        )
         rows.append(
             {
-                **p,
-                "step_similarity": sims,
-                "answer_distinct_ratio": distinct,
-                "drop_reason": _drop_reason(steps, sims, distinct, settings),
+                "query_id": p["query_id"],
+                "query": p["query"],
+                "thoughts": p["thoughts"],
+                "answer": p["answer"],
+                "finished": p.get("finished") or [True] * len(s),
+                "samples": p.get("samples", []),
+                "step_similarity": [next(step_sims) for _ in range(len(s) - 1)],
+                "query_similarity": query_sim,
+                "repetition": [measures.repetition(step) for step in s],
+                "agreement": agreement,
+                "majority": majority,
             }
         )
-    for r in rows:
-        r["keep"] = r["drop_reason"] is None
-    decisions = pa.Table.from_pylist(rows, schema=schemas.FILTER_DECISIONS)
-    kept = pa.Table.from_pylist([r for r in rows if r["keep"]], schema=schemas.PTR_DATASET)
-    drop_counts = dict(Counter(r["drop_reason"] for r in rows if not r["keep"]))
-    if rows and not kept.num_rows:
-        raise NothingKeptError(
-            f"the consistency filter kept 0 of {len(rows)} rows (dropped {drop_counts}); "
-            "nothing was written: loosen its thresholds"
-        )
-    stats = _stats(rows)
-    log.info(
-        "consistency filter kept %d of %d rows; dropped %s", kept.num_rows, len(rows), drop_counts
-    )
-    return FilterResult(decisions=decisions, kept=kept, drop_counts=drop_counts, stats=stats)
+    return rows
 
 
-def _drop_reason(
-    steps: list[str], sims: list[float], distinct: float, s: FilterSettings
-) -> str | None:
-    if any(not step.strip() for step in steps):
-        return "empty_step"
-    if len(steps[-1].strip()) < s.min_answer_chars:
-        return "answer_too_short"
-    if distinct < s.min_distinct_ratio:
-        return "degenerate_answer"
-    if any(sim < s.min_step_similarity for sim in sims):
-        return "incoherent_step"
-    if s.drop_unchanged and len(steps) > 1 and steps[-1].strip() == steps[-2].strip():
-        return "unchanged_answer"
-    return None
+def _upper(n: int) -> list[tuple[int, int]]:
+    return [(i, j) for i in range(n) for j in range(i + 1, n)]
 
 
-def _stats(rows: list[dict]) -> dict[str, object]:
-    """Pass rate, and per step position: mean length (chars) and mean similarity to the previous step."""
-    n = len(rows)
-    by_step_len: dict[int, list[int]] = defaultdict(list)
-    by_step_sim: dict[int, list[float]] = defaultdict(list)
-    for r in rows:
-        for i, step in enumerate([*r["thoughts"], r["answer"]]):
-            by_step_len[i + 1].append(len(step))
-        for i, sim in enumerate(r["step_similarity"]):
-            by_step_sim[i + 2].append(sim)
-    mean = lambda xs: round(sum(xs) / len(xs), 4) if xs else None  # noqa: E731
+def vote_key(response: str, query: str) -> str | None:
+    """A response's result, for the self-consistency vote (rule 8 above); None when it states
+    none (then similarity decides)."""
+    marked = answers.final_answer(response)
+    if marked is not None:
+        return marked
+    given = set(answers.numbers(query))
+    stated = [n for n in answers.numbers(response) if n not in given]
+    return stated[-1] if stated else None
+
+
+def _vote(
+    keys: list[str | None], sims: dict[tuple[int, int], float], agree_at: float
+) -> tuple[float, float]:
+    """The share of candidates (the answer first; their ``vote_key``) agreeing with the answer,
+    and the largest share agreeing with any one candidate (each agrees with itself)."""
+    support = [1] * len(keys)
+    for (i, j), sim in sims.items():
+        marked = keys[i] is not None and keys[j] is not None
+        if (keys[i] == keys[j]) if marked else sim >= agree_at:
+            support[i] += 1
+            support[j] += 1
+    return support[0] / len(keys), max(support) / len(keys)
+
+
+def _drop_reason(row: dict, s: FilterSettings, measure: str) -> str | None:
+    steps = [*row["thoughts"], row["answer"]]
+    fired = {
+        "empty_step": lambda: any(not step.strip() for step in steps),
+        "truncated_step": lambda: not all(row["finished"]),
+        "answer_too_short": lambda: len(row["answer"].strip()) < s.min_answer_chars,
+        "repetitive": lambda: max(row["repetition"]) > s.max_repetition,
+        "off_topic": lambda: row["query_similarity"] < s.threshold("min_query_similarity", measure),
+        "incoherent_step": lambda: any(
+            sim < s.threshold("min_step_similarity", measure) for sim in row["step_similarity"]
+        ),
+        "unchanged_answer": lambda: len(steps) > 1 and steps[-1].strip() == steps[-2].strip(),
+        "self_inconsistent": lambda: (
+            row["agreement"] is not None and row["agreement"] < row["majority"]
+        ),
+    }
+    return next((rule for rule in REASONS if rule in s.rules and fired[rule]()), None)
+
+
+def _stats(table: pa.Table) -> dict[str, object]:
+    """Pass rate, and per step position (1 = the first thought): mean length in characters, mean
+    length growth over the step before, mean similarity and normalised edit distance to it."""
+    n = table.num_rows
+    kept = sum(table.column("keep").to_pylist())
+    chars: dict[int, list[float]] = defaultdict(list)
+    growth: dict[int, list[float]] = defaultdict(list)
+    sims: dict[int, list[float]] = defaultdict(list)
+    edits: dict[int, list[float]] = defaultdict(list)
+    for r in table.select(["thoughts", "answer", "step_similarity"]).to_pylist():
+        steps = [*r["thoughts"], r["answer"]]
+        for k, step in enumerate(steps, start=1):
+            chars[k].append(len(step))
+        pairs = zip(pairwise(steps), r["step_similarity"], strict=True)
+        for k, ((a, b), sim) in enumerate(pairs, start=2):
+            growth[k].append(len(b) / max(len(a), 1))
+            sims[k].append(sim)
+            edits[k].append(measures.edit_distance(a, b))
+
+    def mean(by_step: dict[int, list[float]]) -> dict[int, float]:
+        return {k: round(float(np.mean(v)), 4) for k, v in sorted(by_step.items())}
+
     return {
         "rows": n,
-        "kept": sum(r["keep"] for r in rows),
-        "pass_rate": round(sum(r["keep"] for r in rows) / n, 4) if n else 0.0,
-        "mean_chars_by_step": {k: mean(v) for k, v in sorted(by_step_len.items())},
-        "mean_similarity_to_previous_by_step": {k: mean(v) for k, v in sorted(by_step_sim.items())},
+        "kept": kept,
+        "pass_rate": round(kept / n, 4) if n else 0.0,
+        "mean_chars_by_step": mean(chars),
+        "mean_length_growth_by_step": mean(growth),
+        "mean_similarity_to_previous_by_step": mean(sims),
+        "mean_edit_distance_to_previous_by_step": mean(edits),
     }
 
 

@@ -1,28 +1,92 @@
-"""Settings of the consistency filter. Defaults are the CPU demo's lenient thresholds."""
+"""Settings of the consistency filter. Defaults are calibrated on the labelled progressions
+(``ptr_pipeline_tests/filtering/progressions.jsonl``; ``benchmarks/filter_quality.py`` prints the
+precision and recall they give, and the README quotes them)."""
 
 import pydantic
 
+# The rules, in the order they are tried (filtering/consistency.py documents each).
+REASONS = (
+    "empty_step",
+    "truncated_step",
+    "answer_too_short",
+    "repetitive",
+    "off_topic",
+    "incoherent_step",
+    "unchanged_answer",
+    "self_inconsistent",
+)
+
+# Calibrated per measure: a TF-IDF cosine and an embedding cosine live on different scales.
+# A threshold left null takes its measure's value from here.
+DEFAULT_THRESHOLDS: dict[str, dict[str, float]] = {
+    "lexical": {"min_step_similarity": 0.03, "min_query_similarity": 0.05, "agree_similarity": 0.5},
+    "embedding": {"min_step_similarity": 0.3, "min_query_similarity": 0.2, "agree_similarity": 0.8},
+}
+
 
 class FilterSettings(pydantic.BaseModel):
-    """Thresholds of the consistency filter (see filtering/consistency.py for the rules)."""
+    """Rules and thresholds of the consistency filter (see filtering/consistency.py)."""
 
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
-    min_answer_chars: int = pydantic.Field(1, ge=1, description="drop shorter final answers")
-    min_step_similarity: float = pydantic.Field(
-        0.5,
+    rules: list[str] = pydantic.Field(
+        default_factory=lambda: list(REASONS),
+        description="the rules that may drop a row, by name (every row is scored either way): "
+        + ", ".join(REASONS)
+        + "; [] keeps every row",
+    )
+
+    embedding_model: str | None = pydantic.Field(
+        None,
+        description="sentence-transformers model for every similarity (a hub id such as "
+        "sentence-transformers/all-MiniLM-L6-v2, read from the local cache, or a folder; needs "
+        "the embeddings extra); null = the lexical measure (TF-IDF cosine, script-aware)",
+    )
+    embedding_device: str = pydantic.Field("cpu", description="where the embedding model runs")
+    min_step_similarity: float | None = pydantic.Field(
+        None,
         ge=0.0,
         le=1.0,
-        description="lexical similarity every step must share with the one before it (in the "
-        "world, drafts below 0.5 had worked another problem than the question's; long real "
-        "texts need a lower bar, e.g. 0.15)",
+        description="incoherent_step: every step's similarity to the step before it; null = the "
+        "measure's calibrated default (filtering.settings.DEFAULT_THRESHOLDS)",
     )
-    min_distinct_ratio: float = pydantic.Field(
-        0.2, ge=0.0, le=1.0, description="distinct/total words of the answer; catches loops"
+    min_query_similarity: float | None = pydantic.Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="off_topic: the answer's similarity to the query; null = calibrated default",
     )
-    drop_unchanged: bool = pydantic.Field(
-        False, description="drop rows whose answer repeats the last thought verbatim"
+    max_repetition: float = pydantic.Field(
+        0.4,
+        ge=0.0,
+        le=1.0,
+        description="repetitive: share of a step's sentences or token 3-grams that repeat an "
+        "earlier one (filtering.measures.repetition); 1 = off",
+    )
+    min_answer_chars: int = pydantic.Field(1, ge=1, description="answer_too_short below this")
+    agree_similarity: float | None = pydantic.Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="self_inconsistent: two final answers without a marked answer "
+        "(answers.final_answer) agree at this similarity; null = calibrated default",
     )
     include_strong_rounds: bool = pydantic.Field(
         True, description="strong rounds before the last count as thoughts (else only weak drafts)"
     )
+    batch_size: int = pydantic.Field(
+        1024, ge=1, description="queries judged per batch (memory stays bounded by one batch)"
+    )
+
+    @pydantic.field_validator("rules")
+    @classmethod
+    def _known_rules(cls, rules: list[str]) -> list[str]:
+        unknown = [r for r in rules if r not in REASONS]
+        if unknown:
+            raise ValueError(f"unknown rule(s) {unknown}; the rules are {', '.join(REASONS)}")
+        return rules
+
+    def threshold(self, name: str, measure: str) -> float:
+        """The value of threshold ``name`` for ``measure`` ("lexical" or "embedding")."""
+        value = getattr(self, name)
+        return DEFAULT_THRESHOLDS[measure][name] if value is None else value

@@ -24,17 +24,21 @@ log = logging.getLogger(__name__)
 
 
 def thoughts_by_query(thoughts: pa.Table) -> pa.Table:
-    """One row per query (first-seen order): ``query_id``, ``query``, ``thoughts`` in sample order."""
-    grouped: dict[str, tuple[str, list[tuple[int, str]]]] = {}
-    for r in thoughts.select(["query_id", "query", "sample_index", "thought"]).to_pylist():
+    """One row per query (first-seen order): ``query_id``, ``query``, ``thoughts`` in sample
+    order and ``thoughts_finished`` (each draft's ``finished``)."""
+    grouped: dict[str, tuple[str, list[tuple[int, str, bool]]]] = {}
+    columns = ["query_id", "query", "sample_index", "thought", "finished"]
+    for r in thoughts.select(columns).to_pylist():
         grouped.setdefault(r["query_id"], (r["query"], []))[1].append(
-            (r["sample_index"], r["thought"])
+            (r["sample_index"], r["thought"], r["finished"])
         )
+    drafts = [sorted(d) for _, d in grouped.values()]
     return pa.table(
         {
             "query_id": list(grouped),
             "query": [query for query, _ in grouped.values()],
-            "thoughts": [[t for _, t in sorted(drafts)] for _, drafts in grouped.values()],
+            "thoughts": [[t for _, t, _ in d] for d in drafts],
+            "thoughts_finished": [[f for _, _, f in d] for d in drafts],
         }
     )
 
@@ -98,13 +102,23 @@ def refine_thoughts(
                 for r in rows_in
             ]
             outputs = engine().generate(conversations, sampling)
-            for r, conv, (text,) in zip(rows_in, conversations, outputs, strict=True):
-                history[r["query_id"]].append(text)
+            last = round_ == settings.num_rounds
+            samples = (
+                engine().generate(conversations, settings.consistency_sampling(seed=sampling.seed))
+                if last and settings.consistency_samples
+                else [[] for _ in conversations]
+            )
+            for r, conv, (text,), others in zip(
+                rows_in, conversations, outputs, samples, strict=True
+            ):
+                history[r["query_id"]].append(str(text))
                 rows.append(
                     {
                         **r,
                         "round": round_,
-                        "refinement": text,
+                        "refinement": str(text),
+                        "finished": text.finished,
+                        "samples": [str(o) for o in others],
                         **provenance(model, settings, sampling, conv),
                     }
                 )

@@ -1,5 +1,6 @@
 """Settings of the two generation stages. Flat, with shared knobs under the same names."""
 
+import dataclasses
 import importlib.util
 from typing import ClassVar
 
@@ -91,3 +92,20 @@ class RefineSettings(_GenerationSettings):
         ge=0.0,
         description="0 = greedy: the strong model's best answer",
     )
+    consistency_samples: int = pydantic.Field(
+        4,
+        ge=0,
+        description="the last round is also sampled this many more times (column samples), for "
+        "the filter's self-consistency check (paper appendix A.1: N-sampling); 0 = off",
+    )
+    consistency_temperature: float = pydantic.Field(
+        0.8, gt=0.0, description="temperature of those samples (top_p and top_k as above)"
+    )
+
+    def consistency_sampling(self, seed: int) -> Sampling:
+        """The sampling of the self-consistency samples: ``consistency_samples`` per prompt."""
+        return dataclasses.replace(
+            self.sampling(n=self.consistency_samples),
+            temperature=self.consistency_temperature,
+            seed=seed + 1,
+        )

@@ -21,7 +21,7 @@ from ptr_pipeline.storage import fingerprint, run_sharded, table_fingerprint
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = "gen_v2"
+CODE_VERSION = "gen_v3"
 
 
 def provenance(model: str, settings, sampling: Sampling, conversation: Conversation) -> dict:
@@ -101,7 +101,8 @@ def generate_thoughts(
                         "query_id": qid,
                         "query": query,
                         "sample_index": i,
-                        "thought": text,
+                        "thought": str(text),
+                        "finished": text.finished,
                         **provenance(model, settings, shard_sampling, conv),
                     }
                 )

@@ -22,7 +22,7 @@ TINY = {"weak": "tiny:weak", "base": "tiny:base", "strong": "tiny:strong"}
 PLUMBING = {
     "models": TINY,
     "strong_refinements": {"temperature": 0.7},
-    "consistency_filter": {"min_step_similarity": 0.0},
+    "consistency_filter": {"rules": ["empty_step"]},
 }
 
 

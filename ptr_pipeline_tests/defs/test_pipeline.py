@@ -15,7 +15,8 @@ TINY = {"models": {"config": {"weak": "tiny:weak", "base": "tiny:base", "strong"
 SMALL = {
     "ops": {
         **TINY,
-        "consistency_filter": {"config": {"min_step_similarity": 0.0}},  # tiny models write noise
+        # tiny models write noise: only blank answers are dropped
+        "consistency_filter": {"config": {"rules": ["empty_step"]}},
         "query_pool": {"config": {"max_queries": 6}},
         "weak_thoughts": {"config": {"max_new_tokens": 12, "shard_size": 4}},
         "strong_refinements": {

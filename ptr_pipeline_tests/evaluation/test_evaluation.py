@@ -7,6 +7,7 @@ import pyarrow as pa
 import pytest
 
 from ptr_pipeline import schemas
+from ptr_pipeline.answers import FLEXIBLE, extract_choice, extract_number
 from ptr_pipeline.conversation import PromptTooLongError
 from ptr_pipeline.engines import TransformersGenerator
 from ptr_pipeline.evaluation import (
@@ -18,7 +19,6 @@ from ptr_pipeline.evaluation import (
     summarize,
     summary_markdown,
 )
-from ptr_pipeline.evaluation.extract import FLEXIBLE, extract_choice, extract_number
 from ptr_pipeline.records import InputError
 
 

@@ -1,16 +1,27 @@
-"""Consistency filter: one verdict per row, the first failing rule as reason, statistics."""
+"""Consistency filter: every rule on its own, the labelled progressions, scripts without spaces,
+self-consistency, statistics."""
+
+import json
+from collections import Counter
+from pathlib import Path
 
 import pyarrow as pa
+import pydantic
 import pytest
 
 from ptr_pipeline import schemas
 from ptr_pipeline.filtering import (
+    REASONS,
     FilterSettings,
+    NothingKeptError,
     dataset_problems,
     filter_consistent,
-    lexical_similarity,
+    judge_progressions,
 )
+from ptr_pipeline.filtering.consistency import vote_key
+from ptr_pipeline.filtering.measures import LexicalSimilarity, repetition, tokens
 
+LABELLED = Path(__file__).with_name("progressions.jsonl")
 PROV = {
     "model": "m",
     "backend": "transformers",
@@ -20,78 +31,217 @@ PROV = {
     "code_version": "v",
 }
 
+# On-topic progressions that every rule keeps: the background the rule tests add a row to (the
+# lexical measure's word weights are fitted on the whole table, as on a real one).
+GOOD = {
+    "photosynthesis": (
+        "Explain how photosynthesis makes sugar in plant leaves.",
+        ["Plants capture light with chlorophyll in their leaves.",
+         "The light energy splits water and the leaves fix carbon dioxide into sugar."],
+        "Photosynthesis uses light captured by chlorophyll to turn water and carbon dioxide "
+        "into sugar in the leaves, releasing oxygen.",
+    ),
+    "eggs": (
+        "How many eggs are in 3 dozen?",
+        ["A dozen is 12 eggs.", "3 dozen is 3 × 12 eggs."],
+        "3 dozen is 36 eggs.",
+    ),
+    "tides": (
+        "Why does the ocean have tides?",
+        ["The Moon's gravity pulls on the ocean.",
+         "The pull of the Moon's gravity raises a bulge of ocean water on each side of Earth."],
+        "Tides happen because the Moon's gravity pulls the ocean into bulges that Earth rotates "
+        "through twice a day.",
+    ),
+    "bread": (
+        "How do I keep bread fresh for longer?",
+        ["Bread goes stale as it dries out, so keep the air away from the bread.",
+         "A bread bag or a bread box keeps bread fresh for two or three days."],
+        "Keep bread fresh in a closed bread bag or bread box at room temperature, and freeze "
+        "bread you will not eat within three days.",
+    ),
+}  # fmt: skip
+
+
+def _progressions(extra: dict[str, tuple]) -> list[dict]:
+    rows = []
+    for qid, (query, thoughts, answer, *more) in {**GOOD, **extra}.items():
+        options = more[0] if more else {}
+        rows.append(
+            {"query_id": qid, "query": query, "thoughts": thoughts, "answer": answer, **options}
+        )
+    return rows
+
+
+def _reasons(result) -> dict[str, str | None]:
+    table = result.decisions
+    return dict(
+        zip(
+            table.column("query_id").to_pylist(),
+            table.column("drop_reason").to_pylist(),
+            strict=True,
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        (("Why does the ocean have tides?", ["The Moon pulls the ocean.", "  "],
+          "The Moon's gravity pulls the ocean into tides."), "empty_step"),
+        (("Why does the ocean have tides?", ["The Moon pulls the ocean.", "Its gravity raises"],
+          "The Moon's gravity pulls the ocean into tides.",
+          {"finished": [True, False, True]}), "truncated_step"),
+        (("Why does the ocean have tides?", ["The Moon pulls the ocean."],
+          "The Moon's gravity pulls the ocean. The Moon's gravity pulls the ocean. "
+          "The Moon's gravity pulls the ocean."), "repetitive"),
+        (("Why does the ocean have tides?", ["Football is played by two teams of eleven.",
+          "Each football team tries to score goals."],
+          "A football team has eleven players who try to score goals."), "off_topic"),
+        (("Why does the ocean have tides?", ["The Moon's gravity pulls the ocean.",
+          "Bananas are rich in potassium and grow in bunches."],
+          "The Moon's gravity pulls the ocean into two tidal bulges."), "incoherent_step"),
+        (("Why does the ocean have tides?", ["The Moon pulls on the ocean.",
+          "The Moon's gravity pulls the ocean into bulges."],
+          "The Moon's gravity pulls the ocean into bulges."), "unchanged_answer"),
+        (("How many eggs are in 5 dozen?", ["A dozen is 12 eggs.", "5 dozen is 5 × 12 eggs."],
+          "5 dozen is 50 eggs.",
+          {"samples": ["There are 60 eggs.", "60", "5 × 12 = 60 eggs.", "50"]}),
+         "self_inconsistent"),
+    ],
+)  # fmt: skip
+def test_each_rule_alone(case, reason):
+    result = judge_progressions(_progressions({"case": case}), FilterSettings())
+    assert _reasons(result) == {**dict.fromkeys(GOOD), "case": reason}
+    assert result.drop_counts == {r: int(r == reason) for r in REASONS}  # zeros included
+    only = FilterSettings(rules=[r for r in REASONS if r != reason])
+    assert _reasons(judge_progressions(_progressions({"case": case}), only))["case"] != reason
+
+
+def test_answer_too_short_and_rules_off():
+    short = ("How many eggs are in 3 dozen?", ["A dozen is 12 eggs.", "3 × 12 = 36."], "36")
+    assert _reasons(judge_progressions(_progressions({"s": short}), FilterSettings()))["s"] is None
+    strict = FilterSettings(min_answer_chars=3)
+    assert _reasons(judge_progressions(_progressions({"s": short}), strict))["s"] == (
+        "answer_too_short"
+    )
+    loop = ("Say hi.", ["hi hi hi hi hi hi hi hi"], "")
+    kept = judge_progressions(_progressions({"loop": loop}), FilterSettings(rules=[]))
+    assert kept.kept.num_rows == len(GOOD) + 1  # rules: [] keeps every row, scored all the same
+    assert max(kept.decisions.to_pylist()[-1]["repetition"]) > 0.5
+    with pytest.raises(pydantic.ValidationError, match="unknown rule"):
+        FilterSettings(rules=["off_topic", "too_long"])
+
+
+def test_scripts_without_spaces():
+    assert tokens("十二乘三") == ["十二", "二乘", "乘三"]
+    assert tokens("Hello, 世界! 17") == ["hello", "世界", "1", "7"]
+    english = ("12 × 3 gives 36 eggs in total", "The total is 36 eggs")
+    chinese = ("十二乘三一共是三十六个鸡蛋", "鸡蛋一共是三十六个")
+    similarity = LexicalSimilarity()
+    similarity.fit([*english, *chinese, "Football has eleven players", "足球队有十一名球员"])
+    en, zh, off = similarity.pairs([english, chinese, (chinese[0], "足球队有十一名球员")])
+    assert zh > 0.3 and en > 0.3 and off == 0.0  # a coherent Chinese pair is seen like its twin
+    assert repetition("好的" * 16) > 0.9 and repetition("好的，我来解释光合作用的过程。") == 0.0
+    assert repetition("答案是五。答案是五。答案是五。") == pytest.approx(2 / 3)
+    assert repetition("The answer is 1000000.") == 0.0  # a number is not a loop of zeros
+
+
+def test_vote_keys():
+    assert vote_key("There are 42 eggs in 3 dozen.", "How many eggs are in 3 dozen?") == "42"
+    assert vote_key("The answer is 36.", "What is 12 x 3?") == "36"
+    assert vote_key("柏林墙于1991年倒塌。", "柏林墙是哪一年倒塌的？") == "1991"
+    assert vote_key("Paris is the capital.", "What is the capital of France?") is None
+
+
+def test_self_consistency_keeps_the_majority_and_records_agreement():
+    majority = ("How many eggs are in 5 dozen?", ["A dozen is 12 eggs.", "5 × 12 = 60."],
+                "5 dozen is 60 eggs.", {"samples": ["60", "It is 60 eggs.", "50", "5 × 12 = 60"]})  # fmt: skip
+    result = judge_progressions(_progressions({"m": majority}), FilterSettings())
+    row = result.decisions.to_pylist()[-1]
+    assert row["drop_reason"] is None
+    assert row["agreement"] == pytest.approx(4 / 5) and row["majority"] == pytest.approx(4 / 5)
+    assert result.decisions.to_pylist()[0]["agreement"] is None  # no samples: no vote
+
+
+def test_labelled_progressions():
+    """The labelled set (written from the rules' definitions, not the code): its shape, and the
+    lexical measure's verdicts. The structural rules must be exact; the similarity rules are
+    where the lexical measure is weak (a paraphrase sharing no word reads as off topic), so the
+    whole set is held to a floor under what benchmarks/filter_quality.py measured (0.885)."""
+    rows = [json.loads(line) for line in LABELLED.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) >= 60 and len({r["id"] for r in rows}) == len(rows)
+    languages = Counter(r["language"] for r in rows)
+    assert set(languages) == {"en", "zh"} and languages["zh"] >= 18
+    assert {r["expected"] for r in rows} == {"keep", *REASONS} - {"answer_too_short"}
+    assert {r["expected"] for r in rows if r["language"] == "zh"} >= set(REASONS) - {
+        "answer_too_short",
+        "empty_step",
+    }
+    progressions = [
+        {
+            "query_id": r["id"],
+            "query": r["query"],
+            "thoughts": r["thoughts"],
+            "answer": r["answer"],
+            "finished": r.get("finished"),
+            "samples": r.get("samples", []),
+        }
+        for r in rows
+    ]
+    got = _reasons(judge_progressions(progressions, FilterSettings()))
+    expected = {r["id"]: None if r["expected"] == "keep" else r["expected"] for r in rows}
+    structural = {"empty_step", "truncated_step", "repetitive", "self_inconsistent"}
+    for qid, reason in expected.items():
+        if reason in structural:
+            assert got[qid] == reason, qid
+    right = sum(got[qid] == reason for qid, reason in expected.items())
+    assert right / len(rows) >= 0.85
+    assert all(got[qid] is not None for qid, reason in expected.items() if reason)  # recall 1
+
 
 def _refinements(progressions: dict[str, tuple[list[str], list[str]]]) -> pa.Table:
     """A strong_refinements table: every row carries its query and weak thoughts."""
     rows = [
-        {"query_id": qid, "query": f"query {qid}", "thoughts": weak, "round": r + 1,
-         "refinement": t, **PROV}
+        {"query_id": qid, "query": f"query about {qid}", "thoughts": weak,
+         "thoughts_finished": [True] * len(weak), "round": r + 1, "refinement": t,
+         "finished": True, "samples": [], **PROV}
         for qid, (weak, strong) in progressions.items()
         for r, t in enumerate(strong)
     ]  # fmt: skip
     return pa.Table.from_pylist(rows, schema=schemas.STRONG_REFINEMENTS)
 
 
-def test_lexical_similarity():
-    assert lexical_similarity("the cat sat", "the cat sat") == 1.0
-    assert lexical_similarity("the cat", "a dog") == 0.0
-    assert lexical_similarity("a b c d", "a b") == pytest.approx(2 * (1.0 * 0.5) / 1.5)
-
-
-def test_each_rule_drops_with_its_reason():
+def test_filter_reads_strong_refinements_and_reports_statistics():
     refinements = _refinements(
         {
-            "ok": (
+            "paris": (
                 ["paris is the capital"],
                 ["paris is the capital of france", "the capital of france is paris"],
             ),
-            "empty": (["paris"], ["", "paris"]),
-            "short": (["paris is big"], ["paris is big", "ok"]),
-            "loop": (["go go go"], ["go go", "go go go go go go go go go go"]),
-            "incoherent": (
-                ["paris is the capital"],
-                ["paris is the capital", "bananas grow on trees"],
-            ),
-            "unchanged": (["same words here"], ["same words here", "same words here"]),
+            "rome": (["rome is old"], ["rome is old and big", "rome is old and big"]),
         }
     )
-    settings = FilterSettings(
-        min_answer_chars=3, min_distinct_ratio=0.3, min_step_similarity=0.2, drop_unchanged=True
-    )
-    result = filter_consistent(refinements, settings)
-    reasons = dict(
-        zip(
-            result.decisions.column("query_id").to_pylist(),
-            result.decisions.column("drop_reason").to_pylist(),
-            strict=True,
-        )
-    )
-    assert reasons == {
-        "ok": None,
-        "empty": "empty_step",
-        "short": "answer_too_short",
-        "loop": "degenerate_answer",
-        "incoherent": "incoherent_step",
-        "unchanged": "unchanged_answer",
-    }
-    assert result.kept.column("query_id").to_pylist() == ["ok"]
+    result = filter_consistent(refinements, FilterSettings(rules=["unchanged_answer"]))
+    assert _reasons(result) == {"paris": None, "rome": "unchanged_answer"}
     assert result.kept.column("thoughts").to_pylist() == [
         ["paris is the capital", "paris is the capital of france"]
     ]
-    assert result.kept.column("answer").to_pylist() == ["the capital of france is paris"]
-    assert result.drop_counts == {r: 1 for r in reasons.values() if r}
-    assert result.stats["pass_rate"] == pytest.approx(1 / 6, abs=1e-4)
-    assert result.stats["mean_chars_by_step"][1] > 0
-
-
-def test_weak_only_thoughts_and_step_similarities():
-    refinements = _refinements({"q": (["a b", "a b c"], ["a b c d", "a b c d e"])})
-    result = filter_consistent(refinements, FilterSettings(include_strong_rounds=False))
-    row = result.decisions.to_pylist()[0]
-    assert row["thoughts"] == ["a b", "a b c"] and row["answer"] == "a b c d e"
-    assert row["step_similarity"] == pytest.approx(
-        [lexical_similarity("a b", "a b c"), lexical_similarity("a b c", "a b c d e")]
+    stats = result.stats
+    assert stats["pass_rate"] == 0.5 and stats["measure"] == "lexical"
+    assert stats["mean_chars_by_step"][1] == pytest.approx((20 + 11) / 2)
+    assert stats["mean_length_growth_by_step"][3] == pytest.approx((30 / 30 + 19 / 19) / 2)
+    assert stats["mean_edit_distance_to_previous_by_step"][3] == pytest.approx(
+        (0.7 + 0.0) / 2, abs=0.05
     )
+    weak_only = filter_consistent(refinements, FilterSettings(include_strong_rounds=False))
+    assert weak_only.decisions.column("thoughts").to_pylist()[0] == ["paris is the capital"]
+
+
+def test_nothing_kept_is_an_error_naming_the_reasons():
+    refinements = _refinements({"a": (["x"], ["same", "same"]), "b": (["y"], ["z", "z"])})
+    with pytest.raises(NothingKeptError, match="'unchanged_answer': 2"):
+        filter_consistent(refinements, FilterSettings(rules=["unchanged_answer"]))
 
 
 def test_dataset_problems():

@@ -106,7 +106,13 @@ def test_refine_rounds_see_thoughts_and_previous_round(home, weak, models_home):
         zip(table.column("query_id").to_pylist(), table.column("round").to_pylist(), strict=True)
     ) == [(q, r) for q in ("q0", "q1") for r in (1, 2, 3)]
     rounds = [conversations for conversations, _ in strong.calls]
-    assert [len(c[0]) for c in rounds] == [1, 3, 5]  # user; +assistant, refine; +assistant, refine
+    # user; +assistant, refine; +assistant, refine; then the last round again, sampled for the
+    # filter's self-consistency vote
+    assert [len(c[0]) for c in rounds] == [1, 3, 5, 5] and rounds[3] == rounds[2]
+    vote = strong.calls[3][1]
+    assert (vote.n, vote.temperature) == (settings.consistency_samples, 0.8)
+    assert [len(r["samples"]) for r in table.to_pylist() if r["query_id"] == "q0"] == [0, 0, 4]
+    assert all(len(r["thoughts_finished"]) == 2 for r in table.to_pylist())
     drafts = [t for t in thoughts.to_pylist() if t["query_id"] == "q0"]
     assert all(d["thought"] in rounds[0][0][0]["content"] for d in drafts)
     by_round = {r["round"]: r["refinement"] for r in table.to_pylist() if r["query_id"] == "q0"}
@@ -116,6 +122,8 @@ def test_refine_rounds_see_thoughts_and_previous_round(home, weak, models_home):
     assert all(r["query"] == "Name a color." and r["thoughts"] == [d["thought"] for d in drafts]
                for r in q0)  # fmt: skip
     assert refine_thoughts(thoughts, settings, never(strong.inner.model), home.work).equals(table)
+    # The random tiny model rarely ends a turn: six new tokens cut most answers off.
+    assert table.column("finished").to_pylist().count(False) > 0
 
 
 def test_strong_conversation_layout():

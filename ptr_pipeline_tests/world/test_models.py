@@ -6,9 +6,9 @@ import json
 import pytest
 from transformers import AutoModelForCausalLM
 
+from ptr_pipeline.answers import FLEXIBLE, extract_number
 from ptr_pipeline.engines import Sampling, TransformersGenerator
 from ptr_pipeline.evaluation import EvalSettings, evaluate_rounds, load_examples, summarize
-from ptr_pipeline.evaluation.extract import FLEXIBLE, extract_number
 from ptr_pipeline.generation.prompts import strong_conversation, thought_conversation
 from ptr_pipeline.generation.settings import RefineSettings, ThoughtSettings
 from ptr_pipeline.storage import CHECKPOINT_MANIFEST, checkpoint_problems
@@ -58,7 +58,14 @@ def test_the_strong_model_reads_past_the_weak_models_drafts(world_models):
          for e, d in zip(examples, drafts, strict=True)],
         Sampling(max_new_tokens=64),
     )  # fmt: skip
+    cut = strong.generate(
+        [strong_conversation(examples[0].prompt, drafts[0], [], RefineSettings().template, "")],
+        Sampling(max_new_tokens=3),
+    )[0][0]
     strong.close()
+    # The models end their answers (an end-of-turn token); three tokens cut one off.
+    assert all(a.finished for (a,) in answers) and all(d.finished for ds in drafts for d in ds)
+    assert not cut.finished and answers[0].startswith(cut)
     golds = [e.gold for e in examples]
     drafts_right = sum(
         extract_number(d, FLEXIBLE) == g for ds, g in zip(drafts, golds, strict=True) for d in ds

@@ -3,7 +3,7 @@
 import json
 import random
 
-from ptr_pipeline.evaluation.extract import FLEXIBLE, extract_choice, extract_number
+from ptr_pipeline.answers import FLEXIBLE, extract_choice, extract_number
 from ptr_pipeline.evaluation.tasks import load_examples
 from ptr_pipeline.queries import build_query_pool
 from ptr_pipeline.queries.settings import QueryPoolSettings

@@ -1,7 +1,8 @@
 """Answer extraction: the final answer a response commits to, read the way the field reads it.
 
 One owner for every rule; the tasks (``evaluation.tasks``) only choose which reader and which
-fallbacks apply. The rules (issue 7, after lm-eval's ``strict-match``/``flexible-extract`` filters
+fallbacks apply, and the consistency filter (``filtering``) compares its self-consistency samples
+by ``final_answer``. The rules (issue 7, after lm-eval's ``strict-match``/``flexible-extract`` filters
 and simple-evals' ``Answer: $LETTER``):
 
 0. ``engines.cut_at_stop``: the response ends at the task's first stop string, so a model is never scored
@@ -39,6 +40,8 @@ _DECORATION = re.compile(
 _NUMBER = r"[-+]?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?(?:\s*/\s*\d+)?%?|[-+]?\.\d+"
 _NUMBER_AT = re.compile(_NUMBER)
 _NUMBERS = re.compile(rf"(?<![\w.])(?:{_NUMBER})")
+# Any number in running text, also right after a letter of a script without spaces ("于1989年").
+_ANY_NUMBER = re.compile(rf"(?<![A-Za-z0-9_.])(?:{_NUMBER})")
 # After a marker's number, an operator and another number make it an expression ("3*4=12"),
 # not an answer; so do a time's or a ratio's colon ("12:30").
 _EXPRESSION_GOES_ON = re.compile(r"\s*(?:[-+*/\u00d7x^=]\s*\(?\s*[-+]?\.?\d|[:,]\d)")
@@ -234,6 +237,26 @@ def extract_choice(response: str, options: tuple[str, ...], extraction: str = ST
 
 
 # --- code
+
+
+def numbers(text: str) -> list[str]:
+    """Every number in ``text``, in order, canonical (``canonical_number``); Unicode minus signs
+    read as "-"."""
+    found = (canonical_number(m.group()) for m in _ANY_NUMBER.finditer(plain(text)))
+    return [n for n in found if n is not None]
+
+
+def final_answer(response: str) -> str | None:
+    """What a free-form response commits to, as a key for comparing responses to one query (the
+    consistency filter's self-consistency vote): the marked number (``extract_number``, strict),
+    else the marked line or the last ``\\boxed{}`` (``line_after_marker``), case-folded with
+    spaces collapsed; None when the response marks no answer."""
+    number = extract_number(response, STRICT)
+    if number is not None:
+        return number
+    text = plain(response)
+    line = line_after_marker(text) or last_boxed(text)
+    return " ".join(line.casefold().split()) if line and line.strip() else None
 
 
 def code_block(response: str) -> str:

@@ -1,0 +1,164 @@
+"""Text measures of the consistency filter: tokens, similarity, repetition, edit distance.
+
+Every measure works in any script. Tokens are words in scripts written with spaces and
+character bigrams in scripts written without them (Han, Hiragana, Katakana, Thai, Lao, Khmer,
+Myanmar, Tibetan; the Unicode script classes come from the ``regex`` package), after NFKC and
+case folding: "十二乘三" is measured like "twelve times three", not as one long word. Numbers
+are split into digits, as LLaMA's and Qwen's tokenizers split them, so "17 + 19" and a
+digit-by-digit scratchpad ("7+9=16, 1+1+1=3") share tokens.
+
+Similarity, two implementations behind one protocol (``Similarity``):
+
+- ``LexicalSimilarity``: TF-IDF cosine over those tokens (scikit-learn's ``TfidfVectorizer``:
+  smooth idf, l2-normalised rows). The document frequencies are fitted once on every text being
+  filtered, so words every step uses ("the", "answer", "的") weigh little and a shared topic word
+  weighs much. It needs no model; it cannot see a paraphrase that shares no words.
+- ``EmbeddingSimilarity``: cosine of sentence embeddings (sentence-transformers'
+  ``SentenceTransformer.encode(normalize_embeddings=True)``), the paper's measure (appendix A.1:
+  "BERT similarity"). The model is a hub id (read from the local cache) or a folder.
+
+Repetition (``repetition``) and edit distance (``edit_distance``: rapidfuzz's normalised
+Levenshtein distance) need no model.
+"""
+
+import unicodedata
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+import numpy as np
+import regex
+
+_NO_SPACE = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\p{Tibetan}"
+_RUN = regex.compile(rf"[{_NO_SPACE}]+|[^\W{_NO_SPACE}]+")
+_NO_SPACE_RUN = regex.compile(rf"[{_NO_SPACE}]+")
+# A sentence ends at . ! ? followed by a space, right after the ideographic full stop and the
+# full-width ! and ? (U+3002, U+FF01, U+FF1F), or at a line break.
+_SENTENCE_END = regex.compile(r"(?<=[.!?])\s+|(?<=[\u3002\uff01\uff1f])|\n+")
+
+
+def tokens(text: str, split_digits: bool = True) -> list[str]:
+    """``text``'s tokens: NFKC, case-folded; words, single digits (whole numbers when not
+    ``split_digits``), or character bigrams in scripts without spaces (a one-character run is its
+    own token)."""
+    out: list[str] = []
+    for run in _RUN.findall(unicodedata.normalize("NFKC", text).casefold()):
+        if split_digits and run.isdecimal():
+            out.extend(run)
+        elif _NO_SPACE_RUN.fullmatch(run) and len(run) > 1:
+            out.extend(run[i : i + 2] for i in range(len(run) - 1))
+        else:
+            out.append(run)
+    return out
+
+
+def sentences(text: str) -> list[str]:
+    """``text``'s sentences, each as its token string (so case and punctuation do not count)."""
+    out = (" ".join(tokens(s, split_digits=False)) for s in _SENTENCE_END.split(text))
+    return [s for s in out if s]
+
+
+def repetition(text: str, n: int = 3) -> float:
+    """How much of ``text`` repeats itself, in [0, 1]: the larger of the share of its sentences
+    that repeat an earlier one and the share of its token ``n``-grams that repeat an earlier one.
+    0 for a text with no repeat (or too short to have ``n``-grams); "A. A. A." scores 2/3, and
+    "好的" sixteen times scores 0.93."""
+    said = sentences(text)
+    by_sentence = 1 - len(set(said)) / len(said) if len(said) > 1 else 0.0
+    toks = tokens(text, split_digits=False)  # "1000000" is not a loop of zeros
+    grams = [tuple(toks[i : i + n]) for i in range(len(toks) - n + 1)]
+    by_ngram = 1 - len(set(grams)) / len(grams) if len(grams) > 1 else 0.0
+    return max(by_sentence, by_ngram)
+
+
+def edit_distance(a: str, b: str) -> float:
+    """Levenshtein distance over characters divided by the longer length, in [0, 1] (rapidfuzz's
+    ``Levenshtein.normalized_distance``): 0 for equal texts, 1 for nothing in common."""
+    from rapidfuzz.distance import Levenshtein
+
+    return Levenshtein.normalized_distance(a, b)
+
+
+class Similarity(Protocol):
+    name: str  # "lexical" or "embedding": which default thresholds apply
+
+    def fit(self, texts: Iterable[str]) -> None:
+        """See every text once before ``pairs`` (a no-op where nothing is learned from them)."""
+        ...
+
+    def pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        """The similarity of each pair, in [0, 1] (negative cosines clip to 0), shape (len(pairs),)."""
+        ...
+
+
+class LexicalSimilarity:
+    """TF-IDF cosine over ``tokens`` (see the module docstring)."""
+
+    name = "lexical"
+
+    def __init__(self) -> None:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        # lowercase=False: ``tokens`` already case-folds; token_pattern=None: the analyzer rules.
+        self._vectorizer = TfidfVectorizer(analyzer=tokens, lowercase=False)
+        self._fitted = False
+
+    def fit(self, texts: Iterable[str]) -> None:
+        self._vectorizer.fit(texts)
+        self._fitted = True
+
+    def pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        if not pairs:
+            return np.zeros(0)
+        if not self._fitted:
+            self.fit(t for pair in pairs for t in pair)
+        left = self._vectorizer.transform([a for a, _ in pairs])
+        right = self._vectorizer.transform([b for _, b in pairs])
+        return np.asarray(left.multiply(right).sum(axis=1)).ravel().clip(0.0, 1.0)
+
+
+class EmbeddingSimilarity:
+    """Cosine of sentence embeddings (``sentence-transformers``; the ``embeddings`` extra).
+
+    Args:
+        model: a hub id (loaded from the local Hugging Face cache) or a folder.
+        batch_size: texts per forward pass.
+        device: "cpu", "cuda", ...
+
+    Raises:
+        ImportError: sentence-transformers is not installed.
+    """
+
+    name = "embedding"
+
+    def __init__(self, model: str, batch_size: int = 64, device: str = "cpu"):
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as e:
+            raise ImportError(
+                "an embedding_model needs sentence-transformers: "
+                "pip install 'ptr-pipeline[embeddings]'"
+            ) from e
+        self.model = SentenceTransformer(model, device=device)
+        self.batch_size = batch_size
+
+    def fit(self, texts: Iterable[str]) -> None:
+        pass
+
+    def pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        if not pairs:
+            return np.zeros(0)
+        unique = list(dict.fromkeys(t for pair in pairs for t in pair))
+        vectors = self.model.encode(
+            unique, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
+        )
+        index = {t: i for i, t in enumerate(unique)}
+        a = vectors[[index[x] for x, _ in pairs]]
+        b = vectors[[index[y] for _, y in pairs]]
+        return (a * b).sum(axis=1).clip(0.0, 1.0)
+
+
+def make_similarity(embedding_model: str | None, device: str = "cpu") -> Similarity:
+    """Embeddings when a model is named, else the lexical measure."""
+    if embedding_model:
+        return EmbeddingSimilarity(embedding_model, device=device)
+    return LexicalSimilarity()
