@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 from ptr_pipeline.filtering import REASONS, FilterSettings, judge_progressions
+from ptr_pipeline.filtering.consistency import drop_reason
 
 LABELLED = Path(__file__).parents[1] / "ptr_pipeline_tests" / "filtering" / "progressions.jsonl"
 GRID = (0.0, 0.01, 0.02, 0.03, 0.05, 0.08, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
@@ -32,8 +33,8 @@ def load(path: Path = LABELLED) -> list[dict]:
     return rows
 
 
-def verdicts(rows: list[dict], settings: FilterSettings) -> list[str]:
-    """The filter's verdict per row: ``keep`` or its drop reason."""
+def scored(rows: list[dict], settings: FilterSettings) -> list[dict]:
+    """Every row scored by the filter (``schemas.FILTER_DECISIONS`` rows), in order."""
     progressions = [
         {
             "query_id": r["id"],
@@ -45,8 +46,12 @@ def verdicts(rows: list[dict], settings: FilterSettings) -> list[str]:
         }
         for r in rows
     ]
-    table = judge_progressions(progressions, settings).decisions
-    return [reason or "keep" for reason in table.column("drop_reason").to_pylist()]
+    return judge_progressions(progressions, settings).decisions.to_pylist()
+
+
+def verdicts(decisions: list[dict], settings: FilterSettings, measure: str) -> list[str]:
+    """The filter's verdict per scored row at ``settings``: ``keep`` or its drop reason."""
+    return [drop_reason(row, settings, measure) or "keep" for row in decisions]
 
 
 def scores(expected: list[str], got: list[str]) -> dict[str, dict[str, float | int | None]]:
@@ -71,32 +76,35 @@ def accuracy(expected: list[str], got: list[str]) -> float:
     return sum(e == g for e, g in zip(expected, got, strict=True)) / len(expected)
 
 
-def calibrate(rows: list[dict], base: FilterSettings, show: bool) -> tuple[float, float]:
+def calibrate(
+    rows: list[dict], decisions: list[dict], base: FilterSettings, measure: str, show: bool
+) -> tuple[float, float]:
     """The (min_step_similarity, min_query_similarity) with the best verdict accuracy on the
     calibration half (ties: the lowest thresholds, which drop least)."""
-    calibration = [r for r in rows if r["calibration"]]
-    expected = [r["expected"] for r in calibration]
+    half = [(r, d) for r, d in zip(rows, decisions, strict=True) if r["calibration"]]
+    expected = [r["expected"] for r, _ in half]
+    scores_ = [d for _, d in half]
     best = None
     for step, query in itertools.product(GRID, GRID):
         settings = base.model_copy(
             update={"min_step_similarity": step, "min_query_similarity": query}
         )
-        acc = accuracy(expected, verdicts(calibration, settings))
+        acc = accuracy(expected, verdicts(scores_, settings, measure))
         if show:
             print(f"  step {step:<5} query {query:<5} accuracy {acc:.3f}")
         if best is None or acc > best[0]:
             best = (acc, step, query)
     assert best is not None
     print(
-        f"calibration half ({len(calibration)} rows): best accuracy {best[0]:.3f} at "
+        f"calibration half ({len(half)} rows): best accuracy {best[0]:.3f} at "
         f"min_step_similarity={best[1]}, min_query_similarity={best[2]}"
     )
     return best[1], best[2]
 
 
-def table(title: str, rows: list[dict], settings: FilterSettings) -> None:
+def table(title: str, rows: list[dict], settings: FilterSettings, measure: str) -> None:
     expected = [r["expected"] for r in rows]
-    got = verdicts(rows, settings)
+    got = verdicts([r["scored"] for r in rows], settings, measure)
     print(f"\n{title}: {len(rows)} rows, verdict accuracy {accuracy(expected, got):.3f}")
     print("| rule | precision | recall | support |\n|---|---|---|---|")
     for label, s in scores(expected, got).items():
@@ -120,21 +128,22 @@ def main() -> None:
     measure = "embedding" if args.embedding_model else "lexical"
     counts = Counter(r["language"] for r in rows)
     print(f"labelled progressions: {len(rows)} ({dict(counts)}); measure: {measure}")
-    calibrate(rows, settings, args.sweep)
+    decisions = scored(rows, settings)  # scored once, on every row; the rules re-applied below
+    for r, d in zip(rows, decisions, strict=True):
+        r["scored"] = d
+    calibrate(rows, decisions, settings, measure, args.sweep)
     print(
         "defaults: min_step_similarity="
         f"{settings.threshold('min_step_similarity', measure)}, min_query_similarity="
         f"{settings.threshold('min_query_similarity', measure)}, max_repetition="
         f"{settings.max_repetition}"
     )
-    table("held-out half, at the defaults", [r for r in rows if not r["calibration"]], settings)
-    table("all rows, at the defaults", rows, settings)
+    held_out = [r for r in rows if not r["calibration"]]
+    table("held-out half, at the defaults", held_out, settings, measure)
+    table("all rows, at the defaults", rows, settings, measure)
     for language in sorted(counts):
-        table(
-            f"{language} rows, at the defaults",
-            [r for r in rows if r["language"] == language],
-            settings,
-        )
+        subset = [r for r in rows if r["language"] == language]
+        table(f"{language} rows, at the defaults", subset, settings, measure)
 
 
 if __name__ == "__main__":

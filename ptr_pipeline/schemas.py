@@ -93,6 +93,8 @@ PTR_DATASET = pa.schema(
         pa.field("query", pa.string(), nullable=False),
         pa.field("thoughts", pa.list_(pa.string()), nullable=False),
         pa.field("answer", pa.string(), nullable=False),
+        # "ptr": a filtered progression; "sft": an ordinary pair mixed in (filtering.mix)
+        pa.field("origin", pa.string(), nullable=False),
     ]
 )
 

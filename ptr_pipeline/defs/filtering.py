@@ -1,11 +1,22 @@
-"""Assets: filter_decisions (every row's verdict) and ptr_dataset (the kept training rows)."""
+"""Assets: filter_decisions (every row's scores and verdict), ptr_dataset (the kept training
+rows, with SFT pairs mixed in when configured) and ptr_dataset_hf (the same rows as a Hugging Face
+``datasets`` folder with a dataset card)."""
 
+import json
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
 
 from ptr_pipeline import filtering
+from ptr_pipeline.defs.models import model_path
+from ptr_pipeline.defs.resources import PtrHomeResource
+from ptr_pipeline.filtering.export import export_dataset
+from ptr_pipeline.filtering.mix import mix_sft, read_sft_pairs
+from ptr_pipeline.storage import CHECKPOINT_MANIFEST, folder_manifest_files
 
 
 class ConsistencyFilterConfig(dg.Config, filtering.FilterSettings):
@@ -14,6 +25,12 @@ class ConsistencyFilterConfig(dg.Config, filtering.FilterSettings):
 
 @dg.multi_asset(
     group_name="dataset",
+    # The weak model's reference only names the model in the dataset card.
+    internal_asset_deps={
+        "filter_decisions": {dg.AssetKey("strong_refinements")},
+        "ptr_dataset": {dg.AssetKey("strong_refinements")},
+        "ptr_dataset_hf": {dg.AssetKey("strong_refinements"), dg.AssetKey("weak_model")},
+    },
     check_specs=[
         dg.AssetCheckSpec(
             "ptr_dataset_is_trainable",
@@ -35,15 +52,46 @@ class ConsistencyFilterConfig(dg.Config, filtering.FilterSettings):
             io_manager_key="parquet_io_manager",
             code_version=filtering.CODE_VERSION,
             kinds={"parquet"},
-            description="Consistency-filtered training rows: query, thoughts, answer.",
+            description="Training rows: the kept progressions (query, thoughts, answer), and SFT "
+            "pairs when sft_fraction > 0 (column origin).",
+        ),
+        "ptr_dataset_hf": dg.AssetOut(
+            io_manager_key="checkpoint_io_manager",
+            code_version=filtering.CODE_VERSION,
+            kinds={"huggingface"},
+            description="ptr_dataset as a Hugging Face datasets folder (datasets.load_from_disk "
+            "reads it; push_to_hub publishes it) with a README.md dataset card: sources, models, "
+            "settings, filter statistics; the licence left for you to set.",
         ),
     },
 )
-def consistency_filter(config: ConsistencyFilterConfig, strong_refinements: pa.Table):
+def consistency_filter(
+    config: ConsistencyFilterConfig,
+    strong_refinements: pa.Table,
+    weak_model: pa.Table,
+    ptr_home: PtrHomeResource,
+):
     started = time.perf_counter()
+    pairs = (  # read first: a bad SFT source fails before the filter runs
+        read_sft_pairs(
+            config.sft_source, config.sft_split, config.sft_question_field, config.sft_answer_field
+        )
+        if config.sft_source
+        else None
+    )
     result = filtering.filter_consistent(strong_refinements, config)
-    problems = filtering.dataset_problems(result.kept)
+    dataset, mix = result.kept, None
+    if pairs is not None:
+        dataset, mix = mix_sft(result.kept, pairs, config.sft_fraction, config.seed)
+        mix["sft_source"] = config.sft_source
+    problems = filtering.dataset_problems(dataset)
     seconds = round(time.perf_counter() - started, 3)
+    filter_info = {
+        "settings": config.model_dump(),
+        "thresholds": result.thresholds,
+        "drop_counts": result.drop_counts,
+        "stats": result.stats,
+    }
     yield dg.MaterializeResult(
         asset_key="filter_decisions",
         value=result.decisions,
@@ -57,10 +105,11 @@ def consistency_filter(config: ConsistencyFilterConfig, strong_refinements: pa.T
     )
     yield dg.MaterializeResult(
         asset_key="ptr_dataset",
-        value=result.kept,
+        value=dataset,
         metadata={
             "pass_rate": result.stats["pass_rate"],
             "filter_stats": dg.MetadataValue.json(result.stats),
+            "sft_mix": dg.MetadataValue.json(mix),
             "compute_seconds": seconds,
         },
         check_results=[
@@ -69,10 +118,34 @@ def consistency_filter(config: ConsistencyFilterConfig, strong_refinements: pa.T
                 check_name="ptr_dataset_is_trainable",
                 passed=not problems,
                 description="; ".join(problems) or None,
-                metadata={
-                    "rows": result.kept.num_rows,
-                    "problems": dg.MetadataValue.json(problems),
-                },
+                metadata={"rows": dataset.num_rows, "problems": dg.MetadataValue.json(problems)},
             )
         ],
     )
+    provenance = {
+        "models": {
+            "weak": model_path(weak_model),
+            "strong": sorted(set(strong_refinements.column("model").to_pylist())),
+        },
+        "generation": {
+            "thoughts_per_query": sorted(
+                {len(t) for t in strong_refinements.column("thoughts_finished").to_pylist()}
+            ),
+            "strong_sampling": sorted(set(strong_refinements.column("sampling").to_pylist())),
+            "templates": sorted(set(strong_refinements.column("template").to_pylist())),
+        },
+        "consistency_filter": filter_info,
+        "sft_mix": mix,
+    }
+    staging = ptr_home.home().work / "ptr_dataset_hf"
+    staging.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(dir=staging))
+    try:
+        export_dataset(dataset, folder / "dataset", provenance)
+        manifest = {"files": folder_manifest_files(folder / "dataset"), "provenance": provenance}
+        (folder / "dataset" / CHECKPOINT_MANIFEST).write_text(
+            json.dumps(manifest, indent=1, default=str)
+        )
+        yield dg.MaterializeResult(asset_key="ptr_dataset_hf", value=folder / "dataset")
+    finally:  # the IO manager published a hard-linked copy; the staging folder can go
+        shutil.rmtree(folder, ignore_errors=True)

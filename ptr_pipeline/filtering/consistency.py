@@ -114,23 +114,30 @@ def filter_consistent(refinements: pa.Table, settings: FilterSettings) -> Filter
     return judge_progressions(progressions, settings)
 
 
-def judge_progressions(progressions: list[dict], settings: FilterSettings) -> FilterResult:
+def judge_progressions(
+    progressions: list[dict],
+    settings: FilterSettings,
+    similarity: measures.Similarity | None = None,
+) -> FilterResult:
     """``filter_consistent`` on assembled progressions (``assemble_progressions``' dicts; a
-    missing ``finished`` means every step ended, a missing ``samples`` means none)."""
-    similarity = measures.make_similarity(settings.embedding_model, settings.embedding_device)
+    missing ``finished`` means every step ended, a missing ``samples`` means none).
+    ``similarity`` replaces the measure the settings name (a model loaded once, reused)."""
+    if similarity is None:
+        similarity = measures.make_similarity(settings.embedding_model, settings.embedding_device)
     similarity.fit(text for p in progressions for text in [p["query"], *p["thoughts"], p["answer"]])
     decisions = []
     for start in range(0, len(progressions), settings.batch_size):
         batch = progressions[start : start + settings.batch_size]
         rows = _score(batch, similarity, settings.threshold("agree_similarity", similarity.name))
         for row in rows:
-            row["drop_reason"] = _drop_reason(row, settings, similarity.name)
+            row["drop_reason"] = drop_reason(row, settings, similarity.name)
             row["keep"] = row["drop_reason"] is None
         decisions.append(pa.Table.from_pylist(rows, schema=schemas.FILTER_DECISIONS))
     table = pa.concat_tables(decisions) if decisions else schemas.FILTER_DECISIONS.empty_table()
     reasons = Counter(r for r in table.column("drop_reason").to_pylist() if r is not None)
     drop_counts = {reason: reasons.get(reason, 0) for reason in REASONS}
-    kept = table.filter(table.column("keep")).select(schemas.PTR_DATASET.names)
+    kept = table.filter(table.column("keep")).select(schemas.PTR_DATASET.names[:-1])
+    kept = kept.append_column("origin", pa.array(["ptr"] * kept.num_rows, pa.string()))
     if table.num_rows and not kept.num_rows:
         raise NothingKeptError(
             f"the consistency filter kept 0 of {table.num_rows} rows (dropped "
@@ -221,7 +228,9 @@ def _vote(
     return support[0] / len(keys), max(support) / len(keys)
 
 
-def _drop_reason(row: dict, s: FilterSettings, measure: str) -> str | None:
+def drop_reason(row: dict, s: FilterSettings, measure: str) -> str | None:
+    """The first rule of ``s.rules`` (in ``REASONS`` order) that drops a scored ``row`` (a
+    ``schemas.FILTER_DECISIONS`` row), with the thresholds of ``measure``; None keeps it."""
     steps = [*row["thoughts"], row["answer"]]
     fired = {
         "empty_step": lambda: any(not step.strip() for step in steps),

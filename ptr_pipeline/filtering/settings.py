@@ -4,6 +4,8 @@ precision and recall they give, and the README quotes them)."""
 
 import pydantic
 
+from ptr_pipeline.models import check_source
+
 # The rules, in the order they are tried (filtering/consistency.py documents each).
 REASONS = (
     "empty_step",
@@ -19,8 +21,12 @@ REASONS = (
 # Calibrated per measure: a TF-IDF cosine and an embedding cosine live on different scales.
 # A threshold left null takes its measure's value from here.
 DEFAULT_THRESHOLDS: dict[str, dict[str, float]] = {
-    "lexical": {"min_step_similarity": 0.03, "min_query_similarity": 0.05, "agree_similarity": 0.5},
-    "embedding": {"min_step_similarity": 0.3, "min_query_similarity": 0.2, "agree_similarity": 0.8},
+    "lexical": {"min_step_similarity": 0.02, "min_query_similarity": 0.05, "agree_similarity": 0.5},
+    "embedding": {
+        "min_step_similarity": 0.03,
+        "min_query_similarity": 0.15,
+        "agree_similarity": 0.8,
+    },
 }
 
 
@@ -77,6 +83,23 @@ class FilterSettings(pydantic.BaseModel):
     batch_size: int = pydantic.Field(
         1024, ge=1, description="queries judged per batch (memory stays bounded by one batch)"
     )
+    # SFT mixing (filtering/mix.py): ordinary pairs mixed into the kept rows against forgetting.
+    sft_source: str | None = pydantic.Field(
+        None,
+        description="instruction -> response pairs to mix in (a file, a folder or hf:<name>, "
+        "read like every source; e.g. WizardLM's question/output pairs); null = none",
+    )
+    sft_fraction: float = pydantic.Field(
+        0.0, ge=0.0, lt=1.0, description="share of ptr_dataset made of SFT pairs (seeded draw)"
+    )
+    sft_split: str | None = pydantic.Field(None, description="split of a folder sft_source")
+    sft_question_field: str = pydantic.Field(
+        "auto", description="auto = instruction (+ input), question, query, prompt"
+    )
+    sft_answer_field: str = pydantic.Field(
+        "auto", description="auto = output, response, answer, completion"
+    )
+    seed: int = pydantic.Field(0, description="seeds the SFT draw")
 
     @pydantic.field_validator("rules")
     @classmethod
@@ -85,6 +108,17 @@ class FilterSettings(pydantic.BaseModel):
         if unknown:
             raise ValueError(f"unknown rule(s) {unknown}; the rules are {', '.join(REASONS)}")
         return rules
+
+    @pydantic.model_validator(mode="after")
+    def _sft_mix(self) -> "FilterSettings":
+        if self.sft_source is not None:
+            check_source(self.sft_source)
+        if (self.sft_source is None) != (self.sft_fraction == 0.0):
+            raise ValueError(
+                "SFT mixing needs both sft_source and sft_fraction > 0 "
+                f"(got sft_source={self.sft_source!r}, sft_fraction={self.sft_fraction})"
+            )
+        return self
 
     def threshold(self, name: str, measure: str) -> float:
         """The value of threshold ``name`` for ``measure`` ("lexical" or "embedding")."""

@@ -21,6 +21,7 @@ EXPECTED_ASSETS = {
     "strong_refinements": ("dataset", {"weak_thoughts", "strong_model"}),
     "filter_decisions": ("dataset", {"strong_refinements"}),  # its rows carry the thoughts
     "ptr_dataset": ("dataset", {"strong_refinements"}),
+    "ptr_dataset_hf": ("dataset", {"strong_refinements", "weak_model"}),  # the card names both
     "ptr_checkpoint": ("training", {"ptr_dataset", "base_model"}),
     "sft_checkpoint": ("training", {"ptr_dataset", "base_model"}),
     "eval_scores": ("evaluation", {"eval_sets", "base_model", "sft_checkpoint", "ptr_checkpoint"}),
@@ -70,7 +71,7 @@ def test_jobs_and_schedule(defs):
     assert {k.to_user_string() for k in dataset.asset_layer.executable_asset_keys} == {
         "weak_model", "base_model", "strong_model",
         "eval_sets", "query_pool", "weak_thoughts", "strong_refinements", "filter_decisions",
-        "ptr_dataset",
+        "ptr_dataset", "ptr_dataset_hf",
     }  # fmt: skip
     assert "dagster/asset_partition_range_end" not in dataset.tags  # so its console config holds
     full = defs.resolve_job_def("ptr_full_job")

@@ -1,6 +1,7 @@
 """The whole graph materialized in-process on the tiny models, and the blocking dataset check."""
 
 import dagster as dg
+import datasets
 import pyarrow.parquet as pq
 import pytest
 from transformers import AutoModelForCausalLM
@@ -9,6 +10,7 @@ from ptr_pipeline.__main__ import report
 from ptr_pipeline.definitions import build_defs
 from ptr_pipeline.defs.resources import build_resources
 from ptr_pipeline.evaluation import TASKS
+from ptr_pipeline.filtering import REASONS
 
 # The random tiny models (the world's are trained once per session in tests/world): plumbing only.
 TINY = {"models": {"config": {"weak": "tiny:weak", "base": "tiny:base", "strong": "tiny:strong"}}}
@@ -67,6 +69,14 @@ def test_full_job_materializes_every_asset(defs, home, tmp_path, capsys):
     assert _metadata(result, "strong_refinements")["dagster/row_count"] == 12  # 2 rounds
     dataset = _metadata(result, "ptr_dataset")
     assert dataset["dagster/row_count"] > 0 and 0 < dataset["pass_rate"] <= 1
+    decisions = _metadata(result, "filter_decisions")
+    assert set(decisions["drop_counts"]) == set(REASONS)  # every reason, zeros included
+    # The Hugging Face export reads back row for row, with its card.
+    exported = home.artifacts / "ptr_dataset_hf" / "latest"
+    rows = pq.read_table(home.artifacts / "ptr_dataset" / "latest.parquet").to_pylist()
+    assert datasets.load_from_disk(str(exported)).to_list() == rows
+    card = (exported / "README.md").read_text()
+    assert card.startswith("---\n") and "license: unknown" in card and "drop_counts" in card
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks == {"ptr_dataset_is_trainable": True, "query_pool_not_empty": True}
 
@@ -132,7 +142,12 @@ def test_full_job_materializes_every_asset(defs, home, tmp_path, capsys):
 @pytest.mark.slow
 def test_a_filter_that_keeps_nothing_fails_and_keeps_the_last_dataset(defs, home, tmp_path):
     ops = {k: v for k, v in SMALL["ops"].items() if k not in ("eval_sets", "eval_scores")}
-    strict = {**ops, "consistency_filter": {"config": {"min_answer_chars": 100_000}}}
+    strict = {
+        **ops,
+        "consistency_filter": {
+            "config": {"rules": ["answer_too_short"], "min_answer_chars": 100_000}
+        },
+    }
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         dg.materialize(  # the query pool is decontaminated against what is evaluated
             [*defs.assets, *defs.asset_checks],
@@ -161,6 +176,11 @@ def test_a_filter_that_keeps_nothing_fails_and_keeps_the_last_dataset(defs, home
     failure = result.get_step_failure_events()[0].event_specific_data.error
     assert "kept 0 of 6 rows (dropped {'answer_too_short': 6}); nothing was written" in str(failure)
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
-    assert not materialized & {"filter_decisions", "ptr_dataset", "ptr_checkpoint"}
+    assert not materialized & {
+        "filter_decisions",
+        "ptr_dataset",
+        "ptr_dataset_hf",
+        "ptr_checkpoint",
+    }
     assert pq.read_table(home.artifacts / "ptr_dataset" / "latest.parquet").equals(good)
     assert (home.artifacts / "ptr_checkpoint" / "latest").resolve() == checkpoint

@@ -31,6 +31,7 @@ def _dataset(n: int = 8) -> pa.Table:
             "query": f"What is {i} plus {i}?",
             "thoughts": [f"maybe {i}"],
             "answer": f"The answer is {2 * i}.",
+            "origin": "ptr",
         }
         for i in range(n)
     ]
@@ -40,8 +41,20 @@ def _dataset(n: int = 8) -> pa.Table:
 def _two_rows() -> pa.Table:
     """A long answer and a 4-token answer: a per-micro-batch mean would weigh them alike."""
     rows = [
-        {"query_id": "long", "query": "What is 2 + 2?", "thoughts": [], "answer": LONG},
-        {"query_id": "short", "query": "What is 2 + 2?", "thoughts": [], "answer": "4."},
+        {
+            "query_id": "long",
+            "query": "What is 2 + 2?",
+            "thoughts": [],
+            "answer": LONG,
+            "origin": "ptr",
+        },
+        {
+            "query_id": "short",
+            "query": "What is 2 + 2?",
+            "thoughts": [],
+            "answer": "4.",
+            "origin": "ptr",
+        },
     ]
     return pa.Table.from_pylist(rows, schema=schemas.PTR_DATASET)
 
