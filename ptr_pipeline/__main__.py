@@ -25,7 +25,7 @@ from ptr_pipeline.conversation import REFINE_PROMPT
 from ptr_pipeline.home import default_root
 
 ASSETS = ["query_pool", "weak_thoughts", "strong_refinements", "filter_decisions", "ptr_dataset"]
-CHECKPOINTS = ["ptr_checkpoint", "sft_checkpoint"]
+CHECKPOINTS = ["ptr_dataset_hf", "ptr_checkpoint", "sft_checkpoint"]  # versioned folders
 
 
 def report(root: Path) -> int:

@@ -4,9 +4,9 @@ from ptr_pipeline.filtering.consistency import (
     CODE_VERSION,
     FilterResult,
     NothingKeptError,
-    assemble_progressions,
     dataset_problems,
     filter_consistent,
+    iter_progressions,
     judge_progressions,
 )
 from ptr_pipeline.filtering.settings import DEFAULT_THRESHOLDS, REASONS, FilterSettings

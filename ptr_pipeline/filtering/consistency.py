@@ -33,11 +33,13 @@ the rules that may drop a row; every row is scored by all of them. Rows are judg
 
 import logging
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import pairwise
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ptr_pipeline import answers, schemas
 from ptr_pipeline.filtering import measures
@@ -61,38 +63,47 @@ class FilterResult:
     thresholds: dict[str, float]  # the thresholds in effect (calibrated defaults resolved)
 
 
-def assemble_progressions(refinements: pa.Table, include_strong_rounds: bool = True) -> list[dict]:
-    """One progression per query (first-seen order): ``query_id``, ``query``, ``thoughts`` (the
-    weak drafts, then the strong rounds before the last), ``answer`` (the last strong round),
-    ``finished`` (one flag per step: thoughts, then answer) and ``samples`` (the last round's
-    self-consistency samples). ``refinements`` is a ``schemas.STRONG_REFINEMENTS`` table."""
+def iter_progressions(
+    refinements: pa.Table, include_strong_rounds: bool = True, batch_size: int = 1024
+) -> Iterator[list[dict]]:
+    """The progressions of ``refinements`` (a ``schemas.STRONG_REFINEMENTS`` table), in batches
+    of ``batch_size`` queries, queries in first-seen order. A progression is ``query_id``,
+    ``query``, ``thoughts`` (the weak drafts, then the strong rounds before the last), ``answer``
+    (the last strong round), ``finished`` (one flag per step: thoughts, then answer) and
+    ``samples`` (the last round's self-consistency samples). Only one batch is held as Python
+    objects at a time."""
     schemas.validate(refinements, schemas.STRONG_REFINEMENTS, "strong_refinements")
-    columns = ["query_id", "query", "thoughts", "thoughts_finished", "round", "refinement"]
-    first: dict[str, dict] = {}
-    rounds: dict[str, list[tuple[int, str, bool, list[str]]]] = defaultdict(list)
-    for r in refinements.select([*columns, "finished", "samples"]).to_pylist():
-        first.setdefault(r["query_id"], r)
-        rounds[r["query_id"]].append((r["round"], r["refinement"], r["finished"], r["samples"]))
-    out = []
-    for qid, r in first.items():
-        strong = sorted(rounds[qid])
-        earlier = strong[:-1] if include_strong_rounds else []
-        _, answer, answer_finished, samples = strong[-1]
-        out.append(
-            {
-                "query_id": qid,
-                "query": r["query"],
-                "thoughts": r["thoughts"] + [text for _, text, _, _ in earlier],
-                "answer": answer,
-                "finished": [
-                    *r["thoughts_finished"],
-                    *(f for _, _, f, _ in earlier),
-                    answer_finished,
-                ],
-                "samples": samples,
-            }
-        )
-    return out
+    ids = refinements.column("query_id")
+    rank = pc.index_in(ids, value_set=pc.unique(ids))  # each row's query, in first-seen order
+    table = refinements.append_column("_rank", rank)
+    table = table.take(pc.sort_indices(table, [("_rank", "ascending"), ("round", "ascending")]))
+    ranks = table.column("_rank").to_numpy()
+    starts = np.searchsorted(ranks, np.arange(0, len(ids.unique()) + 1))  # a query's first row
+    columns = ["query_id", "query", "thoughts", "thoughts_finished", "refinement", "finished"]
+    for first in range(0, len(starts) - 1, batch_size):
+        last = min(first + batch_size, len(starts) - 1)
+        rows = table.slice(starts[first], starts[last] - starts[first])
+        rows = rows.select([*columns, "samples"]).to_pylist()
+        batch = []
+        for q in range(first, last):
+            strong = rows[starts[q] - starts[first] : starts[q + 1] - starts[first]]
+            earlier = strong[:-1] if include_strong_rounds else []
+            head, answer = strong[0], strong[-1]
+            batch.append(
+                {
+                    "query_id": head["query_id"],
+                    "query": head["query"],
+                    "thoughts": head["thoughts"] + [r["refinement"] for r in earlier],
+                    "answer": answer["refinement"],
+                    "finished": [
+                        *head["thoughts_finished"],
+                        *(r["finished"] for r in earlier),
+                        answer["finished"],
+                    ],
+                    "samples": answer["samples"],
+                }
+            )
+        yield batch
 
 
 def filter_consistent(refinements: pa.Table, settings: FilterSettings) -> FilterResult:
@@ -110,24 +121,39 @@ def filter_consistent(refinements: pa.Table, settings: FilterSettings) -> Filter
             good dataset stays in place (the message counts the rows per reason).
         ImportError: ``embedding_model`` is set without sentence-transformers installed.
     """
-    progressions = assemble_progressions(refinements, settings.include_strong_rounds)
-    return judge_progressions(progressions, settings)
+
+    def batches() -> Iterator[list[dict]]:
+        return iter_progressions(refinements, settings.include_strong_rounds, settings.batch_size)
+
+    return judge_progressions(batches, settings)
 
 
 def judge_progressions(
-    progressions: list[dict],
+    progressions: list[dict] | Callable[[], Iterable[list[dict]]],
     settings: FilterSettings,
     similarity: measures.Similarity | None = None,
 ) -> FilterResult:
-    """``filter_consistent`` on assembled progressions (``assemble_progressions``' dicts; a
-    missing ``finished`` means every step ended, a missing ``samples`` means none).
+    """``filter_consistent`` on progressions (``iter_progressions``' dicts; a missing
+    ``finished`` means every step ended, a missing ``samples`` means none): a list, or a function
+    returning their batches afresh (called twice: to fit the measure, then to judge).
     ``similarity`` replaces the measure the settings name (a model loaded once, reused)."""
     if similarity is None:
         similarity = measures.make_similarity(settings.embedding_model, settings.embedding_device)
-    similarity.fit(text for p in progressions for text in [p["query"], *p["thoughts"], p["answer"]])
+    if isinstance(progressions, list):
+        listed, size = progressions, settings.batch_size
+
+        def batches() -> Iterable[list[dict]]:
+            return (listed[i : i + size] for i in range(0, len(listed), size))
+    else:
+        batches = progressions
+    similarity.fit(
+        text
+        for batch in batches()
+        for p in batch
+        for text in [p["query"], *p["thoughts"], p["answer"]]
+    )
     decisions = []
-    for start in range(0, len(progressions), settings.batch_size):
-        batch = progressions[start : start + settings.batch_size]
+    for batch in batches():
         rows = _score(batch, similarity, settings.threshold("agree_similarity", similarity.name))
         for row in rows:
             row["drop_reason"] = drop_reason(row, settings, similarity.name)

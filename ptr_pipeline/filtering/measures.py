@@ -9,10 +9,10 @@ digit-by-digit scratchpad ("7+9=16, 1+1+1=3") share tokens.
 
 Similarity, two implementations behind one protocol (``Similarity``):
 
-- ``LexicalSimilarity``: TF-IDF cosine over those tokens (scikit-learn's ``TfidfVectorizer``:
-  smooth idf, l2-normalised rows). The document frequencies are fitted once on every text being
-  filtered, so words every step uses ("the", "answer", "的") weigh little and a shared topic word
-  weighs much. It needs no model; it cannot see a paraphrase that shares no words.
+- ``LexicalSimilarity``: TF-IDF cosine over those tokens (scikit-learn's ``HashingVectorizer``,
+  smooth idf, l2-normalised rows). The document frequencies are counted once over every text
+  being filtered, so words every step uses ("the", "answer", "的") weigh little and a shared topic
+  word weighs much. It needs no model; it cannot see a paraphrase that shares no words.
 - ``EmbeddingSimilarity``: cosine of sentence embeddings (sentence-transformers'
   ``SentenceTransformer.encode(normalize_embeddings=True)``), the paper's measure (appendix A.1:
   "BERT similarity"). The model is a hub id (read from the local cache) or a folder. With no
@@ -27,6 +27,7 @@ Levenshtein distance) need no model.
 """
 
 import importlib.util
+import itertools
 import unicodedata
 from collections.abc import Iterable, Sequence
 from functools import cache
@@ -99,28 +100,56 @@ class Similarity(Protocol):
 
 
 class LexicalSimilarity:
-    """TF-IDF cosine over ``tokens`` (see the module docstring)."""
+    """TF-IDF cosine over ``tokens`` (see the module docstring), in constant memory.
+
+    scikit-learn's ``HashingVectorizer`` maps each text's tokens to 2**20 hashed columns (no
+    vocabulary is held); ``fit`` counts document frequencies batch by batch, and the weights are
+    scikit-learn's smooth idf, ln((1 + n) / (1 + df)) + 1, as ``TfidfVectorizer`` computes them.
+    """
 
     name = "lexical"
+    n_features = 2**20
 
     def __init__(self) -> None:
-        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.feature_extraction.text import HashingVectorizer
 
-        # lowercase=False: ``tokens`` already case-folds; token_pattern=None: the analyzer rules.
-        self._vectorizer = TfidfVectorizer(analyzer=tokens, lowercase=False)
-        self._fitted = False
+        # lowercase=False: ``tokens`` already case-folds; raw counts, normalised after weighting.
+        self._hasher = HashingVectorizer(
+            analyzer=tokens,
+            lowercase=False,
+            n_features=self.n_features,
+            alternate_sign=False,
+            norm=None,
+        )
+        self._idf: np.ndarray | None = None
 
-    def fit(self, texts: Iterable[str]) -> None:
-        self._vectorizer.fit(texts)
-        self._fitted = True
+    def fit(self, texts: Iterable[str], batch_size: int = 4096) -> None:
+        df = np.zeros(self.n_features)
+        n = 0
+        batch: list[str] = []
+        for text in itertools.chain(texts, [None]):  # None flushes the last batch
+            if text is not None:
+                batch.append(text)
+            if batch and (text is None or len(batch) == batch_size):
+                counts = self._hasher.transform(batch)
+                df += np.bincount(counts.indices, minlength=self.n_features)  # one per document
+                n += len(batch)
+                batch = []
+        self._idf = np.log((1 + n) / (1 + df)) + 1
+
+    def _vectors(self, texts: list[str]):
+        from sklearn.preprocessing import normalize
+
+        assert self._idf is not None
+        return normalize(self._hasher.transform(texts).multiply(self._idf).tocsr())
 
     def pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         if not pairs:
             return np.zeros(0)
-        if not self._fitted:
+        if self._idf is None:
             self.fit(t for pair in pairs for t in pair)
-        left = self._vectorizer.transform([a for a, _ in pairs])
-        right = self._vectorizer.transform([b for _, b in pairs])
+        left = self._vectors([a for a, _ in pairs])
+        right = self._vectors([b for _, b in pairs])
         return np.asarray(left.multiply(right).sum(axis=1)).ravel().clip(0.0, 1.0)
 
 

@@ -317,3 +317,26 @@ def test_the_packaged_minilm_is_refused_when_its_weights_differ(tmp_path, monkey
         resolve_embedding_model(MINILM)
     resolve_embedding_model.cache_clear()
     assert resolve_embedding_model("some/folder") == "some/folder"  # other names pass through
+
+
+def test_batches_do_not_change_verdicts_and_row_order_does_not_matter():
+    refinements = _refinements(
+        {
+            f"q{i}": ([f"draft {i} about topic {i % 3}"],
+                      [f"round one on topic {i % 3}", f"final answer on topic {i % 3} is {i}"])
+            for i in range(7)
+        }
+    )  # fmt: skip
+    whole = filter_consistent(refinements, FilterSettings(rules=["unchanged_answer"]))
+    one_by_one = filter_consistent(
+        refinements, FilterSettings(rules=["unchanged_answer"], batch_size=1)
+    )
+    assert one_by_one.decisions.equals(whole.decisions)
+    shuffled = refinements.take([13, 0, 5, 1, 12, 2, 3, 4, 6, 7, 8, 9, 10, 11])
+    reordered = filter_consistent(
+        shuffled, FilterSettings(rules=["unchanged_answer"], batch_size=2)
+    )
+    by_id = {r["query_id"]: r for r in reordered.decisions.to_pylist()}
+    for row in whole.decisions.to_pylist():  # rounds re-sorted; queries in first-seen order
+        assert by_id[row["query_id"]] == row
+    assert reordered.decisions.column("query_id").to_pylist()[:2] == ["q6", "q0"]
