@@ -4,10 +4,12 @@ A query matches an eval item when they share a word n-gram (``n = decontaminate_
 the item's whole question, shorter than n words, appears in the query between word boundaries.
 Words are the runs of word characters of the NFKC-normalised, case-folded text (``words``).
 
-Each eval n-gram is kept as a 64-bit hash (xxhash's xxh3) in a sorted numpy array beside the item
-it came from, one entry per (n-gram, task): 12 bytes per n-gram rather than a Python string, and a
-batch of queries is looked up at once (``numpy.searchsorted``). Two different n-grams with one
-hash would flag a query wrongly; the odds are about (pool n-grams x eval n-grams) / 2**64.
+Each word is hashed once (xxhash's xxh3) and an n-gram's hash combines its words' hashes
+(``kgram_hashes``, vectorised over a whole batch of queries). Each eval n-gram is kept as its
+64-bit hash in a sorted numpy array beside the item it came from, one entry per (n-gram, task):
+12 bytes per n-gram rather than a Python string, and a batch of queries is looked up at once
+(``numpy.searchsorted``). Two different n-grams with one hash would flag a query wrongly; the
+odds are about (pool n-grams x eval n-grams) / 2**64.
 """
 
 import re
@@ -23,6 +25,7 @@ EXAMPLES = 3  # examples per task in the report
 TOP_NGRAMS = 5  # most frequent matching n-grams per task in the report
 QUERY_CHARS = 200  # a query shown in the report is cut to this many characters
 _WORD = re.compile(r"\w+")
+_FACTOR = np.uint64(0x9E3779B97F4A7C15)  # odd: the golden-ratio constant of Fibonacci hashing
 
 
 def normalise(text: str) -> str:
@@ -40,14 +43,26 @@ def split_words(normalised: str) -> list[str]:
     return _WORD.findall(normalised)
 
 
-def gram_hashes(ws: list[str], k: int) -> np.ndarray:
-    """The 64-bit hashes of the word k-grams of ``ws``, in order."""
-    count = len(ws) - k + 1
+def word_hashes(ws: list[str]) -> np.ndarray:
+    """A 64-bit hash (xxhash's xxh3) of each word."""
     return np.fromiter(
-        (xxhash.xxh3_64_intdigest(" ".join(ws[i : i + k]).encode()) for i in range(count)),
-        dtype=np.uint64,
-        count=max(count, 0),
+        (xxhash.xxh3_64_intdigest(w.encode()) for w in ws), dtype=np.uint64, count=len(ws)
     )
+
+
+def kgram_hashes(hashes: np.ndarray, k: int) -> np.ndarray:
+    """The hash of every run of ``k`` consecutive words, from their word hashes: a polynomial
+    (Rabin-Karp) combination in uint64 arithmetic, vectorised over all positions at once. Two
+    different runs share a hash only if two different words do (the factor is odd, so each of
+    its powers is invertible modulo 2**64)."""
+    count = len(hashes) - k + 1
+    if count <= 0:
+        return np.zeros(0, dtype=np.uint64)
+    combined = hashes[:count].copy()
+    for j in range(1, k):
+        combined *= _FACTOR
+        combined += hashes[j : j + count]
+    return combined
 
 
 @dataclass(frozen=True)
@@ -77,7 +92,7 @@ class EvalIndex:
             if not ws:
                 continue
             k = min(n, len(ws))
-            hashes = gram_hashes(ws, k)
+            hashes = kgram_hashes(word_hashes(ws), k)
             found = parts.setdefault(k, ([], []))
             found[0].append(hashes)
             found[1].append(np.full(len(hashes), item, dtype=np.int32))
@@ -108,28 +123,22 @@ class ContaminationReport:
     def check(self, texts: list[str], word_lists: list[list[str]]) -> np.ndarray:
         """Which of these queries match an eval item (bool array); the matches are recorded."""
         first: dict[tuple[int, int], tuple[int, int, int]] = {}  # (query, task) -> first match
+        lengths = np.array([len(ws) for ws in word_lists], dtype=np.int64)
+        hashes = word_hashes([w for ws in word_lists for w in ws])  # the batch's words, in a row
+        owner = np.repeat(np.arange(len(word_lists)), lengths)
+        starts = np.cumsum(lengths) - lengths
         for k, grams in self.index.grams.items():
-            hashes, owners, positions = [], [], []
-            for q, ws in enumerate(word_lists):
-                if len(ws) >= k:
-                    found = gram_hashes(ws, k)
-                    hashes.append(found)
-                    owners.append(np.full(len(found), q, dtype=np.int64))
-                    positions.append(np.arange(len(found)))
-            if not hashes:
-                continue
-            flat = np.concatenate(hashes)
-            left = np.searchsorted(grams.hashes, flat, side="left")
-            right = np.searchsorted(grams.hashes, flat, side="right")
-            hits = np.flatnonzero(right > left)
-            if not len(hits):
-                continue
-            owner, position = np.concatenate(owners)[hits], np.concatenate(positions)[hits]
+            runs = kgram_hashes(hashes, k)
+            within = owner[: len(runs)] == owner[k - 1 :]  # runs inside one query
+            left = np.searchsorted(grams.hashes, runs)
+            found = grams.hashes[np.minimum(left, len(grams.hashes) - 1)] == runs
+            hits = np.flatnonzero(within & found)
+            right = np.searchsorted(grams.hashes, runs[hits], side="right")
             spans = zip(
-                owner.tolist(),
-                position.tolist(),
+                owner[hits].tolist(),
+                (hits - starts[owner[hits]]).tolist(),
                 left[hits].tolist(),
-                right[hits].tolist(),
+                right.tolist(),
                 strict=True,
             )
             for q, pos, lo, hi in spans:
