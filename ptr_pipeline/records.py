@@ -326,7 +326,9 @@ def _csv(path: Path, gz: bool, columns: list[str] | None) -> Iterator[Record]:
 
 def _parquet(source, path: Path) -> Iterator[Record]:
     try:
-        parquet = pq.ParquetFile(source)
+        # pre_buffer=False: with it, iter_batches reads every row group ahead, so memory grows
+        # with the file; without it, a row group's pages are read as they are decoded.
+        parquet = pq.ParquetFile(source, pre_buffer=False)
     except Exception as e:  # pyarrow raises ArrowInvalid or OSError for a non-Parquet file
         raise InputError(f"{path}: not a readable Parquet file: {e}") from e
     names = parquet.schema_arrow.names

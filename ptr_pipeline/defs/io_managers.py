@@ -61,7 +61,7 @@ def table_metadata(table: pa.Table) -> dict:
 def file_metadata(path: Path) -> dict:
     """``table_metadata`` of a Parquet file without reading it whole: the row count and schema
     from its footer, the preview from its first rows."""
-    parquet = pq.ParquetFile(path)
+    parquet = pq.ParquetFile(path, pre_buffer=False)  # read the first rows only
     first = next(parquet.iter_batches(batch_size=5), None)
     head = parquet.schema_arrow.empty_table() if first is None else pa.Table.from_batches([first])
     return _metadata(parquet.metadata.num_rows, parquet.schema_arrow, head)

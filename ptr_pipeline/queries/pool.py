@@ -64,7 +64,7 @@ __all__ = ["CODE_VERSION", "PoolResult", "build_query_pool", "dedup_key", "words
 CODE_VERSION = "queries_v3"
 AUTO_FIELDS = ("instruction", "question", "query", "prompt")
 BATCH_ROWS = 512  # records per batch: the rows held as Python objects at a time
-STAGING_ROW_GROUP, ROW_GROUP = 16384, 65536  # rows per Parquet row group: staging, output
+ROW_GROUP = 16384  # rows per Parquet row group, staging and output (a group is encoded whole)
 TOP_CLUSTERS = 10  # clusters described in the result, largest first
 CLUSTER_MEMBERS = 3  # dropped members shown per cluster
 EXACT_PARTS, BAND_PARTS = 64, 256  # on-disk partitions of exact keys and of band keys
@@ -201,7 +201,7 @@ def _stage(
     names: dict[str, str] = {}  # record.file -> its name, for the source column
     path = scratch / "staging.parquet"
     with atomic_parquet_writer(path, _STAGING) as parquet:
-        writer = _RowGroups(parquet, _STAGING, STAGING_ROW_GROUP)
+        writer = _RowGroups(parquet, _STAGING, ROW_GROUP)
         for batch in _batches(iter_records(source, split=settings.split), BATCH_ROWS):
             records += len(batch)
             texts, norms, keys, sources = [], [], [], []
@@ -314,7 +314,9 @@ def _write(
     written = start = 0
     with atomic_parquet_writer(output, schemas.QUERY_POOL) as parquet:
         writer = _RowGroups(parquet, schemas.QUERY_POOL, ROW_GROUP)
-        for batch in pq.ParquetFile(staging).iter_batches(batch_size=BATCH_ROWS):
+        # pre_buffer=False: with it, iter_batches buffers every row group ahead (the whole file).
+        staged = pq.ParquetFile(staging, pre_buffer=False)
+        for batch in staged.iter_batches(batch_size=BATCH_ROWS):
             stop = start + batch.num_rows
             lo, hi = np.searchsorted(wanted, [start, stop])
             for row in wanted[lo:hi].tolist():
