@@ -153,11 +153,15 @@ class SignatureFile:
         assert self._out is not None, "append after read"
         signatures.astype("<u2", copy=False).tofile(self._out)
 
-    def read(self, rows: np.ndarray) -> np.ndarray:
-        """The ``(len(rows), width)`` signatures of ``rows`` (sorted reads are the fastest)."""
+    def close(self) -> None:
+        """Stop appending (reads may follow)."""
         if self._out is not None:
             self._out.close()
             self._out = None
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        """The ``(len(rows), width)`` signatures of ``rows`` (sorted reads are the fastest)."""
+        self.close()
         out = np.empty((len(rows), self.width), dtype="<u2")
         fd = os.open(self.path, os.O_RDONLY)
         try:
@@ -213,11 +217,15 @@ class KeyPartitions:
                 self._files[p] = (self.folder / f"{p:05d}.bin").open("ab", buffering=0)
             entries[bounds[p] : bounds[p + 1]].tofile(self._files[p])
 
+    def close(self) -> None:
+        """Stop adding (``groups`` may follow)."""
+        for f in self._files.values():
+            f.close()
+
     def groups(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Per file: ``(rows, firsts)``: every row whose key an earlier row has, and that earlier
         row (the first with the key). Each file is removed once read."""
-        for f in self._files.values():
-            f.close()
+        self.close()
         for p in sorted(self._files):
             path = self.folder / f"{p:05d}.bin"
             entries = np.fromfile(path, dtype=self.ENTRY)

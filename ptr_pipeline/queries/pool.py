@@ -200,59 +200,71 @@ def _stage(
     records = cleaned = rows = 0
     names: dict[str, str] = {}  # record.file -> its name, for the source column
     path = scratch / "staging.parquet"
-    with atomic_parquet_writer(path, _STAGING) as parquet:
-        writer = _RowGroups(parquet, _STAGING, ROW_GROUP)
-        for batch in _batches(iter_records(source, split=settings.split), BATCH_ROWS):
-            records += len(batch)
-            texts, norms, keys, sources = [], [], [], []
-            for record in batch:
-                text = _query_text(record, settings).strip()
-                norm = normalise(text)
-                key = " ".join(norm.split())
-                reason = None
-                if not key:
-                    reason = "empty"
-                elif len(text) < settings.min_chars:
-                    reason = "too_short"
-                elif len(text) > settings.max_chars:
-                    reason = "too_long"
-                if reason:
-                    dropped[reason] += 1
+    try:
+        with atomic_parquet_writer(path, _STAGING) as parquet:
+            writer = _RowGroups(parquet, _STAGING, ROW_GROUP)
+            for batch in _batches(iter_records(source, split=settings.split), BATCH_ROWS):
+                records += len(batch)
+                texts, norms, keys, sources = _clean(batch, settings, dropped, names)
+                cleaned += len(texts)
+                if report is not None and texts:
+                    contaminated = report.check(texts, [split_words(n) for n in norms])
+                    if settings.decontaminate and contaminated.any():
+                        dropped["contaminated"] += int(contaminated.sum())
+                        clean = np.flatnonzero(~contaminated).tolist()
+                        texts, norms, keys, sources = (
+                            [column[i] for i in clean] for column in (texts, norms, keys, sources)
+                        )
+                if not texts:
                     continue
-                texts.append(text)
-                norms.append(norm)
-                keys.append(key)
-                name = names.get(record.file) or names.setdefault(
-                    record.file, Path(record.file).name
-                )
-                sources.append(f"{name}:{record.row}")
-            cleaned += len(texts)
-            if report is not None and texts:
-                contaminated = report.check(texts, [split_words(n) for n in norms])
-                if settings.decontaminate and contaminated.any():
-                    dropped["contaminated"] += int(contaminated.sum())
-                    clean = np.flatnonzero(~contaminated).tolist()
-                    texts, norms, keys, sources = (
-                        [column[i] for i in clean] for column in (texts, norms, keys, sources)
-                    )
-            if not texts:
-                continue
-            ids = [hashlib.sha256(k.encode()).hexdigest()[:16] for k in keys]
-            exact_keys = np.array([int(i, 16) for i in ids], dtype=np.uint64)
-            numbers = np.arange(rows, rows + len(texts), dtype=np.int64)
-            exact.add(exact_keys, numbers)
-            if signer is not None and bands is not None and signatures is not None:
-                band_keys, signed = signer.sign(norms)
-                bands.add(band_keys.ravel(), np.repeat(numbers, signer.bands))
-                signatures.append(signed)
-            writer.add(pa.record_batch([ids, texts, sources, exact_keys], schema=_STAGING))
-            rows += len(texts)
-        writer.flush()
+                ids = [hashlib.sha256(k.encode()).hexdigest()[:16] for k in keys]
+                exact_keys = np.array([int(i, 16) for i in ids], dtype=np.uint64)
+                numbers = np.arange(rows, rows + len(texts), dtype=np.int64)
+                exact.add(exact_keys, numbers)
+                if signer is not None and bands is not None and signatures is not None:
+                    band_keys, signed = signer.sign(norms)
+                    bands.add(band_keys.ravel(), np.repeat(numbers, signer.bands))
+                    signatures.append(signed)
+                writer.add(pa.record_batch([ids, texts, sources, exact_keys], schema=_STAGING))
+                rows += len(texts)
+            writer.flush()
+    finally:  # the key and signature files, whether pass 1 ended or failed
+        for opened in (exact, bands, signatures):
+            if opened is not None:
+                opened.close()
     if records == 0:
         raise no_records_error(source)
     return _Staged(
         path, rows, records, cleaned, dropped, exact, bands, signatures, settings.near_dup_threshold
     )
+
+
+def _clean(
+    batch: list[Record], settings: QueryPoolSettings, dropped: Counter[str], names: dict[str, str]
+) -> tuple[list[str], list[str], list[str], list[str]]:
+    """The batch's queries that are non-empty and within min_chars..max_chars: their texts,
+    normalised texts, exact-dedup keys and sources; the others are counted in ``dropped``."""
+    texts, norms, keys, sources = [], [], [], []
+    for record in batch:
+        text = _query_text(record, settings).strip()
+        norm = normalise(text)
+        key = " ".join(norm.split())  # dedup_key
+        reason = None
+        if not key:
+            reason = "empty"
+        elif len(text) < settings.min_chars:
+            reason = "too_short"
+        elif len(text) > settings.max_chars:
+            reason = "too_long"
+        if reason:
+            dropped[reason] += 1
+            continue
+        texts.append(text)
+        norms.append(norm)
+        keys.append(key)
+        name = names.get(record.file) or names.setdefault(record.file, Path(record.file).name)
+        sources.append(f"{name}:{record.row}")
+    return texts, norms, keys, sources
 
 
 def _cluster(staged: _Staged) -> tuple[np.ndarray, np.ndarray, dict]:

@@ -93,7 +93,8 @@ def test_handcrafted_near_duplicates_cluster_and_different_queries_stay_apart(tm
         {"query_id": exact["members"][0]["query_id"], "query": "WHAT is  12+7?", "match": "exact"}
     ]
 
-    # Near-dup off: only the exact duplicate goes. At 0.9 only the closest pair (0.92) is one.
+    # Near-dup off: only the exact duplicate goes. At 0.9 only the closest pair (0.92) is one;
+    # at 0.7 the template pair joins too.
     off = build_query_pool(
         QueryPoolSettings(source=str(source), min_chars=5, near_dup=False), tmp_path / "off.pq"
     )
@@ -103,6 +104,12 @@ def test_handcrafted_near_duplicates_cluster_and_different_queries_stay_apart(tm
         tmp_path / "strict.parquet",
     )
     assert strict.dropped == {"duplicate": 1, "near_duplicate": 1}
+    loose = build_query_pool(
+        QueryPoolSettings(source=str(source), min_chars=5, near_dup_threshold=0.7),
+        tmp_path / "loose.parquet",
+    )
+    joined = set(texts) - set(pq.read_table(loose.path).column("query").to_pylist())
+    assert joined == set(similar) | {texts[9]}  # 0.7 also joins the template (0.71)
 
 
 def test_shingles_numbers_and_scripts():
