@@ -18,6 +18,12 @@ Text is UTF-8 with or without a byte-order mark; lines end in LF or CRLF; JSON L
 file and row it came from, and every error (``InputError``) names them, and the field when one is
 at fault. A source that yields no record is an error naming it.
 
+Files are streamed, never read whole into memory: JSON Lines line by line from a file handle,
+CSV through ``csv.reader`` on a text handle, Parquet batch by batch, gzip decompressed as it is
+read. Two exceptions: a ``.json`` file holding one JSON array (or one pretty-printed object) is
+parsed whole (JSON Lines under a ``.json`` name are streamed), and a ``.parquet.gz`` is
+decompressed whole (Parquet needs random access).
+
 Parsing is delegated to well-kept libraries: ``json``, ``csv`` and ``gzip`` from the standard
 library, ``pyarrow.parquet`` for Parquet, ``datasets`` for ``save_to_disk`` folders and the hub cache.
 """
@@ -25,14 +31,15 @@ library, ``pyarrow.parquet`` for Parquet, ``datasets`` for ``save_to_disk`` fold
 import csv
 import gzip
 import io
+import itertools
 import json
 import re
 import sys
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -108,8 +115,13 @@ def read_records(
     """
     records = list(iter_records(source, split, csv_columns, merge_folders))
     if not records:
-        raise InputError(f"{source}: no records (the source is empty or holds only blank lines)")
+        raise no_records_error(source)
     return records
+
+
+def no_records_error(source: str | Path) -> InputError:
+    """The error for a source that yields no record."""
+    return InputError(f"{source}: no records (the source is empty or holds only blank lines)")
 
 
 def iter_records(
@@ -118,7 +130,8 @@ def iter_records(
     csv_columns: list[str] | None = None,
     merge_folders: bool = False,
 ) -> Iterator[Record]:
-    """Like ``read_records``, one record at a time and without the emptiness check."""
+    """Like ``read_records``, one record at a time (streamed: see the module docstring) and
+    without the emptiness check (``no_records_error`` is the error to raise)."""
     text = str(source)
     if text.startswith("hf:"):
         yield from _hub(text, split)
@@ -150,25 +163,56 @@ def _file(path: Path, csv_columns: list[str] | None) -> Iterator[Record]:
             f"{path}: unsupported format {suffix or path.name!r}; "
             f"use {', '.join(SUFFIXES)} (optionally .gz), or a folder"
         )
-    if suffix == ".parquet" and path.suffix.lower() != ".gz":
-        yield from _parquet(path, path)
-        return
-    data = path.read_bytes()
-    if path.suffix.lower() == ".gz":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as e:
-            raise InputError(f"{path}: not a readable gzip file: {e}") from e
+    gz = path.suffix.lower() == ".gz"
     if suffix == ".parquet":
-        yield from _parquet(pa.BufferReader(data), path)
-        return
-    data = data.removeprefix(b"\xef\xbb\xbf")  # UTF-8 byte-order mark
-    if suffix in (".jsonl", ".ndjson"):
-        yield from _json_lines(path, data)
+        # Parquet needs random access: a .parquet.gz is decompressed whole into memory.
+        yield from _parquet(pa.BufferReader(_read_all(path, gz)) if gz else path, path)
+    elif suffix in (".jsonl", ".ndjson"):
+        yield from _json_lines(path, _lines(path, gz))
     elif suffix == ".json":
-        yield from _json(path, data)
+        yield from _json(path, gz)
     else:
-        yield from _csv(path, data, csv_columns)
+        yield from _csv(path, gz, csv_columns)
+
+
+def _open(path: Path, gz: bool) -> BinaryIO:
+    return gzip.open(path, "rb") if gz else path.open("rb")  # type: ignore[return-value]
+
+
+def _gzip_error(path: Path, e: Exception) -> InputError:
+    return InputError(f"{path}: not a readable gzip file: {e}")
+
+
+def _read_all(path: Path, gz: bool) -> bytes:
+    """The whole (decompressed) file: only for formats that cannot be streamed."""
+    try:
+        with _open(path, gz) as f:
+            return f.read()
+    except (OSError, EOFError, zlib.error) as e:
+        if not gz:
+            raise
+        raise _gzip_error(path, e) from e
+
+
+def _lines(path: Path, gz: bool) -> Iterator[bytes]:
+    """The file's lines as bytes, split on b"\\n" only (a file handle's line iteration), read one
+    at a time; the UTF-8 byte-order mark is removed from the first. gzip is decompressed as it is
+    read (``gzip.open``); a damaged stream raises InputError naming the file."""
+    with _open(path, gz) as f:
+        lines = iter(f)
+        first = True
+        while True:
+            try:
+                raw = next(lines)
+            except StopIteration:
+                return
+            except (OSError, EOFError, zlib.error) as e:
+                if not gz:
+                    raise
+                raise _gzip_error(path, e) from e
+            if first:
+                raw, first = raw.removeprefix(b"\xef\xbb\xbf"), False  # UTF-8 byte-order mark
+            yield raw
 
 
 def _decode(path: Path, data: bytes, first_line: int = 1) -> str:
@@ -182,10 +226,10 @@ def _decode(path: Path, data: bytes, first_line: int = 1) -> str:
         ) from e
 
 
-def _json_lines(path: Path, data: bytes) -> Iterator[Record]:
-    # Split on "\n" only: str.splitlines() would also split on U+2028/U+2029 inside strings.
-    for lineno, raw in enumerate(data.split(b"\n"), start=1):
-        line = _decode(path, raw, lineno).rstrip("\r")
+def _json_lines(path: Path, lines: Iterable[bytes], first_line: int = 1) -> Iterator[Record]:
+    # Lines end at "\n" only: str.splitlines() would also split on U+2028/U+2029 inside strings.
+    for lineno, raw in enumerate(lines, start=first_line):
+        line = _decode(path, raw.removesuffix(b"\n"), lineno).rstrip("\r")
         if not line.strip():
             continue
         try:
@@ -195,13 +239,33 @@ def _json_lines(path: Path, data: bytes) -> Iterator[Record]:
         yield _record(value, path, lineno)
 
 
-def _json(path: Path, data: bytes) -> Iterator[Record]:
+def _json(path: Path, gz: bool) -> Iterator[Record]:
+    """A ``.json`` file: JSON Lines (streamed, when its first non-blank line is an object on its
+    own), else one JSON value parsed whole: an array of objects or a single object."""
+    lines = _lines(path, gz)
+    head: list[bytes] = []
+    for raw in lines:
+        head.append(raw)
+        if raw.strip():
+            break
+    first = head[-1].strip() if head else b""
+    if first.startswith(b"{"):
+        try:
+            json.loads(_decode(path, first, len(head)))
+            one_line_object = True
+        except json.JSONDecodeError:
+            one_line_object = False  # a pretty-printed object: parsed whole below
+        if one_line_object:
+            yield from _json_lines(path, itertools.chain(head, lines))
+            return
+    lines.close()
+    data = _read_all(path, gz).removeprefix(b"\xef\xbb\xbf")
     text = _decode(path, data)
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
         if e.msg == "Extra data":  # several JSON values: JSON Lines under a .json name
-            yield from _json_lines(path, data)
+            yield from _json_lines(path, data.split(b"\n"))
             return
         if not text.strip():
             return
@@ -220,38 +284,51 @@ def _record(value: Any, path: Path | str, row: int) -> Record:
     return Record(value, str(path), row)
 
 
-def _csv(path: Path, data: bytes, columns: list[str] | None) -> Iterator[Record]:
-    text = _decode(path, data)
+def _csv(path: Path, gz: bool, columns: list[str] | None) -> Iterator[Record]:
+    """CSV streamed through ``csv.reader`` on a text handle (``newline=""``, as the csv module
+    asks, so quoted cells may span lines; "utf-8-sig" drops a byte-order mark)."""
     csv.field_size_limit(sys.maxsize)  # a long query is a long cell, not a broken file
-    rows = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = columns if columns is not None else next(rows, None)
-        if header is None:
-            return
-        if columns is None:
-            duplicated = sorted({c for c in header if header.count(c) > 1})
-            if duplicated:
-                raise InputError(f"{path} row 1: duplicate column name(s) {duplicated}")
-        for row in rows:
-            lineno = rows.line_num  # the line the record ends on (cells may span lines)
-            if not any(cell.strip() for cell in row):
-                continue
-            if columns is not None and [c.strip().lower() for c in row] == [
-                c.lower() for c in columns
-            ]:
-                continue  # a header row on a file read with given column names
-            if len(row) != len(header):
-                raise InputError(
-                    f"{path} row {lineno}: {len(row)} columns, expected {len(header)} ({', '.join(header)})"
-                )
-            yield Record(dict(zip(header, row, strict=True)), str(path), lineno)
-    except csv.Error as e:
-        raise InputError(f"{path} row {rows.line_num}: not readable as CSV: {e}") from e
+    with _open(path, gz) as binary:
+        rows = csv.reader(io.TextIOWrapper(binary, encoding="utf-8-sig", newline=""))
+        try:
+            header = columns if columns is not None else next(rows, None)
+            if header is None:
+                return
+            if columns is None:
+                duplicated = sorted({c for c in header if header.count(c) > 1})
+                if duplicated:
+                    raise InputError(f"{path} row 1: duplicate column name(s) {duplicated}")
+            for row in rows:
+                lineno = rows.line_num  # the line the record ends on (cells may span lines)
+                if not any(cell.strip() for cell in row):
+                    continue
+                if columns is not None and [c.strip().lower() for c in row] == [
+                    c.lower() for c in columns
+                ]:
+                    continue  # a header row on a file read with given column names
+                if len(row) != len(header):
+                    raise InputError(
+                        f"{path} row {lineno}: {len(row)} columns, expected {len(header)} ({', '.join(header)})"
+                    )
+                yield Record(dict(zip(header, row, strict=True)), str(path), lineno)
+        except csv.Error as e:
+            raise InputError(f"{path} row {rows.line_num}: not readable as CSV: {e}") from e
+        except UnicodeDecodeError as e:
+            # The text handle decodes ahead of the row being parsed: find the line in a second read.
+            for lineno, raw in enumerate(_lines(path, gz), start=1):
+                _decode(path, raw, lineno)  # raises InputError naming the line
+            raise InputError(f"{path}: not valid UTF-8: {e}") from e
+        except (OSError, EOFError, zlib.error) as e:
+            if not gz:
+                raise
+            raise _gzip_error(path, e) from e
 
 
 def _parquet(source, path: Path) -> Iterator[Record]:
     try:
-        parquet = pq.ParquetFile(source)
+        # pre_buffer=False: with it, iter_batches reads every row group ahead, so memory grows
+        # with the file; without it, a row group's pages are read as they are decoded.
+        parquet = pq.ParquetFile(source, pre_buffer=False)
     except Exception as e:  # pyarrow raises ArrowInvalid or OSError for a non-Parquet file
         raise InputError(f"{path}: not a readable Parquet file: {e}") from e
     names = parquet.schema_arrow.names

@@ -3,22 +3,26 @@ hashes, and sharded stages that resume after a crash.
 
 Pure pyarrow and the standard library; the Dagster IO managers and every stage build on it.
 
-- ``write_parquet_atomic`` is the only function that writes Parquet: a temp file beside the
+- ``write_parquet_atomic`` (a table) and ``atomic_parquet_writer`` (batches streamed through
+  ``pyarrow.parquet.ParquetWriter``) are the only writers of Parquet: a temp file beside the
   target, fsync, rename; the temp file is removed when anything fails.
 - ``write_versioned`` keeps ``latest.parquet`` plus an immutable ``versions/<sha16>.parquet`` per
-  content hash (hard links, so no copy).
+  content hash (hard links, so no copy); ``publish_parquet_file`` does the same for a Parquet
+  file a stage has already written (streamed output), moving it rather than reading it.
 - A checkpoint folder is complete only when its manifest (``CHECKPOINT_MANIFEST``) lists every
   file with a sha256 that matches (``checkpoint_problems``); ``publish_folder`` replaces an
   incomplete version rather than trusting it.
 """
 
+import contextlib
+import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +59,28 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> str:
     return digest
 
 
+@contextlib.contextmanager
+def atomic_parquet_writer(
+    path: Path, schema: pa.Schema, **options: Any
+) -> Iterator[pq.ParquetWriter]:
+    """A ``pyarrow.parquet.ParquetWriter`` streaming to a temp file beside ``path``: on a clean
+    exit the file is closed, fsynced and renamed to ``path``; on an exception it is removed.
+    ``options`` go to ``ParquetWriter``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        with os.fdopen(fd, "wb") as f:
+            with pq.ParquetWriter(f, schema, **options) as writer:
+                yield writer
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def _link_or_copy(source: Path, target: Path) -> None:
     try:
         os.link(source, target)  # same bytes, no copy
@@ -77,9 +103,54 @@ def write_versioned(table: pa.Table, folder: Path) -> tuple[Path, Path, str]:
         incoming.unlink()
     else:
         os.replace(incoming, snapshot)
+    return _point_latest(folder, snapshot), snapshot, digest
+
+
+def publish_parquet_file(staged: Path, folder: Path) -> tuple[Path, Path, str]:
+    """``write_versioned`` for a finished Parquet file (a stage that streamed its output to disk),
+    without reading it into memory: its sha256 is computed in 1 MiB chunks, then the file is
+    moved to ``folder/versions/<sha16>.parquet`` (``os.replace``, atomic; copied then renamed when
+    it lies on another filesystem), or dropped when that version exists already, and
+    ``folder/latest.parquet`` is pointed at the same bytes (hard link, replaced atomically).
+
+    The staged file is consumed: it is gone when this returns.
+
+    Returns:
+        (latest path, snapshot path, sha256 of the file).
+    """
+    with staged.open("rb") as f:
+        os.fsync(f.fileno())  # the bytes are on disk before a name points at them
+    digest = file_sha256(staged)
+    versions = folder / "versions"
+    versions.mkdir(parents=True, exist_ok=True)
+    snapshot = versions / f"{digest[:16]}.parquet"
+    if snapshot.exists():
+        staged.unlink()
+    else:
+        try:
+            os.replace(staged, snapshot)
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise
+            fd, tmp = tempfile.mkstemp(dir=versions, prefix=".incoming-", suffix=".parquet")
+            os.close(fd)
+            try:
+                shutil.copyfile(staged, tmp)
+                os.chmod(tmp, 0o666 & ~_UMASK)
+                os.replace(tmp, snapshot)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            staged.unlink()
+    return _point_latest(folder, snapshot), snapshot, digest
+
+
+def _point_latest(folder: Path, snapshot: Path) -> Path:
+    """Make ``folder/latest.parquet`` a hard link to ``snapshot`` (a copy where links fail),
+    replaced atomically."""
     latest = folder / LATEST
     if latest.exists() and os.path.samefile(latest, snapshot):
-        return latest, snapshot, digest  # already these bytes (rename would be a no-op)
+        return latest  # already these bytes (rename would be a no-op)
     tmp = folder / f".{LATEST}.{os.getpid()}.tmp"
     tmp.unlink(missing_ok=True)
     try:
@@ -87,7 +158,7 @@ def write_versioned(table: pa.Table, folder: Path) -> tuple[Path, Path, str]:
         os.replace(tmp, latest)
     finally:
         tmp.unlink(missing_ok=True)  # rename(2) leaves it when both were links to one file
-    return latest, snapshot, digest
+    return latest
 
 
 def file_sha256(path: Path) -> str:

@@ -166,3 +166,50 @@ def test_a_datasetdict_split_loads_even_when_another_split_is_empty(tmp_path):
         }
     ).save_to_disk(str(tmp_path / "dd"))
     assert _texts(tmp_path / "dd", split="train") == [r["q"] for r in ROWS]
+
+
+@pytest.mark.parametrize("name", ["big.jsonl", "big.jsonl.gz", "big.csv", "big.csv.gz", "big.json"])
+def test_text_files_are_streamed_not_read_whole(tmp_path, name):
+    """Iterating a 6 MB file allocates far less than the file: it is read a line at a time."""
+    import tracemalloc
+
+    from ptr_pipeline.records import iter_records
+
+    texts = [f"query number {i} " + "lorem ipsum " * 8 for i in range(60_000)]
+    if ".csv" in name:
+        body = "q\n" + "".join(f'"{t}"\n' for t in texts)
+    else:  # JSON Lines under a .json name are streamed too
+        body = "".join(json.dumps({"q": t}) + "\n" for t in texts)
+    data = body.encode()
+    assert len(data) > 6_000_000
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    tracemalloc.start()
+    try:
+        count = sum(1 for _ in iter_records(path))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert count == len(texts)
+    assert peak < 1_000_000, f"peak {peak} bytes while reading a {len(data)}-byte file"
+
+
+def test_streamed_formats_keep_bom_crlf_rows_and_name_bad_lines(tmp_path):
+    body = "\r\n".join(json.dumps(r, ensure_ascii=False) for r in ROWS) + "\r\n\r\n"
+    (tmp_path / "q.jsonl.gz").write_bytes(gzip.compress(b"\xef\xbb\xbf" + body.encode()))
+    records = read_records(tmp_path / "q.jsonl.gz")
+    assert [r.fields["q"] for r in records] == [r["q"] for r in ROWS]
+    assert [r.row for r in records] == [1, 2, 3]
+    (tmp_path / "q.csv").write_bytes(b"\xef\xbb\xbfq\r\nfine\r\nalso fine\r\ncaf\xe9\r\n")
+    with pytest.raises(InputError, match=r"q\.csv row 4: not valid UTF-8 \(byte 0xe9\)"):
+        read_records(tmp_path / "q.csv")
+    (tmp_path / "q.csv").write_bytes(b"\xef\xbb\xbfq\r\nfine\r\n")
+    assert [(r.fields, r.row) for r in read_records(tmp_path / "q.csv")] == [({"q": "fine"}, 2)]
+    (tmp_path / "pretty.json").write_text(json.dumps({"q": "one object"}, indent=2))
+    assert _texts(tmp_path / "pretty.json") == ["one object"]
+    (tmp_path / "bad.json").write_text('{"q": "ok"}\n{"q": oops}\n')
+    with pytest.raises(InputError, match=r"bad\.json row 2: invalid JSON"):
+        read_records(tmp_path / "bad.json")
+    (tmp_path / "trunc.jsonl.gz").write_bytes(gzip.compress(body.encode() * 50)[:-20])
+    with pytest.raises(InputError, match=r"trunc\.jsonl\.gz: not a readable gzip file"):
+        read_records(tmp_path / "trunc.jsonl.gz")

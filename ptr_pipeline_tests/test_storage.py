@@ -6,7 +6,10 @@ import pytest
 
 from ptr_pipeline.storage import (
     CHECKPOINT_MANIFEST,
+    atomic_parquet_writer,
     checkpoint_problems,
+    file_sha256,
+    publish_parquet_file,
     run_sharded,
     table_fingerprint,
     write_parquet_atomic,
@@ -120,3 +123,47 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_atomic_parquet_writer_publishes_only_a_finished_file(tmp_path):
+    path = tmp_path / "t.parquet"
+    schema = pa.schema([pa.field("x", pa.int64())])
+    with atomic_parquet_writer(path, schema) as writer:
+        writer.write_batch(pa.record_batch({"x": [1, 2]}, schema=schema))
+        assert not path.exists()  # streaming into a temp file beside it
+        writer.write_batch(pa.record_batch({"x": [3]}, schema=schema))
+    assert pq.read_table(path).column("x").to_pylist() == [1, 2, 3]
+    with pytest.raises(RuntimeError), atomic_parquet_writer(path, schema) as writer:
+        writer.write_batch(pa.record_batch({"x": [9]}, schema=schema))
+        raise RuntimeError("the stage failed half-way")
+    assert pq.read_table(path).column("x").to_pylist() == [1, 2, 3]
+    assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]
+
+
+def test_publish_parquet_file_moves_the_file_and_copies_across_filesystems(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    staged = tmp_path / "staged.parquet"
+    pq.write_table(pa.table({"x": [1, 2]}), staged)
+    digest = file_sha256(staged)
+    latest, snapshot, got = publish_parquet_file(staged, tmp_path / "asset")
+    assert got == digest and snapshot.name == f"{digest[:16]}.parquet" and not staged.exists()
+    assert os.path.samefile(latest, snapshot)
+
+    real_replace = os.replace
+
+    def no_cross_device_rename(src, dst):
+        if str(src).endswith("other.parquet"):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", no_cross_device_rename)
+    other = tmp_path / "other.parquet"
+    pq.write_table(pa.table({"x": [3]}), other)
+    latest, snapshot, got = publish_parquet_file(other, tmp_path / "asset")
+    assert got == file_sha256(snapshot) and not other.exists()
+    assert pq.read_table(latest).column("x").to_pylist() == [3]
+    assert sorted(p.name for p in (tmp_path / "asset" / "versions").iterdir()) == sorted(
+        [f"{digest[:16]}.parquet", snapshot.name]
+    )

@@ -7,7 +7,8 @@ Layout under ``base_dir`` (per asset key, and per partition key when partitioned
     ptr_checkpoint/versions/<sha16>/                immutable checkpoint folders (hash of file hashes)
     ptr_checkpoint/latest -> versions/<sha16>       symlink, replaced atomically
 
-Every write goes through ``storage`` (one atomic writer). Every materialization records the
+Every write goes through ``storage`` (one atomic writer); an asset that streams its table to a
+Parquet file returns the file's ``Path`` and it is published without being read into memory. Every materialization records the
 immutable version it wrote (``snapshot`` / ``path`` metadata, per partition), and a step loads the
 version its own run materialized upstream, else the one named by the upstream's latest recorded
 materialization: never whatever ``latest`` happens to hold when another run wrote it in between.
@@ -30,6 +31,7 @@ from ptr_pipeline.storage import (
     checkpoint_problems,
     checkpoint_version,
     publish_folder,
+    publish_parquet_file,
     write_versioned,
 )
 
@@ -53,12 +55,25 @@ def markdown_preview(table: pa.Table, rows: int = 5, width: int = 60) -> str:
 
 
 def table_metadata(table: pa.Table) -> dict:
+    return _metadata(table.num_rows, table.schema, table)
+
+
+def file_metadata(path: Path) -> dict:
+    """``table_metadata`` of a Parquet file without reading it whole: the row count and schema
+    from its footer, the preview from its first rows."""
+    parquet = pq.ParquetFile(path, pre_buffer=False)  # read the first rows only
+    first = next(parquet.iter_batches(batch_size=5), None)
+    head = parquet.schema_arrow.empty_table() if first is None else pa.Table.from_batches([first])
+    return _metadata(parquet.metadata.num_rows, parquet.schema_arrow, head)
+
+
+def _metadata(num_rows: int, schema: pa.Schema, head: pa.Table) -> dict:
     return {
-        "dagster/row_count": table.num_rows,
+        "dagster/row_count": num_rows,
         "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(f.name, str(f.type)) for f in table.schema]
+            columns=[dg.TableColumn(f.name, str(f.type)) for f in schema]
         ),
-        "preview": dg.MetadataValue.md(markdown_preview(table)),
+        "preview": dg.MetadataValue.md(markdown_preview(head)),
     }
 
 
@@ -95,13 +110,21 @@ def recorded_path(context: dg.InputContext, key: str, partition: str | None) -> 
 class ParquetIOManager(dg.ConfigurableIOManager):
     """Arrow tables as versioned Parquet. Partitioned assets name their partition column in
     metadata (``partition_column``) so one output covering several partitions is split per key,
-    each partition with its own row count, preview and snapshot."""
+    each partition with its own row count, preview and snapshot.
+
+    An unpartitioned asset may also return the ``Path`` of a finished Parquet file it streamed to
+    its work area (a staged output, so the asset never holds the table): the file is published as
+    a table would be (``storage.publish_parquet_file``: hashed in chunks and moved, not read) and
+    is consumed. ``load_input`` reads tables either way."""
 
     base_dir: str
 
-    def handle_output(self, context: dg.OutputContext, obj: pa.Table) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: pa.Table | Path) -> None:
         started = time.perf_counter()
         folder = _asset_dir(self.base_dir, context)
+        if isinstance(obj, Path):
+            self._publish_file(context, obj, folder, started)
+            return
         if not context.has_asset_partitions:
             latest, snapshot, digest = write_versioned(obj, folder)
             context.add_output_metadata(
@@ -133,6 +156,31 @@ class ParquetIOManager(dg.ConfigurableIOManager):
                 partition_key=key,
             )
         context.add_output_metadata({"write_seconds": round(time.perf_counter() - started, 3)})
+
+    def _publish_file(
+        self, context: dg.OutputContext, staged: Path, folder: Path, started: float
+    ) -> None:
+        name = context.asset_key.to_user_string()
+        if context.has_asset_partitions:
+            raise TypeError(f"{name}: a partitioned asset returns a table, not a staged file")
+        if not staged.is_file():
+            raise FileNotFoundError(f"{name}: the staged output {staged} does not exist")
+        if staged.resolve().is_relative_to(Path(self.base_dir).resolve()):
+            raise ValueError(
+                f"{name}: {staged} is already under the artifacts folder; a staged output "
+                "lives in the run's work area (it is moved into place)"
+            )
+        metadata = file_metadata(staged)  # before the move: the footer is read once, here
+        latest, snapshot, digest = publish_parquet_file(staged, folder)
+        context.add_output_metadata(
+            {
+                **metadata,
+                "path": dg.MetadataValue.path(str(latest)),
+                "snapshot": dg.MetadataValue.path(str(snapshot)),
+                "content_sha256": digest,
+                "write_seconds": round(time.perf_counter() - started, 3),
+            }
+        )
 
     def load_input(self, context: dg.InputContext) -> pa.Table:
         folder = _asset_dir(self.base_dir, context)

@@ -1,4 +1,4 @@
-"""Query pool: load, clean, deduplicate, decontaminate and sample general-domain instructions."""
+"""Query pool: load, clean, decontaminate, deduplicate (exact and near) and sample instructions."""
 
-from ptr_pipeline.queries.pool import CODE_VERSION, build_query_pool, dedup_key
+from ptr_pipeline.queries.pool import CODE_VERSION, PoolResult, build_query_pool, dedup_key
 from ptr_pipeline.queries.settings import QueryPoolSettings

@@ -126,7 +126,7 @@ def test_job_execute_fails_clearly_on_bad_input(home, tmp_path):
         f"query_pool FAILED: ptr_pipeline.records.InputError: {tmp_path / 'empty.jsonl'}: no records"
         in output
     )
-    assert output.count("in read_records") == 1  # the raising frame: one trace
+    assert output.count("in _stage") == 1  # the raising frame (the pool's first pass): one trace
     assert output.count("run failed:") == 1
     assert not (home.artifacts / "query_pool").exists()  # nothing was written
 

@@ -264,3 +264,64 @@ def test_missing_partitions_are_skipped_only_when_allowed(tmp_path):
         [scores.to_source_asset(), strict], resources={"pq": io}, raise_on_error=False
     )
     assert not failed.success
+
+
+def test_a_staged_parquet_file_is_published_versioned_without_a_rewrite(tmp_path):
+    """An asset returns the Path of a Parquet file it streamed: the file itself becomes the
+    version (same bytes, moved), latest points at it, and the metadata is read from its footer."""
+    io = ParquetIOManager(base_dir=str(tmp_path / "artifacts"))
+    work = tmp_path / "work"
+    work.mkdir()
+
+    def staged_assets(values: list[int]):
+        @dg.asset(io_manager_key="pq", name="table")
+        def table(context: dg.AssetExecutionContext) -> Path:
+            path = work / f"{context.run_id}.parquet"
+            pq.write_table(pa.table({"v": values, "s": [f"row {v}" for v in values]}), path)
+            return path
+
+        @dg.asset(io_manager_key="pq")
+        def doubled(table: pa.Table) -> pa.Table:
+            return pa.table({"v": [2 * v for v in table.column("v").to_pylist()]})
+
+        return [table, doubled]
+
+    first = dg.materialize(staged_assets(list(range(12))), resources={"pq": io})
+    assert first.success
+    meta = first.get_asset_materialization_events()[0].materialization.metadata
+    assert meta["dagster/row_count"].value == 12
+    assert [c.name for c in meta["dagster/column_schema"].value.columns] == ["v", "s"]
+    assert "| 0 | row 0 |" in meta["preview"].value and "row 5" not in meta["preview"].value
+    snapshot = Path(meta["snapshot"].value)
+    root = tmp_path / "artifacts" / "table"
+    assert snapshot == root / "versions" / f"{meta['content_sha256'].value[:16]}.parquet"
+    assert hashlib.sha256(snapshot.read_bytes()).hexdigest() == meta["content_sha256"].value
+    assert (root / "latest.parquet").stat().st_ino == snapshot.stat().st_ino  # linked
+    assert list(work.iterdir()) == []  # the staged file was moved, not copied
+    assert pq.read_table(tmp_path / "artifacts" / "doubled" / "latest.parquet").column(
+        "v"
+    ).to_pylist() == [2 * v for v in range(12)]
+
+    assert dg.materialize(staged_assets(list(range(12))), resources={"pq": io}).success
+    assert len(list((root / "versions").iterdir())) == 1  # same bytes: one version
+    assert list(work.iterdir()) == []  # the duplicate staged file is removed too
+    assert dg.materialize(staged_assets([7]), resources={"pq": io}).success
+    assert len(list((root / "versions").iterdir())) == 2
+    assert pq.read_table(root / "latest.parquet").column("v").to_pylist() == [7]
+    assert pq.read_table(snapshot).column("v").to_pylist() == list(range(12))  # immutable
+
+
+def test_a_staged_file_inside_the_artifacts_is_refused(tmp_path):
+    io = ParquetIOManager(base_dir=str(tmp_path))
+    assert dg.materialize(_assets([1]), resources={"pq": io}).success
+
+    @dg.asset(io_manager_key="pq", name="other")
+    def other() -> Path:
+        return tmp_path / "table" / "latest.parquet"  # someone else's published file
+
+    result = dg.materialize([other], resources={"pq": io}, raise_on_error=False)
+    assert not result.success
+    assert "already under the artifacts folder" in str(
+        result.get_step_failure_events()[0].event_specific_data.error
+    )
+    assert pq.read_table(tmp_path / "table" / "latest.parquet").column("v").to_pylist() == [1]

@@ -78,7 +78,11 @@ def test_full_job_materializes_every_asset(defs, home, tmp_path, capsys):
     card = (exported / "README.md").read_text()
     assert card.startswith("---\n") and "license: unknown" in card and "drop_counts" in card
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks == {"ptr_dataset_is_trainable": True, "query_pool_not_empty": True}
+    assert checks == {
+        "ptr_dataset_is_trainable": True,
+        "query_pool_not_empty": True,
+        "query_pool_contamination_rate": True,
+    }
 
     checkpoint = _metadata(result, "ptr_checkpoint")
     assert checkpoint["steps"] == 3 and len(checkpoint["loss_curve"]) == 3

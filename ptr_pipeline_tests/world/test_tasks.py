@@ -3,8 +3,10 @@
 import json
 import random
 
+import pyarrow as pa
+
 from ptr_pipeline.answers import FLEXIBLE, extract_choice, extract_number
-from ptr_pipeline.evaluation.tasks import load_examples
+from ptr_pipeline.evaluation.tasks import examples_table, load_examples
 from ptr_pipeline.queries import build_query_pool
 from ptr_pipeline.queries.settings import QueryPoolSettings
 from ptr_pipeline.samples import WORLD_DIR
@@ -87,17 +89,24 @@ def test_no_eval_problem_is_in_the_pool_or_the_pretraining_corpus():
 
 def test_the_query_pool_decontamination_finds_nothing_to_drop(tmp_path):
     """The pool's own decontamination step, against the world's eval sets, proves them apart."""
-    eval_questions = [e.question for t in ("gsm8k", "arc") for e in load_examples(t, "world")]
-    table, dropped = build_query_pool(QueryPoolSettings(), eval_questions)
-    assert table.num_rows == WorldRecipe().pool_queries
-    assert dropped.get("contaminated", 0) == 0
+    items = pa.concat_tables(
+        [examples_table(t, load_examples(t, "world")) for t in ("gsm8k", "arc")]
+    ).select(["task", "example_id", "question"])
+    result = build_query_pool(QueryPoolSettings(), tmp_path / "pool.parquet", items)
+    assert result.rows == WorldRecipe().pool_queries  # and no near-duplicate either
+    assert result.dropped.get("contaminated", 0) == 0
+    assert {t: r["matched_queries"] for t, r in result.contamination.items()} == {
+        "arc": 0,
+        "gsm8k": 0,
+    }
     # ... and the same step drops a pool query that states a held-out problem
-    leaked = load_examples("arc", "world", 1)[0].prompt
+    leaked = load_examples("arc", "world", 1)[0]
     rows = [json.loads(line) for line in (WORLD_DIR / "queries.jsonl").read_text().splitlines()]
     (tmp_path / "q.jsonl").write_text(
-        "".join(json.dumps(r) + "\n" for r in [*rows[:10], {"query": leaked}])
+        "".join(json.dumps(r) + "\n" for r in [*rows[:10], {"query": leaked.prompt}])
     )
-    _, dropped = build_query_pool(
-        QueryPoolSettings(source=str(tmp_path / "q.jsonl")), eval_questions
+    result = build_query_pool(
+        QueryPoolSettings(source=str(tmp_path / "q.jsonl")), tmp_path / "leak.parquet", items
     )
-    assert dropped["contaminated"] == 1
+    assert result.dropped["contaminated"] == 1
+    assert result.contamination["arc"]["examples"][0]["eval_item"] == leaked.id
