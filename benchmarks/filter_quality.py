@@ -14,20 +14,18 @@ score. ``--sweep`` prints the calibration grid.
 
 import argparse
 import itertools
-import json
 from collections import Counter
-from pathlib import Path
 
 from ptr_pipeline.filtering import REASONS, FilterSettings, judge_progressions
 from ptr_pipeline.filtering.consistency import drop_reason
+from ptr_pipeline_tests.filtering import labelled
 
-LABELLED = Path(__file__).parents[1] / "ptr_pipeline_tests" / "filtering" / "progressions.jsonl"
 GRID = (0.0, 0.01, 0.02, 0.03, 0.05, 0.08, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 
 
-def load(path: Path = LABELLED) -> list[dict]:
+def load() -> list[dict]:
     """The labelled progressions, with ``calibration`` True for the calibration half."""
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    rows = labelled.load()
     for r in rows:
         r["calibration"] = int(r["id"].rsplit("-", 1)[1]) % 2 == 1
     return rows
@@ -35,17 +33,7 @@ def load(path: Path = LABELLED) -> list[dict]:
 
 def scored(rows: list[dict], settings: FilterSettings) -> list[dict]:
     """Every row scored by the filter (``schemas.FILTER_DECISIONS`` rows), in order."""
-    progressions = [
-        {
-            "query_id": r["id"],
-            "query": r["query"],
-            "thoughts": r["thoughts"],
-            "answer": r["answer"],
-            "finished": r.get("finished"),
-            "samples": r.get("samples", []),
-        }
-        for r in rows
-    ]
+    progressions = labelled.progressions(rows)
     return judge_progressions(progressions, settings).decisions.to_pylist()
 
 

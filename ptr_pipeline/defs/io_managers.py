@@ -77,6 +77,15 @@ def _metadata(num_rows: int, schema: pa.Schema, head: pa.Table) -> dict:
     }
 
 
+def _version_metadata(latest: Path, snapshot: Path, digest: str) -> dict:
+    """What a Parquet materialization records: its stable path, its version, its hash."""
+    return {
+        "path": dg.MetadataValue.path(str(latest)),
+        "snapshot": dg.MetadataValue.path(str(snapshot)),
+        "content_sha256": digest,
+    }
+
+
 def _asset_dir(base: str, context: dg.OutputContext | dg.InputContext) -> Path:
     return Path(base).joinpath(*context.asset_key.path)
 
@@ -130,9 +139,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             context.add_output_metadata(
                 {
                     **table_metadata(obj),
-                    "path": dg.MetadataValue.path(str(latest)),
-                    "snapshot": dg.MetadataValue.path(str(snapshot)),
-                    "content_sha256": digest,
+                    **_version_metadata(latest, snapshot, digest),
                     "write_seconds": round(time.perf_counter() - started, 3),
                 }
             )
@@ -148,9 +155,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             context.step_context.add_asset_metadata(
                 {
                     **table_metadata(part),
-                    "path": dg.MetadataValue.path(str(latest)),
-                    "snapshot": dg.MetadataValue.path(str(snapshot)),
-                    "content_sha256": digest,
+                    **_version_metadata(latest, snapshot, digest),
                 },
                 asset_key=context.asset_key,
                 partition_key=key,
@@ -175,9 +180,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata(
             {
                 **metadata,
-                "path": dg.MetadataValue.path(str(latest)),
-                "snapshot": dg.MetadataValue.path(str(snapshot)),
-                "content_sha256": digest,
+                **_version_metadata(latest, snapshot, digest),
                 "write_seconds": round(time.perf_counter() - started, 3),
             }
         )

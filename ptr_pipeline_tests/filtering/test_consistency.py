@@ -2,9 +2,7 @@
 self-consistency, statistics."""
 
 import importlib.util
-import json
 from collections import Counter
-from pathlib import Path
 
 import huggingface_hub
 import pyarrow as pa
@@ -30,8 +28,8 @@ from ptr_pipeline.filtering.measures import (
     resolve_embedding_model,
     tokens,
 )
+from ptr_pipeline_tests.filtering import labelled
 
-LABELLED = Path(__file__).with_name("progressions.jsonl")
 PROV = {
     "model": "m",
     "backend": "transformers",
@@ -179,7 +177,7 @@ def test_labelled_progressions():
     lexical measure's verdicts. The structural rules must be exact; the similarity rules are
     where the lexical measure is weak (a paraphrase sharing no word reads as off topic), so the
     whole set is held to a floor under what benchmarks/filter_quality.py measured (0.885)."""
-    rows = [json.loads(line) for line in LABELLED.read_text(encoding="utf-8").splitlines()]
+    rows = labelled.load()
     assert len(rows) >= 60 and len({r["id"] for r in rows}) == len(rows)
     languages = Counter(r["language"] for r in rows)
     assert set(languages) == {"en", "zh"} and languages["zh"] >= 18
@@ -188,18 +186,7 @@ def test_labelled_progressions():
         "answer_too_short",
         "empty_step",
     }
-    progressions = [
-        {
-            "query_id": r["id"],
-            "query": r["query"],
-            "thoughts": r["thoughts"],
-            "answer": r["answer"],
-            "finished": r.get("finished"),
-            "samples": r.get("samples", []),
-        }
-        for r in rows
-    ]
-    got = _reasons(judge_progressions(progressions, FilterSettings()))
+    got = _reasons(judge_progressions(labelled.progressions(rows), FilterSettings()))
     expected = {r["id"]: None if r["expected"] == "keep" else r["expected"] for r in rows}
     structural = {"empty_step", "truncated_step", "repetitive", "self_inconsistent"}
     for qid, reason in expected.items():
@@ -290,13 +277,8 @@ def test_embeddings_see_paraphrases_in_english(minilm, monkeypatch):
          ("12 × 3 gives 36", "Football is played by two teams of eleven.")]
     )  # fmt: skip
     assert near > 0.4 > far
-    rows = [json.loads(line) for line in LABELLED.read_text(encoding="utf-8").splitlines()]
-    english = [r for r in rows if r["language"] == "en"]
-    progressions = [
-        {"query_id": r["id"], "query": r["query"], "thoughts": r["thoughts"],
-         "answer": r["answer"], "finished": r.get("finished"), "samples": r.get("samples", [])}
-        for r in english
-    ]  # fmt: skip
+    english = [r for r in labelled.load() if r["language"] == "en"]
+    progressions = labelled.progressions(english)
     got = _reasons(judge_progressions(progressions, FilterSettings(), similarity=minilm))
     right = sum(
         got[r["id"]] == (None if r["expected"] == "keep" else r["expected"]) for r in english
