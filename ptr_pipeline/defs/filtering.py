@@ -97,6 +97,8 @@ def consistency_filter(
         value=result.decisions,
         metadata={
             "drop_counts": dg.MetadataValue.json(result.drop_counts),
+            "pass_rate": result.stats["pass_rate"],
+            "filter_stats": dg.MetadataValue.json(result.stats),  # per-step statistics
             "measure": result.stats["measure"],
             "thresholds": dg.MetadataValue.json(result.thresholds),
             "rules": dg.MetadataValue.json(config.rules),
