@@ -12,7 +12,6 @@ import dagster as dg
 import pyarrow as pa
 
 from ptr_pipeline import filtering
-from ptr_pipeline.defs.models import model_path
 from ptr_pipeline.defs.resources import PtrHomeResource
 from ptr_pipeline.filtering.export import export_dataset
 from ptr_pipeline.filtering.mix import mix_sft, read_sft_pairs
@@ -25,11 +24,15 @@ class ConsistencyFilterConfig(dg.Config, filtering.FilterSettings):
 
 @dg.multi_asset(
     group_name="dataset",
-    # The weak model's reference only names the model in the dataset card.
+    # The model references only name the models in the dataset card.
     internal_asset_deps={
         "filter_decisions": {dg.AssetKey("strong_refinements")},
         "ptr_dataset": {dg.AssetKey("strong_refinements")},
-        "ptr_dataset_hf": {dg.AssetKey("strong_refinements"), dg.AssetKey("weak_model")},
+        "ptr_dataset_hf": {
+            dg.AssetKey("strong_refinements"),
+            dg.AssetKey("weak_model"),
+            dg.AssetKey("strong_model"),
+        },
     },
     check_specs=[
         dg.AssetCheckSpec(
@@ -66,9 +69,11 @@ class ConsistencyFilterConfig(dg.Config, filtering.FilterSettings):
     },
 )
 def consistency_filter(
+    context: dg.AssetExecutionContext,
     config: ConsistencyFilterConfig,
     strong_refinements: pa.Table,
     weak_model: pa.Table,
+    strong_model: pa.Table,
     ptr_home: PtrHomeResource,
 ):
     started = time.perf_counter()
@@ -124,17 +129,45 @@ def consistency_filter(
             )
         ],
     )
+    pool = context.instance.get_latest_materialization_event(dg.AssetKey("query_pool"))
+    pool_metadata = (
+        pool.asset_materialization.metadata if pool and pool.asset_materialization else {}
+    )
+    sampling = {  # one entry per setting: the seed varies per shard and round
+        json.dumps({k: v for k, v in json.loads(s).items() if k != "seed"}, sort_keys=True)
+        for s in strong_refinements.column("sampling").to_pylist()
+    }
+
+    def columns(names: list[str]) -> list[list]:
+        return [strong_refinements.column(n).to_pylist() for n in names]
+
+    last_round = max(strong_refinements.column("round").to_pylist(), default=0)
     provenance = {
+        "queries": {
+            key: pool_metadata[key].value
+            for key in ("source", "records", "dropped", "decontaminated_against")
+            if key in pool_metadata
+        },
         "models": {
-            "weak": model_path(weak_model),
-            "strong": sorted(set(strong_refinements.column("model").to_pylist())),
+            ref.column("role")[0].as_py(): {
+                field: ref.column(field)[0].as_py() for field in ("spec", "revision", "fingerprint")
+            }
+            for ref in (weak_model, strong_model)
         },
         "generation": {
             "thoughts_per_query": sorted(
                 {len(t) for t in strong_refinements.column("thoughts_finished").to_pylist()}
             ),
-            "strong_sampling": sorted(set(strong_refinements.column("sampling").to_pylist())),
-            "templates": sorted(set(strong_refinements.column("template").to_pylist())),
+            "strong_rounds": last_round,
+            "strong_sampling": [json.loads(s) for s in sorted(sampling)],
+            "self_consistency_samples_per_answer": sorted(
+                {
+                    len(samples)
+                    for samples, round_ in zip(*columns(["samples", "round"]), strict=True)
+                    if round_ == last_round
+                }
+            ),
+            "strong_templates": sorted(set(strong_refinements.column("template").to_pylist())),
         },
         "consistency_filter": filter_info,
         "sft_mix": mix,

@@ -31,7 +31,8 @@ class QueryPoolConfig(dg.Config, queries.QueryPoolSettings):
         dg.AssetCheckSpec(
             "query_pool_contamination_rate",
             asset="query_pool",
-            description="For every eval task, the share of the cleaned queries (non-empty, "
+            blocking=True,  # a failure fails the run (a CLI or CI run exits non-zero)
+            description="Blocking. For every eval task, the share of the cleaned queries (non-empty, "
             "within min_chars..max_chars, duplicates counted) that match its items is at most "
             "max_contamination_rate. Matched queries are dropped when decontaminate is on; either "
             "way a failure says the source overlaps an eval set more than expected.",
@@ -56,6 +57,7 @@ def query_pool(
     return dg.MaterializeResult(
         value=output,
         metadata={
+            "source": config.source,
             "dropped": dg.MetadataValue.json(result.dropped),
             "records": result.records,
             "cleaned_queries": result.cleaned,

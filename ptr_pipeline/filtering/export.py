@@ -67,8 +67,8 @@ consistency filter keeps the coherent progressions.
 
 ## Licence
 
-Not stated (`license: unknown`). Set it above: the rows carry the terms of the query source and of the
-models whose outputs they hold.
+Not stated (`license: unknown`). Set it above: the rows carry the terms of the query source
+and of the models whose outputs they hold.
 
 ## Provenance
 

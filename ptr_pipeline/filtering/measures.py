@@ -193,6 +193,33 @@ def resolve_embedding_model(name: str) -> str:
     return str(folder)
 
 
+def embedding_model_problem(name: str) -> str | None:
+    """Why ``name`` cannot be loaded here as an embedding model, without loading it (for the
+    settings validator, so a bad name fails at launch); None when it can. Nothing is downloaded
+    at run time: a hub id must be in the local cache (or be the packaged ``MINILM``)."""
+    if importlib.util.find_spec("sentence_transformers") is None:
+        return (
+            "an embedding_model needs sentence-transformers: pip install 'ptr-pipeline[embeddings]'"
+        )
+    path = Path(name).expanduser()
+    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") != 1:
+        if not path.is_dir():
+            return f"{name}: no such model folder"
+        if not ((path / "modules.json").exists() or (path / "config.json").exists()):
+            return f"{name}: not a model folder (no modules.json or config.json)"
+        return None
+    if name == MINILM and importlib.util.find_spec(MINILM_PACKAGE) is not None:
+        return None  # the packaged copy; its weights are checked when it loads
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return None
+    return (
+        f"{name}: not in the local Hugging Face cache, and nothing is downloaded at run time; "
+        f"fetch it first (hf download {name}) or name a folder"
+    )
+
+
 class EmbeddingSimilarity:
     """Cosine of sentence embeddings (``sentence-transformers``; the ``embeddings`` extra).
 

@@ -4,6 +4,7 @@ precision and recall they give, and the README quotes them)."""
 
 import pydantic
 
+from ptr_pipeline.filtering.measures import embedding_model_problem
 from ptr_pipeline.models import check_source
 
 # The rules, in the order they are tried (filtering/consistency.py documents each).
@@ -100,6 +101,13 @@ class FilterSettings(pydantic.BaseModel):
         "auto", description="auto = output, response, answer, completion"
     )
     seed: int = pydantic.Field(0, description="seeds the SFT draw")
+
+    @pydantic.field_validator("embedding_model")
+    @classmethod
+    def _embedding_model_here(cls, name: str | None) -> str | None:
+        if name is not None and (problem := embedding_model_problem(name)):
+            raise ValueError(problem)
+        return name
 
     @pydantic.field_validator("rules")
     @classmethod

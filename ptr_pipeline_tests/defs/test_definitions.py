@@ -21,7 +21,8 @@ EXPECTED_ASSETS = {
     "strong_refinements": ("dataset", {"weak_thoughts", "strong_model"}),
     "filter_decisions": ("dataset", {"strong_refinements"}),  # its rows carry the thoughts
     "ptr_dataset": ("dataset", {"strong_refinements"}),
-    "ptr_dataset_hf": ("dataset", {"strong_refinements", "weak_model"}),  # the card names both
+    # the card names the models
+    "ptr_dataset_hf": ("dataset", {"strong_refinements", "weak_model", "strong_model"}),
     "ptr_checkpoint": ("training", {"ptr_dataset", "base_model"}),
     "sft_checkpoint": ("training", {"ptr_dataset", "base_model"}),
     "eval_scores": ("evaluation", {"eval_sets", "base_model", "sft_checkpoint", "ptr_checkpoint"}),

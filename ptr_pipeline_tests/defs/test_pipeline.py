@@ -77,6 +77,7 @@ def test_full_job_materializes_every_asset(defs, home, tmp_path, capsys):
     assert datasets.load_from_disk(str(exported)).to_list() == rows
     card = (exported / "README.md").read_text()
     assert card.startswith("---\n") and "license: unknown" in card and "drop_counts" in card
+    assert '"spec": "tiny:strong"' in card and '"self_consistency_samples_per_answer": [\n' in card
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks == {
         "ptr_dataset_is_trainable": True,

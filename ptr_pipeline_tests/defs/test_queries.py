@@ -27,7 +27,7 @@ def eval_sets() -> pa.Table:
     )
 
 
-def _materialize(tmp_path, **config):
+def _materialize(tmp_path, raise_on_error=True, **config):
     texts = [f"Write a poem about the number {i} and what it means to you." for i in range(6)]
     texts += [
         f"Puzzle {i}: Ava buys 4 boxes with 3 pencils in each box. How many?" for i in range(3)
@@ -44,6 +44,7 @@ def _materialize(tmp_path, **config):
         [eval_sets, query_pool],
         resources=resources,
         run_config={"ops": {"query_pool": {"config": config}}},
+        raise_on_error=raise_on_error,
     )
 
 
@@ -52,8 +53,8 @@ def _checks(result) -> dict:
 
 
 def test_the_contamination_check_fails_above_the_rate_and_the_pool_is_published(tmp_path):
-    result = _materialize(tmp_path, max_contamination_rate=0.2)
-    assert result.success  # a failed check reports; it does not block (not a blocking check)
+    result = _materialize(tmp_path, raise_on_error=False, max_contamination_rate=0.2)
+    assert not result.success  # a blocking check: the run fails (a CLI run exits non-zero)
     checks = _checks(result)
     assert checks["query_pool_not_empty"].passed
     rate = checks["query_pool_contamination_rate"]

@@ -322,3 +322,12 @@ def test_batches_do_not_change_verdicts_and_row_order_does_not_matter():
     for row in whole.decisions.to_pylist():  # rounds re-sorted; queries in first-seen order
         assert by_id[row["query_id"]] == row
     assert reordered.decisions.column("query_id").to_pylist()[:2] == ["q6", "q0"]
+
+
+def test_an_embedding_model_that_cannot_load_here_is_refused_at_launch(tmp_path):
+    with pytest.raises(pydantic.ValidationError, match="not in the local Hugging Face cache"):
+        FilterSettings(embedding_model="sentence-transformers/no-such-model")
+    with pytest.raises(pydantic.ValidationError, match="no such model folder"):
+        FilterSettings(embedding_model=str(tmp_path / "missing"))
+    with pytest.raises(pydantic.ValidationError, match="not a model folder"):
+        FilterSettings(embedding_model=str(tmp_path))
