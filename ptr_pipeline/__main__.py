@@ -16,6 +16,7 @@ import argparse
 import importlib.util
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -43,6 +44,14 @@ def report(root: Path) -> int:
     for name in CHECKPOINTS:
         link = artifacts / name / "latest"
         print(f"  {name:<20} {link.resolve() if link.exists() else '(not materialized)'}")
+    decisions = artifacts / "filter_decisions" / "latest.parquet"
+    if decisions.exists():
+        reasons = Counter(pq.read_table(decisions, columns=["drop_reason"]).column(0).to_pylist())
+        kept = reasons.pop(None, 0)
+        dropped = ", ".join(f"{r} {n}" for r, n in reasons.most_common()) or "none"
+        print(
+            f"  consistency filter   kept {kept} of {kept + sum(reasons.values())}; dropped: {dropped}"
+        )
     for figure in sorted(artifacts.glob("*/*.png")):
         print(f"  {'figure':<20} {figure}")
     summary = artifacts / "eval_summary" / "latest.parquet"

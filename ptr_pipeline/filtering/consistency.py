@@ -297,9 +297,11 @@ def _stats(table: pa.Table) -> dict[str, object]:
     def mean(by_step: dict[int, list[float]]) -> dict[int, float]:
         return {k: round(float(np.mean(v)), 4) for k, v in sorted(by_step.items())}
 
+    voted = table.column("agreement").null_count
     return {
         "rows": n,
         "kept": kept,
+        "rows_with_samples": n - voted,  # 0: the self-consistency rule had nothing to vote on
         "pass_rate": round(kept / n, 4) if n else 0.0,
         "mean_chars_by_step": mean(chars),
         "mean_length_growth_by_step": mean(growth),
