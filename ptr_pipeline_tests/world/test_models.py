@@ -65,7 +65,7 @@ def test_the_strong_model_reads_past_the_weak_models_drafts(world_models):
     strong.close()
     # The models end their answers (an end-of-turn token); three tokens cut one off.
     assert all(a.finished for (a,) in answers) and all(d.finished for ds in drafts for d in ds)
-    assert not cut.finished and answers[0].startswith(cut)
+    assert not cut.finished and answers[0][0].startswith(cut)
     golds = [e.gold for e in examples]
     drafts_right = sum(
         extract_number(d, FLEXIBLE) == g for ds, g in zip(drafts, golds, strict=True) for d in ds
