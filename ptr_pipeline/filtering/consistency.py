@@ -162,7 +162,8 @@ def judge_progressions(
     table = pa.concat_tables(decisions) if decisions else schemas.FILTER_DECISIONS.empty_table()
     reasons = Counter(r for r in table.column("drop_reason").to_pylist() if r is not None)
     drop_counts = {reason: reasons.get(reason, 0) for reason in REASONS}
-    kept = table.filter(table.column("keep")).select(schemas.PTR_DATASET.names[:-1])
+    progression_columns = [n for n in schemas.PTR_DATASET.names if n != "origin"]
+    kept = table.filter(table.column("keep")).select(progression_columns)
     kept = kept.append_column("origin", pa.array(["ptr"] * kept.num_rows, pa.string()))
     if table.num_rows and not kept.num_rows:
         raise NothingKeptError(
