@@ -36,6 +36,8 @@ from typing import Protocol
 
 import numpy as np
 import regex
+import scipy.sparse
+from rapidfuzz.distance import Levenshtein
 
 _NO_SPACE = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\p{Tibetan}"
 _RUN = regex.compile(rf"[{_NO_SPACE}]+|[^\W{_NO_SPACE}]+")
@@ -82,8 +84,6 @@ def repetition(text: str, n: int = 3) -> float:
 def edit_distance(a: str, b: str) -> float:
     """Levenshtein distance over characters divided by the longer length, in [0, 1] (rapidfuzz's
     ``Levenshtein.normalized_distance``): 0 for equal texts, 1 for nothing in common."""
-    from rapidfuzz.distance import Levenshtein
-
     return Levenshtein.normalized_distance(a, b)
 
 
@@ -97,6 +97,20 @@ class Similarity(Protocol):
     def pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         """The similarity of each pair, in [0, 1] (negative cosines clip to 0), shape (len(pairs),)."""
         ...
+
+
+def _cosines(pairs: Sequence[tuple[str, str]], vectors) -> np.ndarray:
+    """The cosine of each pair, clipped to [0, 1]: ``vectors(texts)`` embeds each distinct text
+    once (rows l2-normalised; a numpy array or a scipy sparse matrix)."""
+    if not pairs:
+        return np.zeros(0)
+    unique = list(dict.fromkeys(t for pair in pairs for t in pair))
+    index = {t: i for i, t in enumerate(unique)}
+    embedded = vectors(unique)
+    a = embedded[[index[x] for x, _ in pairs]]
+    b = embedded[[index[y] for _, y in pairs]]
+    products = a.multiply(b) if scipy.sparse.issparse(a) else a * b
+    return np.asarray(products.sum(axis=1)).ravel().clip(0.0, 1.0)
 
 
 class LexicalSimilarity:
@@ -144,13 +158,9 @@ class LexicalSimilarity:
         return normalize(self._hasher.transform(texts).multiply(self._idf).tocsr())
 
     def pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
-        if not pairs:
-            return np.zeros(0)
         if self._idf is None:
             self.fit(t for pair in pairs for t in pair)
-        left = self._vectors([a for a, _ in pairs])
-        right = self._vectors([b for _, b in pairs])
-        return np.asarray(left.multiply(right).sum(axis=1)).ravel().clip(0.0, 1.0)
+        return _cosines(pairs, self._vectors)
 
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -250,21 +260,17 @@ class EmbeddingSimilarity:
     def fit(self, texts: Iterable[str]) -> None:
         pass
 
-    def pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
-        if not pairs:
-            return np.zeros(0)
-        unique = list(dict.fromkeys(t for pair in pairs for t in pair))
-        vectors = self.model.encode(
-            unique,
+    def _vectors(self, texts: list[str]) -> np.ndarray:
+        return self.model.encode(
+            texts,
             batch_size=self.batch_size,
             normalize_embeddings=True,
             convert_to_numpy=True,
             show_progress_bar=False,
         )
-        index = {t: i for i, t in enumerate(unique)}
-        a = vectors[[index[x] for x, _ in pairs]]
-        b = vectors[[index[y] for _, y in pairs]]
-        return (a * b).sum(axis=1).clip(0.0, 1.0)
+
+    def pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        return _cosines(pairs, self._vectors)
 
 
 def make_similarity(embedding_model: str | None, device: str = "cpu") -> Similarity:
