@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from ptr_pipeline import filtering
 from ptr_pipeline.defs.resources import PtrHomeResource
-from ptr_pipeline.filtering.export import export_dataset
+from ptr_pipeline.filtering.export import export_dataset, generation_summary
 from ptr_pipeline.filtering.mix import mix_sft, read_sft_pairs
 from ptr_pipeline.storage import CHECKPOINT_MANIFEST, folder_manifest_files
 
@@ -133,15 +133,6 @@ def consistency_filter(
     pool_metadata = (
         pool.asset_materialization.metadata if pool and pool.asset_materialization else {}
     )
-    sampling = {  # one entry per setting: the seed varies per shard and round
-        json.dumps({k: v for k, v in json.loads(s).items() if k != "seed"}, sort_keys=True)
-        for s in strong_refinements.column("sampling").to_pylist()
-    }
-
-    def columns(names: list[str]) -> list[list]:
-        return [strong_refinements.column(n).to_pylist() for n in names]
-
-    last_round = max(strong_refinements.column("round").to_pylist(), default=0)
     provenance = {
         "queries": {
             key: pool_metadata[key].value
@@ -154,21 +145,7 @@ def consistency_filter(
             }
             for ref in (weak_model, strong_model)
         },
-        "generation": {
-            "thoughts_per_query": sorted(
-                {len(t) for t in strong_refinements.column("thoughts_finished").to_pylist()}
-            ),
-            "strong_rounds": last_round,
-            "strong_sampling": [json.loads(s) for s in sorted(sampling)],
-            "self_consistency_samples_per_answer": sorted(
-                {
-                    len(samples)
-                    for samples, round_ in zip(*columns(["samples", "round"]), strict=True)
-                    if round_ == last_round
-                }
-            ),
-            "strong_templates": sorted(set(strong_refinements.column("template").to_pylist())),
-        },
+        "generation": generation_summary(strong_refinements),
         "consistency_filter": filter_info,
         "sft_mix": mix,
     }

@@ -28,6 +28,28 @@ def _size_category(n: int) -> str:
     return "n>1M"
 
 
+def generation_summary(refinements: pa.Table) -> dict[str, Any]:
+    """How a ``schemas.STRONG_REFINEMENTS`` table was generated, for the card: drafts per query,
+    strong rounds, each strong sampling setting once (the seed varies per shard and round), the
+    self-consistency samples per answer, the strong templates."""
+    rounds = refinements.column("round").to_pylist()
+    last = max(rounds, default=0)
+    settings = {
+        json.dumps({k: v for k, v in json.loads(s).items() if k != "seed"}, sort_keys=True)
+        for s in refinements.column("sampling").to_pylist()
+    }
+    samples = refinements.column("samples").to_pylist()
+    return {
+        "thoughts_per_query": sorted({len(t) for t in refinements.column("thoughts").to_pylist()}),
+        "strong_rounds": last,
+        "strong_sampling": [json.loads(s) for s in sorted(settings)],
+        "self_consistency_samples_per_answer": sorted(
+            {len(s) for s, r in zip(samples, rounds, strict=True) if r == last}
+        ),
+        "strong_templates": sorted(set(refinements.column("template").to_pylist())),
+    }
+
+
 def card_text(dataset: pa.Table, provenance: dict[str, Any]) -> str:
     """The dataset card (markdown with a YAML header) for ``dataset``.
 
