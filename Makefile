@@ -14,7 +14,7 @@ PIP_ARGS ?=
 
 .venv/installed: pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
-	$(PY) -m pip install $(PIP_ARGS) -e '.[dev,embeddings]'
+	$(PY) -m pip install $(PIP_ARGS) -e '.[dev,embeddings,bench]'
 	# DeepSpeed's CPU communication op, compiled once into this venv (30-60 s), not on first training
 	DS_ACCELERATOR=cpu TORCH_EXTENSIONS_DIR=$(CURDIR)/.venv/torch_extensions \
 		$(PY) -c "from deepspeed.comm.torch import build_shm_op; build_shm_op()"

@@ -8,6 +8,22 @@ import pydantic
 from ptr_pipeline.conversation import REFINE_PROMPT
 
 
+class LoraSettings(pydantic.BaseModel):
+    """LoRA adapters (peft 0.21, ``peft.LoraConfig``): only the adapters train; the checkpoint holds
+    the merged model and the adapter (``adapter/``)."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    r: int = pydantic.Field(16, ge=1, description="adapter rank")
+    alpha: float = pydantic.Field(32.0, gt=0.0, description="scaling: alpha / r")
+    dropout: float = pydantic.Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] | None = pydantic.Field(
+        None,
+        description="module names to adapt; None = peft's default for the architecture; "
+        '["all-linear"] = every linear layer but the output layer',
+    )
+
+
 class TrainSettings(pydantic.BaseModel):
     """Weighted thought-mask fine-tuning. Defaults are the CPU demo. The model trained is an
     input (the ``base_model`` asset), not a setting."""
@@ -52,12 +68,64 @@ class TrainSettings(pydantic.BaseModel):
     num_gpus: int = pydantic.Field(
         1, ge=1, description=">1 starts the deepspeed launcher with that many ranks"
     )
+    packing: bool = pydantic.Field(
+        True,
+        description="pack each micro-batch's rows into rows of max_seq_len (best-fit "
+        "decreasing), position_ids restarting per sample, no attention across samples; the "
+        "step's rows and objective are those of packing: false",
+    )
+    attn_implementation: Literal["sdpa", "eager"] = pydantic.Field(
+        "sdpa", description="transformers attention; both keep packed samples apart (tested)"
+    )
+    gradient_checkpointing: bool = pydantic.Field(
+        False, description="recompute activations in the backward pass (less memory, ~1/3 more "
+        "compute)"
+    )
+    loss: Literal["answer_ce", "ptr3"] = pydantic.Field(
+        "answer_ce",
+        description="answer_ce: weighted cross-entropy (the released code); ptr3: the paper's "
+        "Eq. 3.4, lambda1 x answer_ce + lambda2 x consistency + lambda3 x confidence",
+    )
+    ptr3_lambdas: list[float] = pydantic.Field(
+        [0.8, 0.1, 0.1],
+        description="loss: ptr3: (lambda1, lambda2, lambda3), each >= 0, summing to 1; the paper "
+        "reports lambda1 ~ 0.8 as best",
+    )
+    ptr3_beta0: float = pydantic.Field(
+        1.0, ge=0.0, description="loss: ptr3: beta_t = beta0 * t / n weighs step t's confidence"
+    )
+    lora: LoraSettings | None = pydantic.Field(None, description="None = full fine-tuning")
+    save_steps: int | None = pydantic.Field(
+        50,
+        ge=1,
+        description="save a resumable checkpoint every N optimizer steps (None = never); a "
+        "rerun of a killed training resumes from the last complete one",
+    )
+    save_total_limit: int = pydantic.Field(
+        2, ge=1, description="resumable checkpoints kept; older ones are deleted"
+    )
+    peak_tflops: float | None = pydantic.Field(
+        None,
+        gt=0.0,
+        description="peak dense TFLOP/s of one device at the training precision (e.g. 989 for "
+        "an H100 SXM in bf16); when set, the manifest reports MFU",
+    )
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> "TrainSettings":
         if self.offload_optimizer and self.zero_stage == 0:
             raise ValueError("offload_optimizer needs zero_stage >= 1")
+        lambdas = self.ptr3_lambdas
+        if len(lambdas) != 3 or min(lambdas) < 0 or abs(sum(lambdas) - 1.0) > 1e-6:
+            raise ValueError(
+                f"ptr3_lambdas must be three weights >= 0 summing to 1 (Eq. 3.4), got {lambdas}"
+            )
         return self
+
+    def result_fields(self) -> dict:
+        """The settings that decide the trained weights: every field but when state is saved
+        (``save_steps``, ``save_total_limit``), so changing those reuses or resumes a run."""
+        return self.model_dump(exclude={"save_steps", "save_total_limit"})
 
 
 class TrainJob(pydantic.BaseModel):
