@@ -90,6 +90,7 @@ class Encoded:
     input_ids: list[int]
     labels: list[int]  # IGNORE_INDEX where nothing is supervised
     loss_weights: list[float]  # 0.0 wherever labels is IGNORE_INDEX
+    turns: list[int]  # 1..n: the assistant turn a token belongs to (n = the answer); 0 = context
     cut_turns: int = 0  # supervised turns whose text holds a stop token: supervised up to it
 
 
@@ -186,10 +187,11 @@ class ChatFormat:
 
         The whole rendered conversation is tokenized once. Assistant turn ``k`` is supervised
         from the end of its generation prompt through the first stop token after it, with weight
-        ``turn_weights[k]`` (0 = context only); everything else is context. When a turn's text
-        itself holds a stop token (ChatML or ``</s>`` written inside an answer, which the
-        tokenizer reads as the special token), generation would stop there: the turn is
-        supervised up to that token only, the rest is context, and ``cut_turns`` counts it.
+        ``turn_weights[k]`` (0 = context only); everything else is context. ``turns`` numbers
+        the tokens of that span k + 1 whatever its weight, 0 elsewhere. When a turn's text itself
+        holds a stop token (ChatML or ``</s>`` written inside an answer, which the tokenizer
+        reads as the special token), generation would stop there: the turn is supervised up to
+        that token only, the rest is context, and ``cut_turns`` counts it.
 
         Raises:
             ChatFormatError: the template refuses the conversation or is not prefix-stable, it
@@ -206,8 +208,9 @@ class ChatFormat:
         ids, spans = self._ids(full, offsets=True)
         labels = [IGNORE_INDEX] * len(ids)
         weights = [0.0] * len(ids)
+        turn_of = [0] * len(ids)
         cut = 0
-        for i, weight in zip(turns, turn_weights, strict=True):
+        for number, (i, weight) in enumerate(zip(turns, turn_weights, strict=True), start=1):
             prompt = self.render(conversation[:i], add_generation_prompt=True)
             turn = self.render(conversation[: i + 1], add_generation_prompt=False)
             if not (turn.startswith(prompt) and full.startswith(turn)):
@@ -241,11 +244,12 @@ class ChatFormat:
                     f"{turn[content_end:]!r}, which holds no token generation stops at "
                     f"(stop ids {list(self.stop_token_ids)})"
                 )
+            turn_of[start : end + 1] = [number] * (end + 1 - start)
             if weight > 0:
                 for t in range(start, end + 1):
                     labels[t] = ids[t]
                     weights[t] = weight
-        return Encoded(ids, labels, weights, cut)
+        return Encoded(ids, labels, weights, turn_of, cut)
 
     def _turn_end(self, ids, spans, start: int, content_end: int, turn_end: int) -> int | None:
         """Index of the first stop token of the turn (None when the turn ends without one)."""

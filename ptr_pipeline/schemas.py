@@ -104,6 +104,7 @@ TRAIN_EXAMPLES = pa.schema(
         pa.field("input_ids", pa.list_(pa.int32()), nullable=False),
         pa.field("labels", pa.list_(pa.int32()), nullable=False),  # IGNORE_INDEX = unsupervised
         pa.field("loss_weights", pa.list_(pa.float32()), nullable=False),
+        pa.field("turns", pa.list_(pa.int16()), nullable=False),  # 1..n assistant turn, 0 context
     ]
 )
 

@@ -187,11 +187,12 @@ def fingerprint(*parts: Any) -> str:
 
 
 def folder_manifest_files(folder: Path) -> dict[str, dict]:
-    """``{file name: {"bytes", "sha256"}}`` of every file in ``folder`` but the manifest."""
+    """``{relative path: {"bytes", "sha256"}}`` of every file under ``folder`` (subfolders too,
+    e.g. a LoRA checkpoint's ``adapter/``) but the manifest."""
     return {
-        p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
-        for p in sorted(folder.iterdir())
-        if p.is_file() and p.name != CHECKPOINT_MANIFEST
+        p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.relative_to(folder).as_posix() != CHECKPOINT_MANIFEST
     }
 
 
@@ -243,9 +244,10 @@ def publish_folder(source: Path, target: Path) -> bool:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
-        for p in source.iterdir():
+        for p in source.rglob("*"):
             if p.is_file():
-                _link_or_copy(p, tmp / p.name)
+                (tmp / p.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
+                _link_or_copy(p, tmp / p.relative_to(source))
         if target.exists():
             log.warning("replacing incomplete checkpoint %s", target)
             shutil.rmtree(target)

@@ -243,7 +243,7 @@ class CheckpointIOManager(dg.ConfigurableIOManager):
         tmp.unlink(missing_ok=True)
         tmp.symlink_to(final.relative_to(folder))
         os.replace(tmp, link)
-        files = [p for p in final.iterdir() if p.is_file()]
+        files = [p for p in final.rglob("*") if p.is_file()]
         context.add_output_metadata(
             {
                 "path": dg.MetadataValue.path(str(final)),

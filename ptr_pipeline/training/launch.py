@@ -9,9 +9,14 @@ looks for mpi4py) or DeepSpeed's own launcher (``deepspeed --num_gpus N --module
 
 Caching: the checkpoint of a (dataset, settings, base model, code version) fingerprint lives in
 ``work_dir/<key16>/`` and is reused while its manifest verifies, so an unchanged rerun trains 0
-steps (every file hash is checked first; a damaged cache is trained again). Each attempt stages in
-``work_dir/.staging-<key16>-<pid>/``; a success renames the checkpoint into place and removes the
-staging folders of processes that are gone, a failure keeps its own for inspection.
+steps (every file hash is checked first; a damaged cache is trained again). ``save_steps`` and
+``save_total_limit`` are not part of the key (``TrainSettings.result_fields``).
+
+Resume: every attempt at a key stages in ``work_dir/.staging-<key16>/`` (one process at a time:
+``.staging-<key16>.lock``, a ``filelock`` lock). Its ``checkpoints/`` holds the resumable
+checkpoints the training process writes every ``save_steps`` steps, so a rerun after a crash or a
+kill resumes from the last complete one. A success renames the final checkpoint into place and
+removes the staging folder; a failure keeps it, with each rank's error in ``errors/``.
 
 DeepSpeed compiles its CPU ops into ``TORCH_EXTENSIONS_DIR``; unless set, that is a folder of this
 Python environment (``<sys.prefix>/torch_extensions``), not the home cache every checkout shares.
@@ -29,8 +34,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil  # is a staging folder's process still alive
 import pyarrow as pa
+import pyarrow.compute as pc
+from filelock import FileLock, Timeout  # one attempt per staging folder at a time
 
 from ptr_pipeline.conversation import ChatFormat
 from ptr_pipeline.models import model_fingerprint
@@ -45,7 +51,7 @@ from ptr_pipeline.training.settings import TrainJob, TrainSettings
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = "train_v2"
+CODE_VERSION = "train_v3"
 
 
 class TrainingFailed(RuntimeError):
@@ -120,7 +126,7 @@ def train_in_subprocess(
     dataset_fingerprint = table_fingerprint(dataset)
     key = fingerprint(
         dataset_fingerprint,
-        settings.model_dump(),
+        settings.result_fields(),
         model_fingerprint(model_path),
         CODE_VERSION,
     )[:16]
@@ -151,10 +157,8 @@ def train_in_subprocess(
             f"micro_batch_size={settings.micro_batch_size} = {needed}: lower micro_batch_size or "
             "num_gpus, raise max_seq_len, or add data"
         )
-    staging = work_dir / f".staging-{key}-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    write_parquet_atomic(examples, staging / "examples.parquet")
+    staging = work_dir / f".staging-{key}"
+    origins = pc.value_counts(dataset.column("origin")).to_pylist()
     job = TrainJob(
         settings=settings,
         base_model=base_model or model_path,
@@ -163,18 +167,45 @@ def train_in_subprocess(
         dataset_fingerprint=dataset_fingerprint,
         examples_dropped_too_long=dropped,
         turns_cut_at_stop_token=encoded.cut_turns,
+        origin_counts={o["values"]: o["counts"] for o in origins},
         output_dir=str(staging / "checkpoint"),
+        resume_dir=str(staging / "checkpoints"),
         error_dir=str(staging / "errors"),
         code_version=CODE_VERSION,
     )
+    work_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(work_dir / f".{key}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise TrainingFailed(
+            f"another process is training the same inputs now ({lock.lock_file} is held)"
+        ) from None
+    try:
+        return _run(job, examples, staging, final, device, on_line)
+    finally:
+        lock.release()
+
+
+def _run(job: TrainJob, examples: pa.Table, staging: Path, final: Path, device, on_line):
+    """Stage, run (resuming from the staging folder's checkpoints) and publish; under the lock."""
+    for leftover in ("checkpoint", "errors"):  # an earlier attempt's; its checkpoints/ stay
+        shutil.rmtree(staging / leftover, ignore_errors=True)
+    (staging / "checkpoints").mkdir(parents=True, exist_ok=True)
+    resumable = sorted(p.name for p in (staging / "checkpoints").glob("step-*"))
+    if resumable:
+        log.info("an earlier attempt left %s: training resumes from the last", resumable)
+    write_parquet_atomic(examples, staging / "examples.parquet")
     job_path = staging / "job.json"
     job_path.write_text(job.model_dump_json(indent=2))
 
     # --- launch
+    settings = job.settings
     argv = command(settings, job_path)
     log.info(
-        "starting training (%d rows, %d too long): %s", examples.num_rows, dropped, " ".join(argv)
-    )
+        "starting training (%d rows, %d too long): %s",
+        examples.num_rows, job.examples_dropped_too_long, " ".join(argv),
+    )  # fmt: skip
     tail: deque[str] = deque(maxlen=40)
     with subprocess.Popen(
         argv,
@@ -191,7 +222,7 @@ def train_in_subprocess(
     if proc.returncode != 0:
         raise TrainingFailed(_failure(staging / "errors", proc.returncode, tail))
 
-    # --- publish: rename into the cache, drop every staging folder
+    # --- publish: rename into the cache, drop the staging folder
     problems = checkpoint_problems(staging / "checkpoint")
     if problems:
         raise TrainingFailed(
@@ -200,10 +231,7 @@ def train_in_subprocess(
     if final.exists():
         shutil.rmtree(final)  # an incomplete earlier attempt
     os.rename(staging / "checkpoint", final)
-    for leftover in work_dir.glob(".staging-*"):
-        owner = int(leftover.name.rsplit("-", 1)[-1])
-        if owner == os.getpid() or not psutil.pid_exists(owner):  # never a live run's staging
-            shutil.rmtree(leftover, ignore_errors=True)
+    shutil.rmtree(staging)
     return TrainResult(final, json.loads((final / CHECKPOINT_MANIFEST).read_text()), False)
 
 

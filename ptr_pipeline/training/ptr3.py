@@ -4,8 +4,8 @@
 
 The paper leaves F_cons and the confidence term undefined; the choices made here:
 
-* answer_ce: the weighted token cross-entropy of ``loss.weighted_thought_loss``, taken at the
-  positions the trainer kept.
+* answer_ce: the weighted token cross-entropy of ``loss.answer_ce`` (the ``answer_ce`` loss), at
+  the positions the trainer kept.
 * consistency: F_cons as a differentiable surrogate on the final-layer hidden states: for every
   sample and step t = 2..n, 1 - cosine(mean hidden of turn t, mean hidden of turn t-1), the earlier
   turn detached as a fixed reference. Minimising it rewards consistency (the paper's
@@ -32,6 +32,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from ptr_pipeline.training.loss import answer_ce
+
 _TINY = torch.finfo(torch.float32).tiny
 
 
@@ -51,24 +53,6 @@ def _groups(sample_ids: torch.Tensor, turns: torch.Tensor) -> tuple[torch.Tensor
     tid = torch.where(inside, turns, 0).flatten()
     m, n = torch.stack([sid.max(), tid.max()]).tolist() if sid.numel() else (0, 0)
     return sid * (n + 1) + tid, m, n
-
-
-def answer_ce(
-    logprobs: torch.Tensor, next_weights: torch.Tensor, total_weight: torch.Tensor | float
-) -> torch.Tensor:
-    """Weighted token cross-entropy at the kept positions: sum(-w * logprobs) / total_weight.
-
-    Args:
-        logprobs: [b, k] float log-probability of the actual next token (finite).
-        next_weights: [b, k] float loss weight of the next token, 0 where unsupervised.
-        total_weight: the summed ``next_weights`` of the whole optimizer step.
-
-    Returns:
-        A float32 scalar, nats per unit of weight. Equals ``loss.weighted_thought_loss`` with
-        ``num_items_in_batch=total_weight`` when every position is kept.
-    """
-    w = next_weights.float()
-    return (w * -logprobs.float()).sum() / _per_step(total_weight, logprobs)
 
 
 def consistency_loss(
@@ -155,28 +139,31 @@ def ptr3_loss(
     num_samples: torch.Tensor | float,
     lambdas: Sequence[float],
     beta0: float,
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Eq. 3.4: lambda1 * answer_ce + lambda2 * consistency + lambda3 * confidence.
 
     A term whose lambda is 0 is not computed (``hidden`` may be None when lambda2 == 0) and is
-    reported as 0.0. Arguments as in ``answer_ce``, ``consistency_loss`` and ``confidence_loss``.
+    left out of the parts. Arguments as in ``loss.answer_ce``, ``consistency_loss`` and
+    ``confidence_loss``.
 
     Returns:
-        (the float32 scalar loss, the unweighted terms as floats for logging: "answer_ce",
-        "consistency", "confidence").
+        (the float32 scalar loss, the unweighted terms computed, detached, for the log:
+        "answer_ce", "consistency", "confidence").
     """
     lam1, lam2, lam3 = lambdas
     if lam2 and hidden is None:
         raise ValueError("ptr3_loss: lambda2 > 0 needs the hidden states")
     loss = logprobs.new_zeros((), dtype=torch.float32)
-    parts = {"answer_ce": 0.0, "consistency": 0.0, "confidence": 0.0}
+    parts: dict[str, torch.Tensor] = {}
     if lam1:
-        term = answer_ce(logprobs, next_weights, total_weight)
-        loss, parts["answer_ce"] = loss + lam1 * term, term.item()
+        parts["answer_ce"] = term = answer_ce(logprobs, next_weights, total_weight)
+        loss = loss + lam1 * term
     if lam2:
-        term = consistency_loss(hidden, sample_ids, turns, num_samples)
-        loss, parts["consistency"] = loss + lam2 * term, term.item()
+        parts["consistency"] = term = consistency_loss(hidden, sample_ids, turns, num_samples)
+        loss = loss + lam2 * term
     if lam3:
-        term = confidence_loss(logprobs, next_sample_ids, next_turns, beta0, num_samples)
-        loss, parts["confidence"] = loss + lam3 * term, term.item()
-    return loss, parts
+        parts["confidence"] = term = confidence_loss(
+            logprobs, next_sample_ids, next_turns, beta0, num_samples
+        )
+        loss = loss + lam3 * term
+    return loss, {name: term.detach() for name, term in parts.items()}

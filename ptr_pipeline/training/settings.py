@@ -8,6 +8,11 @@ import pydantic
 from ptr_pipeline.conversation import REFINE_PROMPT
 
 
+# Attention implementations whose packed rows give the per-token losses and gradients of
+# unpacked ones (``test_packing.py::test_packing_is_exact`` runs each).
+PACKING_EXACT = ("eager", "sdpa")
+
+
 class LoraSettings(pydantic.BaseModel):
     """LoRA adapters (peft 0.21, ``peft.LoraConfig``): only the adapters train; the checkpoint holds
     the merged model and the adapter (``adapter/``)."""
@@ -74,12 +79,14 @@ class TrainSettings(pydantic.BaseModel):
         "decreasing), position_ids restarting per sample, no attention across samples; the "
         "step's rows and objective are those of packing: false",
     )
-    attn_implementation: Literal["sdpa", "eager"] = pydantic.Field(
-        "sdpa", description="transformers attention; both keep packed samples apart (tested)"
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = pydantic.Field(
+        "sdpa",
+        description="transformers attention; packing is allowed with those tested to keep packed "
+        "samples apart here (PACKING_EXACT); flash_attention_2 (GPU) needs packing: false",
     )
     gradient_checkpointing: bool = pydantic.Field(
-        False, description="recompute activations in the backward pass (less memory, ~1/3 more "
-        "compute)"
+        False,
+        description="recompute activations in the backward pass (less memory, ~1/3 more compute)",
     )
     loss: Literal["answer_ce", "ptr3"] = pydantic.Field(
         "answer_ce",
@@ -115,6 +122,11 @@ class TrainSettings(pydantic.BaseModel):
     def _check(self) -> "TrainSettings":
         if self.offload_optimizer and self.zero_stage == 0:
             raise ValueError("offload_optimizer needs zero_stage >= 1")
+        if self.packing and self.attn_implementation not in PACKING_EXACT:
+            raise ValueError(
+                f"packing with attn_implementation={self.attn_implementation!r} is not tested to "
+                f"keep packed samples apart; use one of {sorted(PACKING_EXACT)} or packing: false"
+            )
         lambdas = self.ptr3_lambdas
         if len(lambdas) != 3 or min(lambdas) < 0 or abs(sum(lambdas) - 1.0) > 1e-6:
             raise ValueError(
@@ -140,7 +152,9 @@ class TrainJob(pydantic.BaseModel):
     dataset_fingerprint: str
     examples_dropped_too_long: int
     turns_cut_at_stop_token: int = 0
+    origin_counts: dict[str, int] = {}  # rows per origin (ptr, sft) of the dataset
     output_dir: str  # the checkpoint folder to write
+    resume_dir: str  # resumable checkpoints step-<N>/ (written and read by train.py)
     error_dir: str  # each failing rank writes rank-<N>.json here
     code_version: str
 

@@ -1,4 +1,4 @@
-"""PTR rows as token ids, labels and per-token loss weights; the step plan; batching.
+"""PTR rows as token ids, labels and per-token loss weights; the step plan; packing; batching.
 
 A row (query, thoughts t_1..t_n, answer) becomes the multi-round conversation that test-time
 refinement uses (``conversation.progression``) and is encoded by the model's ``ChatFormat``, the
@@ -11,6 +11,13 @@ The step plan uses every row of every epoch: each optimizer step takes the next
 ``micro_batch_size x gradient_accumulation_steps x world_size`` rows of the epoch's shuffled order;
 the last step of an epoch takes what is left, and a rank with no row left for a micro-step runs a
 zero-weight micro-batch so that every rank takes part in every collective.
+
+Packing (``packing: true``) changes how a micro-batch's rows are laid out, never which rows a step
+trains on: they are packed into rows of at most ``max_seq_len`` tokens by best-fit decreasing,
+``position_ids`` restart at 0 for every sample, and ``attention_mask`` is None. With no mask, no
+cache and restarting positions, transformers (``masking_utils.find_packed_sequence_indices``)
+builds a block-diagonal causal mask for sdpa and eager attention, so no token attends across
+samples (``test_packing_is_exact`` compares per-token losses and gradients with unpacked rows).
 """
 
 import math
@@ -30,9 +37,12 @@ from ptr_pipeline.training.settings import TrainSettings
 @dataclass(frozen=True)
 class Batch:
     input_ids: torch.Tensor  # [b, s]
-    attention_mask: torch.Tensor  # [b, s]
+    position_ids: torch.Tensor  # [b, s], restarting at 0 for every sample (and padding run)
+    attention_mask: torch.Tensor | None  # [b, s]; None when packed (the positions separate samples)
     labels: torch.Tensor  # [b, s], IGNORE_INDEX where unsupervised
     loss_weights: torch.Tensor  # [b, s] float32, 0 where unsupervised
+    sample_ids: torch.Tensor  # [b, s] int64: 1..m the micro-batch's samples, 0 padding
+    turns: torch.Tensor  # [b, s] int64: 1..n a sample's assistant turn (n = answer), 0 context
 
 
 def segment_weights(num_thoughts: int, s: TrainSettings) -> list[float]:
@@ -89,6 +99,7 @@ def encode_dataset(dataset: pa.Table, chat_format: ChatFormat, s: TrainSettings)
                 "input_ids": encoded.input_ids,
                 "labels": encoded.labels,
                 "loss_weights": encoded.loss_weights,
+                "turns": encoded.turns,
             }
         )
     return EncodedDataset(pa.Table.from_pylist(rows, schema=schemas.TRAIN_EXAMPLES), dropped, cut)
@@ -133,15 +144,73 @@ def step_plan(
             yield plan
 
 
-def collate(examples: list[Encoded], pad_id: int) -> Batch:
-    """Right-pad examples into tensors; padding is unsupervised and weightless."""
-    width = max(len(e.input_ids) for e in examples)
-    pad = lambda xs, v: xs + [v] * (width - len(xs))  # noqa: E731
+def pack(lengths: list[int], capacity: int) -> list[list[int]]:
+    """Best-fit decreasing: indices into ``lengths`` grouped into bins of at most ``capacity``
+    tokens, longest first, each into the fullest bin it fits (a new bin when none does).
+
+    Raises:
+        ValueError: a length over ``capacity``.
+    """
+    bins: list[list[int]] = []
+    free: list[int] = []  # free[j]: tokens left in bins[j]
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        if lengths[i] > capacity:
+            raise ValueError(f"a sample of {lengths[i]} tokens cannot fit a {capacity}-token row")
+        fits = [j for j in range(len(bins)) if free[j] >= lengths[i]]
+        if fits:
+            j = min(fits, key=lambda j: (free[j], j))
+            bins[j].append(i)
+            free[j] -= lengths[i]
+        else:
+            bins.append([i])
+            free.append(capacity - lengths[i])
+    return bins
+
+
+def collate(examples: list[Encoded], pad_id: int, pack_into: int | None = None) -> Batch:
+    """Examples as one micro-batch of tensors: a row each, right-padded (``pack_into=None``), or
+    packed by ``pack`` into rows of at most ``pack_into`` tokens. Padding is unsupervised and
+    weightless, sample 0 and turn 0; in packed rows it is a run of its own, with positions from 0.
+    """
+    rows = (
+        pack([len(e.input_ids) for e in examples], pack_into)
+        if pack_into
+        else [[i] for i in range(len(examples))]
+    )
+    width = max(sum(len(examples[i].input_ids) for i in row) for row in rows)
+    columns: dict[str, list[list]] = {
+        k: []
+        for k in ("input_ids", "position_ids", "labels", "loss_weights", "sample_ids", "turns")
+    }
+    for row in rows:
+        values: dict[str, list] = {k: [] for k in columns}
+        for i in row:
+            e, n = examples[i], len(examples[i].input_ids)
+            values["input_ids"] += e.input_ids
+            values["position_ids"] += range(n)
+            values["labels"] += e.labels
+            values["loss_weights"] += e.loss_weights
+            values["sample_ids"] += [i + 1] * n
+            values["turns"] += e.turns
+        pad = width - len(values["input_ids"])
+        fill = {"input_ids": pad_id, "labels": IGNORE_INDEX, "loss_weights": 0.0,
+                "sample_ids": 0, "turns": 0}  # fmt: skip
+        for k, v in fill.items():
+            values[k] += [v] * pad
+        values["position_ids"] += range(pad)
+        for k in columns:
+            columns[k].append(values[k])
+    ids = torch.tensor(columns["input_ids"])
+    mask = None
+    if not pack_into:
+        lengths = torch.tensor([len(e.input_ids) for e in examples])
+        mask = (torch.arange(width)[None, :] < lengths[:, None]).long()
     return Batch(
-        input_ids=torch.tensor([pad(e.input_ids, pad_id) for e in examples]),
-        attention_mask=torch.tensor([pad([1] * len(e.input_ids), 0) for e in examples]),
-        labels=torch.tensor([pad(e.labels, IGNORE_INDEX) for e in examples]),
-        loss_weights=torch.tensor(
-            [pad(e.loss_weights, 0.0) for e in examples], dtype=torch.float32
-        ),
+        input_ids=ids,
+        position_ids=torch.tensor(columns["position_ids"]),
+        attention_mask=mask,
+        labels=torch.tensor(columns["labels"]),
+        loss_weights=torch.tensor(columns["loss_weights"], dtype=torch.float32),
+        sample_ids=torch.tensor(columns["sample_ids"]),
+        turns=torch.tensor(columns["turns"]),
     )

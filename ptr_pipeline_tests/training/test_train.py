@@ -299,6 +299,4 @@ def test_a_non_finite_loss_fails_training(models_home, tmp_path):
         TrainingFailed, match=r"training failed on rank 0: FloatingPointError: loss is nan"
     ):
         train_in_subprocess(_dataset(8), settings, models_home.resolve_model("tiny:base"), tmp_path)
-    assert not [
-        p for p in tmp_path.iterdir() if not p.name.startswith(".staging-")
-    ]  # nothing cached
+    assert not [p for p in tmp_path.iterdir() if not p.name.startswith(".")]  # nothing cached
