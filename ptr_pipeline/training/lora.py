@@ -53,7 +53,8 @@ def apply_lora(model: torch.nn.Module, lora: LoraSettings) -> peft.PeftModel:
     """Wrap ``model`` (modified in place) in LoRA adapters; only the adapters require grad.
 
     peft's default ``autocast_adapter_dtype=True`` keeps the adapters in float32 when the model
-    is bf16/fp16 (DeepSpeed's bf16 mode casts them back to bf16 with the rest).
+    is bf16/fp16; DeepSpeed's bf16 mode casts them to bf16 with the rest (seen under ZeRO-3: the
+    gathered adapters are bf16), its optimizer keeping fp32 master weights.
     """
     return peft.get_peft_model(model, lora_config(lora))
 
@@ -77,7 +78,8 @@ def save_lora(
             recorded as ``base_model_name_or_path`` in ``adapter/adapter_config.json``.
         lora: the settings the model was trained with.
         output_dir: the checkpoint folder (created if missing).
-        dtype: the dtype the base model is loaded, merged and saved in.
+        dtype: the dtype the base model is loaded, merged and saved in (the adapter file stays
+            float32: ``apply_lora`` upcasts it, losslessly).
 
     The model is rebuilt on CPU (``from_pretrained`` + ``apply_lora``): one copy of the model
     besides ``state_dict``, merged in place.
