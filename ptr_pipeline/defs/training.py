@@ -23,8 +23,14 @@ CHECKPOINTS = {
 }
 
 
+class LoraConfig(dg.Config, training.LoraSettings):
+    """Dagster view of LoraSettings (Dagster config nests Config classes only)."""
+
+
 class PtrCheckpointConfig(dg.Config, training.TrainSettings):
     """Dagster view of TrainSettings: same fields, same defaults (for PTR and SFT alike)."""
+
+    lora: LoraConfig | None = None
 
 
 @dg.multi_asset(

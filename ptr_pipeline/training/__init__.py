@@ -7,4 +7,4 @@ from ptr_pipeline.training.launch import (
     TrainResult,
     train_in_subprocess,
 )
-from ptr_pipeline.training.settings import TrainJob, TrainSettings, deepspeed_config
+from ptr_pipeline.training.settings import LoraSettings, TrainJob, TrainSettings, deepspeed_config

@@ -7,7 +7,6 @@ import pydantic
 
 from ptr_pipeline.conversation import REFINE_PROMPT
 
-
 # Attention implementations whose packed rows give the per-token losses and gradients of
 # unpacked ones (``test_packing.py::test_packing_is_exact`` runs each).
 PACKING_EXACT = ("eager", "sdpa")

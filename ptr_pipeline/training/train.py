@@ -170,7 +170,11 @@ def main(job: TrainJob) -> dict:
         else None,
         "world_size": world,
     }
-    state_dict = engine._zero3_consolidated_16bit_state_dict() if settings.zero_stage == 3 else None
+    state_dict = None
+    if settings.zero_stage == 3:  # gather the partitions (the adapters alone with LoRA)
+        state_dict = engine._zero3_consolidated_16bit_state_dict(
+            exclude_frozen_parameters=settings.lora is not None
+        )
     if rank == 0:
         _save(engine.module, tokenizer, state_dict, job, summary)
     return summary

@@ -170,3 +170,50 @@ def test_save_lora_from_a_zero3_gather(tmp_path):
             AutoModelForCausalLM.from_pretrained(base), checkpoint / ADAPTER_DIR
         )
         torch.testing.assert_close(_logits(adapter, ids), trained, atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_lora_training_under_zero_3_resumes_and_publishes_merged_and_adapter(tmp_path):
+    """Through the trainer: ZeRO-3 on partitioned shapes (hidden 512, r 256), adapter dropout on,
+    killed at step 5 of 8 and rerun. The rerun ends bitwise where an uninterrupted run ends, and
+    the published checkpoint's merged model equals the base model with its adapter."""
+    from ptr_pipeline.models import build_tiny_tokenizer
+    from ptr_pipeline.storage import file_sha256
+    from ptr_pipeline.training import TrainingFailed, train_in_subprocess
+    from ptr_pipeline_tests.training.test_resume import _kill_training
+    from ptr_pipeline_tests.training.test_train import _dataset
+
+    tokenizer = build_tiny_tokenizer()
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=512, intermediate_size=256, num_hidden_layers=1,
+        num_attention_heads=16, num_key_value_heads=16, tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+    )  # fmt: skip
+    base = tmp_path / "base"
+    AutoModelForCausalLM.from_config(config).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    settings = TrainSettings(
+        zero_stage=3, lora={"r": 256, "alpha": 256.0, "dropout": 0.1}, micro_batch_size=2,
+        max_steps=8, save_steps=2, learning_rate=1e-3,
+    )  # fmt: skip
+    reference = train_in_subprocess(_dataset(32), settings, str(base), tmp_path / "reference")
+    with pytest.raises(TrainingFailed):
+        train_in_subprocess(
+            _dataset(32), settings, str(base), tmp_path / "killed", on_line=_kill_training
+        )
+    resumed = train_in_subprocess(_dataset(32), settings, str(base), tmp_path / "killed")
+    assert resumed.manifest["summary"]["resumed_from_step"] in (4, 6)
+    assert resumed.manifest["summary"]["loss_curve"] == reference.manifest["summary"]["loss_curve"]
+    for name in ("model.safetensors", f"{ADAPTER_DIR}/adapter_model.safetensors"):
+        assert name in resumed.manifest["files"]
+        assert file_sha256(resumed.checkpoint / name) == file_sha256(reference.checkpoint / name)
+
+    ids = torch.tensor([tokenizer("What is 3 plus 3?")["input_ids"]])
+    merged = _logits(AutoModelForCausalLM.from_pretrained(resumed.checkpoint), ids)
+    adapter = peft.PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(base), resumed.checkpoint / ADAPTER_DIR
+    )
+    torch.testing.assert_close(_logits(adapter, ids), merged, atol=1e-5, rtol=0)
+    before = _logits(AutoModelForCausalLM.from_pretrained(base), ids)
+    assert (merged - before).abs().max() > 1e-3  # the adapters trained

@@ -94,6 +94,8 @@ def cuts(models_home, tmp_path_factory) -> dict:
         "micro2": {"micro_batch_size": 2},
         "accumulate2": {"micro_batch_size": 1, "gradient_accumulation_steps": 2},
         "ranks2": {"micro_batch_size": 1, "num_gpus": 2},
+        "unpacked": {"micro_batch_size": 2, "packing": False},
+        "ptr3_answer_only": {"micro_batch_size": 2, "loss": "ptr3", "ptr3_lambdas": [1, 0, 0]},
     }.items():
         folder = tmp_path_factory.mktemp(name)
         out[name] = _train(
@@ -104,9 +106,9 @@ def cuts(models_home, tmp_path_factory) -> dict:
 
 @pytest.mark.slow
 def test_the_objective_does_not_depend_on_how_a_step_is_cut(models_home, chat_format, cuts):
-    """micro 2 x acc 1 = micro 1 x acc 2 = 2 ranks x micro 1: same losses, same weights after two
-    steps, and the first loss is sum(w * ce) / sum(w) over the step's tokens, computed here
-    directly. (Normalised per micro-batch instead, "4." would carry half the objective.)"""
+    """micro 2 x acc 1 = micro 1 x acc 2 = 2 ranks x micro 1 = micro 2 unpacked: same losses, same
+    weights after two steps, and the first loss is sum(w * ce) / sum(w) over the step's tokens,
+    computed here directly. (Normalised per micro-batch instead, "4." would carry half the objective.)"""
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
@@ -126,9 +128,13 @@ def test_the_objective_does_not_depend_on_how_a_step_is_cut(models_home, chat_fo
     # Adam's first steps move each weight by about the learning rate (1e-2) whatever the gradient's
     # size, so float noise in a near-zero gradient can move one weight by ~1e-4; a different
     # objective would move many weights by up to 2e-2.
-    for name in ("accumulate2", "ranks2"):
+    for name in ("accumulate2", "ranks2", "unpacked"):
         for key, tensor in weights["micro2"].items():
             torch.testing.assert_close(weights[name][key], tensor, rtol=0, atol=5e-4)
+    # The paper's loss with lambda = (1, 0, 0) is the answer loss: the same run, bit for bit.
+    assert curves["ptr3_answer_only"] == curves["micro2"]
+    for key, tensor in weights["micro2"].items():
+        assert torch.equal(weights["ptr3_answer_only"][key], tensor), key
 
 
 def _encoded(row: dict):
