@@ -107,6 +107,11 @@ def _metadata(result: training.TrainResult) -> dict:
         "loss_curve": dg.MetadataValue.json(losses),
         "train_seconds": summary["train_seconds"],
         "tokens_per_s": summary["tokens_per_s"],
+        "trained_tokens": summary["trained_tokens"],
+        "mfu": summary["mfu"],  # None unless peak_tflops is set
+        "resumed_from_step": summary["resumed_from_step"],
+        "origin_counts": dg.MetadataValue.json(summary["origin_counts"]),
+        "loss_parts": dg.MetadataValue.json(summary["loss_parts"]),
         "deepspeed_config": dg.MetadataValue.json(result.manifest["deepspeed_config"]),
         "manifest": dg.MetadataValue.md(
             f"```json\n{json.dumps(result.manifest['files'], indent=1)}\n```"
