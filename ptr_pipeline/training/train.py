@@ -85,7 +85,9 @@ def main(job: TrainJob) -> dict:
     n0 = len(examples[0].input_ids)
     empty = Encoded(examples[0].input_ids, [IGNORE_INDEX] * n0, [0.0] * n0, [0] * n0)
     pack_into = settings.max_seq_len if settings.packing else None
-    keeps_logits = "logits_to_keep" in inspect.signature(engine.module.forward).parameters
+    # Models that take logits_to_keep (transformers' Llama, Qwen2, ...; peft passes it through).
+    inner = engine.module.get_base_model() if settings.lora is not None else engine.module
+    keeps_logits = "logits_to_keep" in inspect.signature(inner.forward).parameters
 
     # --- resume from the last complete checkpoint, if any
     state = {"step": 0, "losses": [], "parts": {}, "tokens": 0, "seconds": 0.0}
@@ -165,7 +167,7 @@ def main(job: TrainJob) -> dict:
         "trained_tokens": int(train_tokens),
         "tokens_per_s": round(tokens_per_s, 1) if tokens_per_s else None,
         "model_flops_per_token": flops,
-        "mfu": round(flops * tokens_per_s / world / (settings.peak_tflops * 1e12), 4)
+        "mfu": round(flops * tokens_per_s / world / (settings.peak_tflops * 1e12), 6)
         if settings.peak_tflops and tokens_per_s
         else None,
         "world_size": world,

@@ -19,7 +19,7 @@ from ptr_pipeline.training import (
 )
 from ptr_pipeline.training.launch import _failure, command, environment
 from ptr_pipeline.training.loss import weighted_thought_loss
-from ptr_pipeline.training.tokenize import collate, encode_dataset
+from ptr_pipeline.training.tokenize import collate, encode_dataset, step_plan
 
 LONG = "Add the tens, then the ones, then carry: the sum of these numbers is four in the end. " * 3
 
@@ -151,7 +151,7 @@ def runs(models_home, tmp_path_factory) -> dict:
         folder = tmp_path_factory.mktemp(f"zero{stage}")
         out[stage] = _train(
             models_home, folder, _dataset(), zero_stage=stage, max_steps=3,
-            micro_batch_size=2, learning_rate=1e-2,
+            micro_batch_size=2, learning_rate=1e-2, peak_tflops=0.5,
         )  # fmt: skip
     return out
 
@@ -185,6 +185,28 @@ def test_train_writes_a_loadable_changed_checkpoint(models_home, runs, zero_stag
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("zero_stage", [0, 3])
+def test_the_manifest_reports_model_flops_and_mfu(models_home, runs, zero_stage):
+    """6N + 12 L d T per token (N counted here on the unpartitioned model, so ZeRO-3's
+    partitioning must not change it), and MFU = that x tokens/s / peak."""
+    from transformers import AutoModelForCausalLM
+
+    summary = runs[zero_stage][0].manifest["summary"]
+    model = AutoModelForCausalLM.from_pretrained(models_home.resolve_model("tiny:base"))
+    n = sum(p.numel() for p in model.parameters())  # tied: the embedding is the LM head
+    lengths = [len(e) for e in encode_dataset(_dataset(), ChatFormat.from_pretrained(
+        models_home.resolve_model("tiny:base")), TrainSettings()).examples["input_ids"].to_pylist()]  # fmt: skip
+    mean = sum(lengths) / len(lengths)
+    expected = 6 * n + 12 * model.config.num_hidden_layers * model.config.hidden_size * mean
+    assert summary["model_flops_per_token"] == pytest.approx(expected)
+    settings = TrainSettings(max_steps=3, micro_batch_size=2)
+    trained = [i for plan in step_plan(8, settings, 1) for i in plan[0][0]]
+    assert len(trained) == 6 and summary["trained_tokens"] == sum(lengths[i] for i in trained)
+    mfu = summary["model_flops_per_token"] * summary["tokens_per_s"] / 0.5e12
+    assert summary["mfu"] == pytest.approx(mfu, rel=1e-3) and 0 < summary["mfu"] < 1
+
+
+@pytest.mark.slow
 def test_zero_3_trains_like_zero_0(runs):
     """Sharding changes where state lives, not the maths: same losses, same weights."""
     from safetensors.torch import load_file
@@ -204,7 +226,7 @@ def test_unchanged_inputs_reuse_the_checkpoint_and_staging_is_cleaned(models_hom
     assert not list(work.glob(".staging-*"))  # removed after success
     again, lines = _train(
         models_home, work, _dataset(), zero_stage=0, max_steps=3, micro_batch_size=2,
-        learning_rate=1e-2,
+        learning_rate=1e-2, peak_tflops=0.5,
     )  # fmt: skip
     assert again.cached and lines == [] and again.checkpoint == result.checkpoint
     assert again.manifest == result.manifest
@@ -216,7 +238,7 @@ def test_unchanged_inputs_reuse_the_checkpoint_and_staging_is_cleaned(models_hom
         f.write(bytes([last[0] ^ 0xFF]))
     retrained, lines = _train(
         models_home, work, _dataset(), zero_stage=0, max_steps=3, micro_batch_size=2,
-        learning_rate=1e-2,
+        learning_rate=1e-2, peak_tflops=0.5,
     )  # fmt: skip
     assert not retrained.cached and any(line.startswith("step 3/3") for line in lines)
     assert checkpoint_problems(retrained.checkpoint) == []
@@ -306,3 +328,27 @@ def test_a_non_finite_loss_fails_training(models_home, tmp_path):
     ):
         train_in_subprocess(_dataset(8), settings, models_home.resolve_model("tiny:base"), tmp_path)
     assert not [p for p in tmp_path.iterdir() if not p.name.startswith(".")]  # nothing cached
+
+
+@pytest.mark.slow
+def test_ptr3_in_bf16_with_activation_checkpointing(models_home, tmp_path):
+    """The paper's loss with every term on, bf16 weights and recomputed activations: each step's
+    loss is the lambda-weighted sum of the logged terms, and training lowers the answer loss."""
+    from safetensors import safe_open
+
+    result, lines = _train(
+        models_home, tmp_path, _dataset(16), loss="ptr3", ptr3_lambdas=[0.6, 0.2, 0.2],
+        precision="bf16", gradient_checkpointing=True, micro_batch_size=4, max_steps=6,
+        learning_rate=1e-2,
+    )  # fmt: skip
+    summary = result.manifest["summary"]
+    parts = summary["loss_parts"]
+    assert sorted(parts) == ["answer_ce", "confidence", "consistency"]
+    for step, loss in enumerate(summary["loss_curve"]):
+        weighted = 0.6 * parts["answer_ce"][step] + 0.2 * parts["consistency"][step]
+        assert loss == pytest.approx(weighted + 0.2 * parts["confidence"][step], abs=1e-5)
+    assert all(v > 0 for curve in parts.values() for v in curve)
+    assert parts["answer_ce"][-1] < parts["answer_ce"][0]
+    assert any(line.startswith("step 6/6 loss") and "consistency" in line for line in lines)
+    with safe_open(result.checkpoint / "model.safetensors", "pt") as f:
+        assert f.get_tensor(next(iter(f.keys()))).dtype == torch.bfloat16
