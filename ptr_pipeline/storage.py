@@ -227,7 +227,8 @@ def checkpoint_problems(folder: Path, hashes: bool = True) -> list[str]:
 def publish_folder(source: Path, target: Path) -> bool:
     """Make ``target`` a complete copy of checkpoint folder ``source`` (hard links where possible).
 
-    A complete ``target`` is kept as it is; an incomplete one is replaced. The new folder is
+    A complete ``target`` is kept, with ``source``'s manifest when it differs (the same files: a
+    later run's report of them, e.g. another ``peak_tflops``); an incomplete one is replaced. The new folder is
     assembled beside ``target`` and renamed into place, so a reader never sees half of it.
 
     Returns:
@@ -236,7 +237,14 @@ def publish_folder(source: Path, target: Path) -> bool:
     Raises:
         ValueError: ``source`` itself is not a complete checkpoint.
     """
-    if source.resolve() == target.resolve() or not checkpoint_problems(target):
+    if source.resolve() == target.resolve():
+        return False
+    if not checkpoint_problems(target):  # the same files: the newest manifest describes them
+        manifest = (source / CHECKPOINT_MANIFEST).read_bytes()
+        if (target / CHECKPOINT_MANIFEST).read_bytes() != manifest:
+            tmp = target / f".{CHECKPOINT_MANIFEST}.{os.getpid()}"
+            tmp.write_bytes(manifest)
+            os.replace(tmp, target / CHECKPOINT_MANIFEST)
         return False
     problems = checkpoint_problems(source)
     if problems:

@@ -1,5 +1,7 @@
 """Atomic Parquet writes and sharded stages that resume after a crash."""
 
+import json
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -167,3 +169,21 @@ def test_publish_parquet_file_moves_the_file_and_copies_across_filesystems(tmp_p
     assert sorted(p.name for p in (tmp_path / "asset" / "versions").iterdir()) == sorted(
         [f"{digest[:16]}.parquet", snapshot.name]
     )
+
+
+def test_publish_folder_keeps_complete_files_and_takes_the_newer_manifest(tmp_path):
+    from ptr_pipeline.storage import CHECKPOINT_MANIFEST, folder_manifest_files, publish_folder
+
+    source, target = tmp_path / "source", tmp_path / "target"
+    (source / "adapter").mkdir(parents=True)
+    (source / "model.bin").write_bytes(b"weights")
+    (source / "adapter" / "a.bin").write_bytes(b"adapter")  # subfolders are part of it
+    manifest = {"files": folder_manifest_files(source), "summary": {"mfu": None}}
+    (source / CHECKPOINT_MANIFEST).write_text(json.dumps(manifest))
+    assert publish_folder(source, target) is True
+    assert (target / "adapter" / "a.bin").read_bytes() == b"adapter"
+    (source / CHECKPOINT_MANIFEST).unlink()  # a hard link to the target's: write a new file
+    (source / CHECKPOINT_MANIFEST).write_text(json.dumps({**manifest, "summary": {"mfu": 0.4}}))
+    assert publish_folder(source, target) is False  # the same files: not copied again
+    assert json.loads((target / CHECKPOINT_MANIFEST).read_text())["summary"]["mfu"] == 0.4
+    assert sorted(p.name for p in target.iterdir()) == ["adapter", "model.bin", CHECKPOINT_MANIFEST]

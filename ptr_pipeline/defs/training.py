@@ -98,7 +98,7 @@ def _metadata(result: training.TrainResult) -> dict:
     return {
         "base_model": result.manifest["base_model"],
         "reused": result.cached,
-        "steps_run": 0 if result.cached else summary["steps"],
+        "steps_run": 0 if result.cached else summary["steps"] - (summary["resumed_from_step"] or 0),
         "steps": summary["steps"],
         "examples": summary["examples"],
         "examples_dropped_too_long": summary["examples_dropped_too_long"],

@@ -20,12 +20,10 @@ def sft_rows(dataset: pa.Table) -> pa.Table:
 
 
 def sft_settings(settings: TrainSettings) -> TrainSettings:
-    """``settings`` for the SFT run: the same budget, with the thought weights (which cannot
-    matter without thoughts) at their defaults, so the SFT cache key ignores them."""
+    """``settings`` for the SFT run: the same budget and the plain answer loss (``answer_ce``: the
+    paper's IFT baseline is ordinary SFT, so a ``ptr3`` ablation keeps the baseline it is compared
+    with), with the thought weights (which cannot matter without thoughts) and the ptr3 weights at
+    their defaults, so the SFT cache key ignores them."""
     defaults = TrainSettings()
-    return settings.model_copy(
-        update={
-            "thought_weight": defaults.thought_weight,
-            "thought_weight_schedule": defaults.thought_weight_schedule,
-        }
-    )
+    fixed = ("thought_weight", "thought_weight_schedule", "loss", "ptr3_lambdas", "ptr3_beta0")
+    return settings.model_copy(update={name: getattr(defaults, name) for name in fixed})

@@ -9,14 +9,16 @@ looks for mpi4py) or DeepSpeed's own launcher (``deepspeed --num_gpus N --module
 
 Caching: the checkpoint of a (dataset, settings, base model, code version) fingerprint lives in
 ``work_dir/<key16>/`` and is reused while its manifest verifies, so an unchanged rerun trains 0
-steps (every file hash is checked first; a damaged cache is trained again). ``save_steps`` and
-``save_total_limit`` are not part of the key (``TrainSettings.result_fields``).
+steps (every file hash is checked first; a damaged cache is trained again). Settings that cannot
+change the weights are not part of the key (``TrainSettings.result_fields``: ``save_steps``,
+``save_total_limit``, ``peak_tflops``); a reused checkpoint's manifest is brought up to them.
 
 Resume: every attempt at a key stages in ``work_dir/.staging-<key16>/`` (one process at a time:
-``.staging-<key16>.lock``, a ``filelock`` lock). Its ``checkpoints/`` holds the resumable
+``work_dir/.<key16>.lock``, a ``filelock`` lock). Its ``checkpoints/`` holds the resumable
 checkpoints the training process writes every ``save_steps`` steps, so a rerun after a crash or a
 kill resumes from the last complete one. A success renames the final checkpoint into place and
-removes the staging folder; a failure keeps it, with each rank's error in ``errors/``.
+removes the staging folder, and those of other inputs no process is training now (abandoned
+attempts); a failure keeps its own, with each rank's error in ``errors/``.
 
 DeepSpeed compiles its CPU ops into ``TORCH_EXTENSIONS_DIR``; unless set, that is a folder of this
 Python environment (``<sys.prefix>/torch_extensions``), not the home cache every checkout shares.
@@ -135,7 +137,7 @@ def train_in_subprocess(
         problems = checkpoint_problems(final)  # every hash: a reused checkpoint must be intact
         if not problems:
             log.info("training inputs unchanged: reusing %s", final)
-            return TrainResult(final, json.loads((final / CHECKPOINT_MANIFEST).read_text()), True)
+            return TrainResult(final, report(final, settings), True)
         log.warning("cached checkpoint %s is damaged (%s); training again", final, problems[0])
         shutil.rmtree(final)
 
@@ -182,7 +184,9 @@ def train_in_subprocess(
             f"another process is training the same inputs now ({lock.lock_file} is held)"
         ) from None
     try:
-        return _run(job, examples, staging, final, device, on_line)
+        result = _run(job, examples, staging, final, device, on_line)
+        Path(lock.lock_file).unlink()  # held: no other process is between its open and its lock
+        return result
     finally:
         lock.release()
 
@@ -232,7 +236,53 @@ def _run(job: TrainJob, examples: pa.Table, staging: Path, final: Path, device, 
         shutil.rmtree(final)  # an incomplete earlier attempt
     os.rename(staging / "checkpoint", final)
     shutil.rmtree(staging)
-    return TrainResult(final, json.loads((final / CHECKPOINT_MANIFEST).read_text()), False)
+    _remove_abandoned(final.parent)
+    return TrainResult(final, report(final, job.settings), False)
+
+
+def _remove_abandoned(work_dir: Path) -> None:
+    """Remove the staging folders (resumable checkpoints of failed attempts) and lock files of
+    the inputs no process is training now: after a success, only the inputs in training keep
+    theirs, so disk use stays bounded (a rerun of an abandoned input starts from step 0)."""
+    keys = {p.name.removeprefix(".staging-") for p in work_dir.glob(".staging-*")}
+    keys |= {p.name[1 : -len(".lock")] for p in work_dir.glob(".*.lock")}
+    for key in sorted(keys):
+        other = FileLock(work_dir / f".{key}.lock")
+        try:
+            other.acquire(timeout=0)
+        except Timeout:
+            continue  # in training now (or our own lock, held)
+        try:
+            log.info("removing the staging folder of abandoned inputs %s", key)
+            shutil.rmtree(work_dir / f".staging-{key}", ignore_errors=True)
+            Path(other.lock_file).unlink(missing_ok=True)
+        finally:
+            other.release()
+
+
+def report(checkpoint: Path, settings: TrainSettings) -> dict:
+    """The checkpoint's manifest, brought up to this run's settings and MFU (rewritten in place
+    when they differ; only settings outside the cache key can, e.g. ``peak_tflops``).
+
+    MFU = model FLOPs per token x tokens/s / (ranks x peak FLOP/s), None without ``peak_tflops``.
+    """
+    path = checkpoint / CHECKPOINT_MANIFEST
+    manifest = json.loads(path.read_text())
+    summary = manifest["summary"]
+    mfu = None
+    if settings.peak_tflops and summary["tokens_per_s"]:
+        peak = summary["world_size"] * settings.peak_tflops * 1e12
+        mfu = round(summary["model_flops_per_token"] * summary["tokens_per_s"] / peak, 6)
+    if manifest["settings"] != settings.model_dump() or summary["mfu"] != mfu:
+        manifest = {
+            **manifest,
+            "settings": settings.model_dump(),
+            "summary": {**summary, "mfu": mfu},
+        }
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(manifest, indent=2))
+        os.replace(tmp, path)
+    return manifest
 
 
 def _failure(error_dir: Path, returncode: int, tail: deque[str]) -> str:

@@ -1,6 +1,7 @@
 """Settings of the training stage, the typed job the training process receives, and the DeepSpeed
 config built from the settings (never hand-edited)."""
 
+from importlib.util import find_spec
 from typing import Literal
 
 import pydantic
@@ -16,7 +17,7 @@ class LoraSettings(pydantic.BaseModel):
     """LoRA adapters (peft 0.21, ``peft.LoraConfig``): only the adapters train; the checkpoint holds
     the merged model and the adapter (``adapter/``)."""
 
-    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     r: int = pydantic.Field(16, ge=1, description="adapter rank")
     alpha: float = pydantic.Field(32.0, gt=0.0, description="scaling: alpha / r")
@@ -32,7 +33,7 @@ class TrainSettings(pydantic.BaseModel):
     """Weighted thought-mask fine-tuning. Defaults are the CPU demo. The model trained is an
     input (the ``base_model`` asset), not a setting."""
 
-    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     zero_stage: int = pydantic.Field(0, ge=0, le=3, description="DeepSpeed ZeRO stage")
     offload_optimizer: bool = pydantic.Field(False, description="ZeRO >= 1: optimizer state on CPU")
@@ -126,6 +127,11 @@ class TrainSettings(pydantic.BaseModel):
                 f"packing with attn_implementation={self.attn_implementation!r} is not tested to "
                 f"keep packed samples apart; use one of {sorted(PACKING_EXACT)} or packing: false"
             )
+        if self.attn_implementation == "flash_attention_2" and not find_spec("flash_attn"):
+            raise ValueError(
+                "attn_implementation 'flash_attention_2' needs the flash-attn package (CUDA GPUs "
+                "only); use sdpa"
+            )
         lambdas = self.ptr3_lambdas
         if len(lambdas) != 3 or min(lambdas) < 0 or abs(sum(lambdas) - 1.0) > 1e-6:
             raise ValueError(
@@ -134,9 +140,14 @@ class TrainSettings(pydantic.BaseModel):
         return self
 
     def result_fields(self) -> dict:
-        """The settings that decide the trained weights: every field but when state is saved
-        (``save_steps``, ``save_total_limit``), so changing those reuses or resumes a run."""
-        return self.model_dump(exclude={"save_steps", "save_total_limit"})
+        """The settings that decide the trained weights (the cache key): every field but when
+        state is saved (``save_steps``, ``save_total_limit``), what is only reported
+        (``peak_tflops``) and the ptr3 weights under ``loss: answer_ce``; changing those reuses or
+        resumes a run."""
+        unused = {"save_steps", "save_total_limit", "peak_tflops"}
+        if self.loss == "answer_ce":
+            unused |= {"ptr3_lambdas", "ptr3_beta0"}
+        return self.model_dump(exclude=unused)
 
 
 class TrainJob(pydantic.BaseModel):

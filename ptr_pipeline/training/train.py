@@ -167,9 +167,7 @@ def main(job: TrainJob) -> dict:
         "trained_tokens": int(train_tokens),
         "tokens_per_s": round(tokens_per_s, 1) if tokens_per_s else None,
         "model_flops_per_token": flops,
-        "mfu": round(flops * tokens_per_s / world / (settings.peak_tflops * 1e12), 6)
-        if settings.peak_tflops and tokens_per_s
-        else None,
+        "mfu": None,  # launch.report_mfu: for the peak_tflops of the run that reads it
         "world_size": world,
     }
     state_dict = None

@@ -1,6 +1,7 @@
 """Packing and supervised-only logits: exact, for every attention implementation allowed with
 packing, and the step's objective unchanged."""
 
+import importlib.util
 import random
 import typing
 
@@ -165,4 +166,10 @@ def test_packing_keeps_the_weights_and_the_step_normaliser(chat_format):
 def test_packing_needs_an_implementation_tested_exact():
     with pytest.raises(ValueError, match="packing with attn_implementation='flash_attention_2'"):
         TrainSettings(attn_implementation="flash_attention_2")
-    assert TrainSettings(attn_implementation="flash_attention_2", packing=False).packing is False
+    if importlib.util.find_spec("flash_attn") is None:  # refused before any compute, too
+        with pytest.raises(ValueError, match="needs the flash-attn package"):
+            TrainSettings(attn_implementation="flash_attention_2", packing=False)
+    else:
+        assert (
+            TrainSettings(attn_implementation="flash_attention_2", packing=False).packing is False
+        )

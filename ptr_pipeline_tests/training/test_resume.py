@@ -61,7 +61,17 @@ def test_a_killed_training_resumes_to_the_uninterrupted_result(
     assert not list(work.glob(".staging-*"))  # the resumable checkpoints go with the staging
 
 
-def test_save_settings_do_not_change_the_cache_key():
+def test_settings_that_cannot_change_the_weights_are_not_in_the_cache_key():
     a = TrainSettings(save_steps=10, save_total_limit=1).result_fields()
-    assert a == TrainSettings(save_steps=None).result_fields()
+    assert a == TrainSettings(save_steps=None, peak_tflops=989.0).result_fields()
+    assert a == TrainSettings(ptr3_lambdas=[0.5, 0.5, 0], ptr3_beta0=2).result_fields()  # unused
     assert a != TrainSettings(learning_rate=0.5).result_fields()
+    ptr3 = TrainSettings(loss="ptr3").result_fields()
+    assert ptr3 != TrainSettings(loss="ptr3", ptr3_beta0=2).result_fields()
+
+
+def test_sft_baseline_trains_plain_answer_ce_whatever_the_ptr_loss():
+    from ptr_pipeline.training import sft_settings
+
+    sft = sft_settings(TrainSettings(loss="ptr3", ptr3_lambdas=[0.5, 0.25, 0.25], thought_weight=1))
+    assert sft.loss == "answer_ce" and sft.result_fields() == TrainSettings().result_fields()

@@ -230,6 +230,21 @@ def test_unchanged_inputs_reuse_the_checkpoint_and_staging_is_cleaned(models_hom
     )  # fmt: skip
     assert again.cached and lines == [] and again.checkpoint == result.checkpoint
     assert again.manifest == result.manifest
+    # A reporting setting is not a reason to train again: the reused manifest gets the new MFU.
+    peak1, _ = _train(
+        models_home, work, _dataset(), zero_stage=0, max_steps=3, micro_batch_size=2,
+        learning_rate=1e-2, peak_tflops=1.0,
+    )  # fmt: skip
+    assert peak1.cached and peak1.manifest["settings"]["peak_tflops"] == 1.0
+    assert peak1.manifest["summary"]["mfu"] == pytest.approx(
+        result.manifest["summary"]["mfu"] / 2, rel=1e-3
+    )
+    assert json.loads((work / result.checkpoint.name / "ptr_manifest.json").read_text()) == (
+        peak1.manifest
+    )
+    # A failed attempt at other inputs leaves its staging folder; the next success removes it.
+    (work / ".staging-0123456789abcdef" / "checkpoints").mkdir(parents=True)
+    (work / ".0123456789abcdef.lock").touch()
     # A damaged cache (same size, one byte flipped) is not reused: it is trained again.
     with (result.checkpoint / "model.safetensors").open("r+b") as f:
         f.seek(-1, 2)
@@ -242,6 +257,7 @@ def test_unchanged_inputs_reuse_the_checkpoint_and_staging_is_cleaned(models_hom
     )  # fmt: skip
     assert not retrained.cached and any(line.startswith("step 3/3") for line in lines)
     assert checkpoint_problems(retrained.checkpoint) == []
+    assert not [p.name for p in work.iterdir() if p.name.startswith(".")]  # nor lock files
 
 
 @pytest.mark.slow
