@@ -123,7 +123,7 @@ def main(job: TrainJob) -> dict:
             "samples": _all_reduce(torch.tensor(float(sum(len(i) for i in mine)))),
         }
         step_loss = torch.zeros((), dtype=torch.float32)
-        step_parts: dict[str, float] = {}
+        step_parts: dict[str, torch.Tensor] = {}
         for batch, indices in zip(batches, mine, strict=True):
             loss, parts = _micro_batch_loss(engine, batch, totals, settings, keeps_logits)
             engine.backward(loss * scale)
