@@ -118,8 +118,9 @@ def make_rows(work: Path, tokenizer, rows: int, seed: int, lo: int, hi: int):
     import pyarrow.parquet as pq
 
     from ptr_pipeline import schemas
+    from ptr_pipeline.conversation import REFINE_PROMPT, progression
 
-    path = work / f"rows-{rows}-{seed}-{lo}-{hi}.parquet"
+    path = work / f"rows-v2-{rows}-{seed}-{lo}-{hi}.parquet"
     if path.exists():
         return pq.read_table(path)
     rng = random.Random(seed)
@@ -130,15 +131,23 @@ def make_rows(work: Path, tokenizer, rows: int, seed: int, lo: int, hi: int):
             words.append(str(rng.randint(2, 999)) if rng.random() < 0.1 else rng.choice(WORDS))
         return (" ".join(words) + ending).strip()
 
+    def rendered(query: str, steps: list[str]) -> int:
+        conversation = progression(query, steps, REFINE_PROMPT)
+        return len(
+            tokenizer(tokenizer.apply_chat_template(conversation, tokenize=False))["input_ids"]
+        )
+
     out = []
-    for i in range(rows):
+    while len(out) < rows:
         n = rng.randint(1, 3)
         # Template and refine prompts: about 5 tokens a turn, 11 a refine prompt.
         budget = max(20, rng.randint(lo, hi) - 10 - 16 * n)
         query = text(max(8, budget // 5), "?")
         thoughts = [text(max(6, budget * 3 // (5 * n)), ".") for _ in range(n)]
         answer = text(max(6, budget // 5), f". The answer is {rng.randint(1, 999)}.")
-        out.append({"query_id": f"q{i:04d}", "query": query, "thoughts": thoughts,
+        if rendered(query, [*thoughts, answer]) > hi:  # over the range: draw again
+            continue
+        out.append({"query_id": f"q{len(out):04d}", "query": query, "thoughts": thoughts,
                     "answer": answer, "origin": "ptr"})  # fmt: skip
     table = pa.Table.from_pylist(out, schema=schemas.PTR_DATASET)
     pq.write_table(table, path)
