@@ -31,8 +31,11 @@ def _kill_training(line: str) -> None:
             child.send_signal(signal.SIGKILL)
 
 
+# ZeRO-0 on one rank and ZeRO-3 on two: the plainest and the most partitioned state. ZeRO-3 on one
+# rank is resumed by test_lora.py (with LoRA); all four of ZeRO 0/3 x 1/2 ranks passed when run, but
+# each two-rank case costs about 95 s of CI.
 @pytest.mark.slow
-@pytest.mark.parametrize(("zero_stage", "num_gpus"), [(0, 1), (3, 1), (0, 2), (3, 2)])
+@pytest.mark.parametrize(("zero_stage", "num_gpus"), [(0, 1), (3, 2)])
 def test_a_killed_training_resumes_to_the_uninterrupted_result(
     models_home, tmp_path, zero_stage, num_gpus
 ):
