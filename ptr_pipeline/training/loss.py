@@ -9,6 +9,10 @@ Normalisation follows transformers' fix for gradient accumulation (``num_items_i
 training loop passes the total weight of the whole optimizer step, summed over its micro-batches
 and ranks, so every supervised token counts the same however the step is cut into micro-batches
 and ranks. Without it the loss is normalised by this batch's own weight.
+
+This is ``loss: answer_ce``; ``loss: ptr3`` (the paper's Eq. 3.4) adds two terms in ``ptr3.py``.
+The trainer computes logits only at ``supervised_positions``; ``weighted_thought_loss`` is the same
+loss over full logits.
 """
 
 import torch

@@ -49,9 +49,9 @@ class TrainSettings(pydantic.BaseModel):
     micro_batch_size: int = pydantic.Field(
         32,
         ge=1,
-        description="sequences per device per micro-step; the loss is normalised over the whole "
-        "optimizer step, so micro_batch_size x gradient_accumulation_steps x num_gpus can be cut "
-        "any way without changing the objective",
+        description="dataset rows per device per micro-step (packed or not); the loss is "
+        "normalised over the whole optimizer step, so micro_batch_size x "
+        "gradient_accumulation_steps x num_gpus can be cut any way without changing the objective",
     )
     gradient_accumulation_steps: int = pydantic.Field(1, ge=1)
     max_seq_len: int = pydantic.Field(
