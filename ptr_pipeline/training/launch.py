@@ -185,7 +185,7 @@ def train_in_subprocess(
         ) from None
     try:
         result = _run(job, examples, staging, final, device, on_line)
-        Path(lock.lock_file).unlink()  # held: no other process is between its open and its lock
+        Path(lock.lock_file).unlink(missing_ok=True)  # held: no process waits on it (timeout 0)
         return result
     finally:
         lock.release()
