@@ -59,6 +59,13 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> str:
     return digest
 
 
+def write_bytes_atomic(data: bytes, path: Path) -> None:
+    """Write ``data`` to ``path`` so that readers see the old content or the new, never half."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 @contextlib.contextmanager
 def atomic_parquet_writer(
     path: Path, schema: pa.Schema, **options: Any
@@ -242,9 +249,7 @@ def publish_folder(source: Path, target: Path) -> bool:
     if not checkpoint_problems(target):  # the same files: the newest manifest describes them
         manifest = (source / CHECKPOINT_MANIFEST).read_bytes()
         if (target / CHECKPOINT_MANIFEST).read_bytes() != manifest:
-            tmp = target / f".{CHECKPOINT_MANIFEST}.{os.getpid()}"
-            tmp.write_bytes(manifest)
-            os.replace(tmp, target / CHECKPOINT_MANIFEST)
+            write_bytes_atomic(manifest, target / CHECKPOINT_MANIFEST)
         return False
     problems = checkpoint_problems(source)
     if problems:

@@ -47,6 +47,7 @@ from ptr_pipeline.storage import (
     checkpoint_problems,
     fingerprint,
     table_fingerprint,
+    write_bytes_atomic,
     write_parquet_atomic,
 )
 from ptr_pipeline.training.settings import TrainJob, TrainSettings
@@ -279,9 +280,7 @@ def report(checkpoint: Path, settings: TrainSettings) -> dict:
             "settings": settings.model_dump(),
             "summary": {**summary, "mfu": mfu},
         }
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(manifest, indent=2))
-        os.replace(tmp, path)
+        write_bytes_atomic(json.dumps(manifest, indent=2).encode(), path)
     return manifest
 
 

@@ -226,7 +226,7 @@ def _micro_batch_loss(
         out.hidden_states[-1] if lambdas[1] > 0 else None, batch.sample_ids, batch.turns,
         totals["weight"], totals["samples"], lambdas, settings.ptr3_beta0,
     )  # fmt: skip
-    return loss, {k: torch.as_tensor(v, dtype=torch.float32) for k, v in parts.items()}
+    return loss, parts  # detached float32 scalars
 
 
 def model_flops_per_token(model, examples: list[Encoded], settings: TrainSettings) -> float:
