@@ -119,9 +119,9 @@ def make_rows(work: Path, tokenizer, rows: int, seed: int, lo: int, hi: int):
     import pyarrow.parquet as pq
 
     from ptr_pipeline import schemas
-    from ptr_pipeline.conversation import REFINE_PROMPT, progression
+    from ptr_pipeline.conversation import GENERIC_REFINE_TURN, progression
 
-    path = work / f"rows-v2-{rows}-{seed}-{lo}-{hi}.parquet"
+    path = work / f"rows-v3-{rows}-{seed}-{lo}-{hi}.parquet"
     if path.exists():
         return pq.read_table(path)
     rng = random.Random(seed)
@@ -133,7 +133,7 @@ def make_rows(work: Path, tokenizer, rows: int, seed: int, lo: int, hi: int):
         return (" ".join(words) + ending).strip()
 
     def rendered(query: str, steps: list[str]) -> int:
-        conversation = progression(query, steps, REFINE_PROMPT)
+        conversation = progression(query, steps, GENERIC_REFINE_TURN)
         return len(
             tokenizer(tokenizer.apply_chat_template(conversation, tokenize=False))["input_ids"]
         )
@@ -149,7 +149,8 @@ def make_rows(work: Path, tokenizer, rows: int, seed: int, lo: int, hi: int):
         if rendered(query, [*thoughts, answer]) > hi:  # over the range: draw again
             continue
         out.append({"query_id": f"q{len(out):04d}", "query": query, "thoughts": thoughts,
-                    "answer": answer, "origin": "ptr"})  # fmt: skip
+                    "answer": answer, "origin": "ptr",
+                    "refine_turn": GENERIC_REFINE_TURN})  # fmt: skip
     table = pa.Table.from_pylist(out, schema=schemas.PTR_DATASET)
     pq.write_table(table, path)
     return table
@@ -367,14 +368,14 @@ def ids_sha(ids: list[list[int]]) -> str:
     return hashlib.sha256(json.dumps([list(map(int, x)) for x in ids]).encode()).hexdigest()[:16]
 
 
-def trl_rows(dataset, refine_prompt: str) -> list[dict]:
+def trl_rows(dataset) -> list[dict]:
     """The same conversations as conversational prompt-completion rows: the prompt holds the
     query, the thoughts and the refine prompts; the completion is the answer turn."""
     from ptr_pipeline.conversation import progression
 
     out = []
     for r in dataset.select(["query", "thoughts", "answer"]).to_pylist():
-        conversation = progression(r["query"], [*r["thoughts"], r["answer"]], refine_prompt)
+        conversation = progression(r["query"], [*r["thoughts"], r["answer"]], r["refine_turn"])
         out.append({"prompt": conversation[:-1], "completion": conversation[-1:]})
     return out
 
@@ -440,9 +441,7 @@ def main() -> None:
     if plan["dropped"]:
         sys.exit(f"{plan['dropped']} rows are longer than --max-seq-len {args.max_seq_len}")
     data_path = work / f"trl-rows-{args.rows}-{args.seed}.jsonl"
-    data_path.write_text(
-        "".join(json.dumps(r) + "\n" for r in trl_rows(dataset, base.refine_prompt))
-    )
+    data_path.write_text("".join(json.dumps(r) + "\n" for r in trl_rows(dataset)))
 
     print(f"model: {model_path} (Llama, hidden {dims['hidden']}, {dims['layers']} layers, "
           f"{dims['heads']} heads, intermediate {dims['intermediate']}, vocab {len(tokenizer)}): "

@@ -22,7 +22,6 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ptr_pipeline.conversation import REFINE_PROMPT
 from ptr_pipeline.home import default_root
 
 ASSETS = ["query_pool", "weak_thoughts", "strong_refinements", "filter_decisions", "ptr_dataset"]
@@ -90,30 +89,17 @@ def report(root: Path) -> int:
 
 
 def refine_command(args: argparse.Namespace, root: Path) -> int:
-    from ptr_pipeline.conversation import ChatFormat, PromptTooLongError
+    from ptr_pipeline.conversation import ChatFormat, PromptTooLongError, check_refine_turn
     from ptr_pipeline.engines import Sampling, make_generator
     from ptr_pipeline.evaluation.rounds import refine
     from ptr_pipeline.evaluation.tasks import TASKS, load_examples
-    from ptr_pipeline.models import TINY_PREFIX, WORLD_PREFIX, check_model_spec
+    from ptr_pipeline.models import default_refine_turn
     from ptr_pipeline.records import InputError, read_records
 
-    checkpoint = args.checkpoint or str(root / "artifacts" / "ptr_checkpoint" / "latest")
-    if not args.checkpoint and not Path(checkpoint).exists():
-        print(f"no checkpoint at {checkpoint}: materialize ptr_checkpoint or pass --checkpoint",
-              file=sys.stderr)  # fmt: skip
+    checkpoint, problem = _checkpoint(args.checkpoint or "ptr", root)
+    if checkpoint is None:
+        print(f"error: --checkpoint {args.checkpoint or 'ptr'}: {problem}", file=sys.stderr)
         return 2
-    if args.checkpoint:
-        try:
-            check_model_spec(args.checkpoint)
-        except ValueError as e:
-            print(f"error: --checkpoint {e}", file=sys.stderr)
-            return 2
-    if args.checkpoint and args.checkpoint.startswith((WORLD_PREFIX, TINY_PREFIX)):
-        checkpoint = _built_model(args.checkpoint, root)
-        if checkpoint is None:
-            print(f"error: --checkpoint {args.checkpoint}: not built under {root / 'models'} yet; "
-                  "materialize the models assets (make demo) first", file=sys.stderr)  # fmt: skip
-            return 2
     if args.backend == "vllm" and importlib.util.find_spec("vllm") is None:
         print("error: --backend vllm: vllm is not installed (pip install -e '.[vllm]')",
               file=sys.stderr)  # fmt: skip
@@ -140,30 +126,39 @@ def refine_command(args: argparse.Namespace, root: Path) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     where = args.file or "--question"
-    model = str(Path(checkpoint).resolve()) if Path(checkpoint).exists() else checkpoint
-    if Path(model).is_dir() and not (Path(model) / "config.json").is_file():
-        print(f"error: --checkpoint {checkpoint}: not a model folder (no config.json)",
-              file=sys.stderr)  # fmt: skip
-        return 2
+    model = checkpoint
     try:  # a folder that is no model, or a hub id that cannot be fetched: one line, no traceback
         chat_format = ChatFormat.from_pretrained(model)
     except (OSError, ValueError) as e:
         print(f"error: --checkpoint {checkpoint}: {str(e).strip().splitlines()[0]}",
               file=sys.stderr)  # fmt: skip
         return 2
+    if args.refine_turn is not None:
+        try:
+            turn, turn_source = check_refine_turn(args.refine_turn), "--refine-turn"
+        except ValueError as e:
+            print(f"error: --refine-turn: {e}", file=sys.stderr)
+            return 2
+    else:
+        turn, turn_source = default_refine_turn(model)
     try:  # every question checked against the context before the weights load
         chat_format.check_fits(
             [(f"{where}, question {i + 1}", [{"role": "user", "content": p}])
              for i, p in enumerate(prompts)],
-            args.rounds, args.max_new_tokens, args.refine_prompt,
+            args.rounds, args.max_new_tokens, turn,
         )  # fmt: skip
     except PromptTooLongError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    print(
+        f"answering with {_describe_checkpoint(args.checkpoint or 'ptr', model)}", file=sys.stderr
+    )
+    if args.rounds > 1:
+        print(f"refine turn {turn!r} ({turn_source})", file=sys.stderr)
     generator = make_generator(args.backend, model, device=args.device, batch_size=args.batch_size)
     stop = TASKS[args.task].stop if args.task else ()
     answers = refine(
-        prompts, generator, args.rounds, args.refine_prompt,
+        prompts, generator, args.rounds, turn,
         Sampling(n=1, temperature=0.0, max_new_tokens=args.max_new_tokens, stop=stop),
     )  # fmt: skip
     for i, (prompt, rounds, gold) in enumerate(zip(prompts, answers, golds, strict=True)):
@@ -222,7 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     given.add_argument(
         "--file", help="questions: any file the pipeline reads (JSONL, Parquet, ...)"
     )
-    r.add_argument("--checkpoint", help="a folder or hub id (default: the latest ptr_checkpoint)")
+    r.add_argument(
+        "--checkpoint",
+        help="ptr or sft (the pipeline's latest ptr_checkpoint / sft_checkpoint; default ptr), "
+        "world:<role> or tiny:<name>, a checkpoint folder, or a hub id in the local Hugging Face "
+        "cache",
+    )
     r.add_argument("--rounds", type=int, default=3, help="refinement rounds (default 3)")
     r.add_argument("--field", default="question", help="--file: the field holding the question")
     r.add_argument("--task", choices=sorted(_task_names()),
@@ -230,7 +230,12 @@ def main(argv: list[str] | None = None) -> int:
                    "show the extracted answer and the gold")  # fmt: skip
     r.add_argument("--limit", type=_positive, help="--file: the first N questions")
     r.add_argument("--json", action="store_true", help="one JSON line per question")
-    r.add_argument("--refine-prompt", default=REFINE_PROMPT)
+    r.add_argument(
+        "--refine-turn",
+        help="the user turn before rounds > 1 ({query} = the question); default: the turn the "
+        "checkpoint was trained with (its manifest), else re-reading for the world's models, "
+        "else the paper's generic turn",
+    )
     r.add_argument("--max-new-tokens", type=_positive, default=64)
     r.add_argument("--batch-size", type=_positive, default=16)
     r.add_argument("--backend", choices=["transformers", "vllm"], default="transformers")
@@ -330,16 +335,74 @@ def _responses_by_item(rows, examples, field: str) -> list[list[str]]:
     return out
 
 
-def _built_model(spec: str, root: Path) -> str | None:
-    """The folder a ``world:`` or ``tiny:`` setting names under ``root`` (tiny models are built
-    now, in seconds); None for a world model not built yet (building takes minutes)."""
-    from ptr_pipeline.models import TINY_PREFIX, WORLD_PREFIX, resolve_model
+PIPELINE_CHECKPOINTS = {"ptr": "ptr_checkpoint", "sft": "sft_checkpoint"}
+
+
+def _checkpoint(spec: str, root: Path) -> tuple[str | None, str]:
+    """What ``refine --checkpoint spec`` loads, or None and why not (one line, before any
+    weights load): ``ptr``/``sft`` (the pipeline's latest checkpoints under ``root``), a
+    ``world:`` or ``tiny:`` model (tiny models are built now, in seconds; a world model must have
+    been built by the models assets), a model folder, or a hub id already in the local Hugging
+    Face cache (nothing is downloaded)."""
+    from ptr_pipeline.models import TINY_PREFIX, WORLD_PREFIX, check_model_spec, resolve_model
     from ptr_pipeline.world.models import WorldRecipe, world_folder
 
+    if spec in PIPELINE_CHECKPOINTS:
+        asset = PIPELINE_CHECKPOINTS[spec]
+        link = root / "artifacts" / asset / "latest"
+        if not link.exists():
+            return None, f"no {asset} under {root / 'artifacts'}: materialize it (make demo)"
+        return str(link.resolve()), ""
+    try:
+        check_model_spec(spec)
+    except ValueError as e:
+        return None, str(e)
     if spec.startswith(TINY_PREFIX):
-        return resolve_model(spec, root / "models")
-    folder = world_folder(root / "models", WorldRecipe()) / spec.removeprefix(WORLD_PREFIX)
-    return str(folder) if folder.is_dir() else None
+        return resolve_model(spec, root / "models"), ""
+    if spec.startswith(WORLD_PREFIX):
+        folder = world_folder(root / "models", WorldRecipe()) / spec.removeprefix(WORLD_PREFIX)
+        if not folder.is_dir():
+            return None, (
+                f"not built under {root / 'models'} yet; materialize the models assets "
+                "(make demo) first"
+            )
+        return str(folder), ""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            return None, "not a model folder (no config.json)"
+        return str(path.resolve()), ""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(spec, "config.json")
+    except Exception:  # not a valid repo id
+        cached = None
+    if not isinstance(cached, str):
+        names = ", ".join(PIPELINE_CHECKPOINTS)
+        return None, (
+            f"no such folder, not one of {names}, world:<role> or tiny:<name>, and not in the "
+            f"local Hugging Face cache (download it first: hf download {spec})"
+        )
+    return spec, ""
+
+
+def _describe_checkpoint(spec: str, model: str) -> str:
+    """One line: which checkpoint answers, and what it was trained from (its manifest)."""
+    from ptr_pipeline.storage import CHECKPOINT_MANIFEST
+
+    manifest = Path(model) / CHECKPOINT_MANIFEST
+    text = f"{spec}: {model}"
+    if manifest.is_file():
+        content = json.loads(manifest.read_text())
+        if content.get("dataset_fingerprint"):
+            text += (
+                f" (fine-tuned from {content.get('base_model')} on ptr_dataset "
+                f"{content['dataset_fingerprint'][:16]})"
+            )
+        elif content.get("world_role"):
+            text += f" (the world's {content['world_role']} model, step {content.get('step')})"
+    return text
 
 
 def _positive(text: str) -> int:

@@ -26,6 +26,7 @@ ids inference never produces.
 
 import functools
 import logging
+import re
 from dataclasses import dataclass
 
 from ptr_pipeline.schemas import IGNORE_INDEX
@@ -34,9 +35,39 @@ log = logging.getLogger(__name__)
 
 Conversation = list[dict[str, str]]
 
-# The paper's refinement instruction (docs/paper_notes.md, section 4), used as the user turn
-# before every later step, in training sequences and at test time.
-REFINE_PROMPT = "Please continue thinking and refine your answer."
+# The refine turn: the user turn before every later step, in training sequences, in the strong
+# stage's later rounds and at test time (docs/paper_notes.md, section 4). It is a template in which
+# ``{query}`` stands for the question as first asked; ``refine_turn_text`` fills it in.
+#
+# GENERIC_REFINE_TURN is the paper's instruction, the default for real models. REREAD_REFINE_TURN
+# restates the question (re-reading: Xu et al. 2023, "Re-Reading Improves Reasoning in Large
+# Language Models", arXiv 2309.06275); it is the miniature world's default, whose models find a
+# question only when it ends the prompt (docs/world.md).
+GENERIC_REFINE_TURN = "Please continue thinking and refine your answer."
+REREAD_REFINE_TURN = "Please continue thinking and refine your answer to:\n\n{query}"
+
+QUERY_FIELD = "{query}"
+_PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
+
+
+def check_refine_turn(template: str) -> str:
+    """``template`` if it can be a refine turn: not blank, and ``{query}`` the only placeholder
+    (other braces, such as ``\\boxed{}``, are text). Raises ValueError, for settings validators."""
+    if not template.strip():
+        raise ValueError("the refine turn is blank")
+    unknown = sorted(set(_PLACEHOLDER.findall(template)) - {QUERY_FIELD})
+    if unknown:
+        raise ValueError(
+            f"the refine turn names {', '.join(unknown)}; only {QUERY_FIELD} is filled in (the "
+            "question as first asked)"
+        )
+    return template
+
+
+def refine_turn_text(template: str, query: str) -> str:
+    """The refine turn for ``query``: ``template`` with ``{query}`` replaced by it."""
+    return template.replace(QUERY_FIELD, query)
+
 
 # For tokenizers without a chat template. "Answer:" is the generation prompt; an assistant turn
 # is "Answer:" + " " + content + EOS, so the prompt is a prefix of the trained turn.
@@ -60,25 +91,37 @@ class PromptTooLongError(ValueError):
     """A prompt (with the tokens it may still generate) does not fit the model's context."""
 
 
-def progression(query: str, steps: list[str], refine_prompt: str = REFINE_PROMPT) -> Conversation:
+def progression(
+    query: str, steps: list[str], refine_turn: str = GENERIC_REFINE_TURN
+) -> Conversation:
     """The PTR conversation: ``query`` as the user turn, then every step as an assistant turn,
-    ``refine_prompt`` as the user turn before each step after the first."""
+    the refine turn (``refine_turn`` with ``{query}`` filled in) as the user turn before each step
+    after the first."""
+    turn = refine_turn_text(refine_turn, query)
     conversation = [{"role": "user", "content": query}]
     for i, step in enumerate(steps):
         if i:
-            conversation.append({"role": "user", "content": refine_prompt})
+            conversation.append({"role": "user", "content": turn})
         conversation.append({"role": "assistant", "content": step})
     return conversation
 
 
 def refinement_prompt(
-    query: str, previous: list[str], refine_prompt: str = REFINE_PROMPT
+    first_turn: str,
+    previous: list[str],
+    refine_turn: str = GENERIC_REFINE_TURN,
+    query: str | None = None,
 ) -> Conversation:
     """The conversation a model continues at round ``len(previous) + 1`` of test-time refinement:
-    the ``progression`` of its earlier answers, then ``refine_prompt`` when there are any."""
-    conversation = progression(query, previous, refine_prompt)
-    if previous:
-        conversation.append({"role": "user", "content": refine_prompt})
+    ``first_turn`` as the user turn, each earlier answer as an assistant turn, and the refine turn
+    after each of them. ``query`` fills the turn's ``{query}``: the question as first asked
+    (default ``first_turn``; the strong stage passes the bare query, as its first turn also
+    shows the drafts)."""
+    turn = refine_turn_text(refine_turn, first_turn if query is None else query)
+    conversation = [{"role": "user", "content": first_turn}]
+    for answer in previous:
+        conversation.append({"role": "assistant", "content": answer})
+        conversation.append({"role": "user", "content": turn})
     return conversation
 
 
@@ -268,40 +311,48 @@ class ChatFormat:
         conversation: Conversation,
         rounds: int,
         max_new_tokens: int,
-        refine_prompt: str = REFINE_PROMPT,
+        refine_turn: str = GENERIC_REFINE_TURN,
+        query: str | None = None,
     ) -> int:
         """Upper bound on the context ``rounds`` generations need, starting from ``conversation``:
-        its prompt, ``max_new_tokens`` per round, and the refine turn between rounds."""
+        its prompt, ``max_new_tokens`` per round, and the refine turn between rounds (``{query}``
+        filled with ``query``, default the conversation's first user turn)."""
         base = len(self.prompt_ids(conversation))
         if rounds <= 1:
             return base + max_new_tokens
-        return base + rounds * max_new_tokens + (rounds - 1) * self._refine_overhead(refine_prompt)
+        if query is None:
+            query = conversation[0]["content"]
+        overhead = self._refine_overhead(refine_turn_text(refine_turn, query))
+        return base + rounds * max_new_tokens + (rounds - 1) * overhead
 
-    def _refine_overhead(self, refine_prompt: str) -> int:
+    def _refine_overhead(self, turn: str) -> int:
         """Tokens a refine round adds besides the answer: the end of the answer's turn, the refine
-        prompt's user turn and the next generation prompt (the template's, whatever the query)."""
-        if refine_prompt not in self._overheads:
+        turn ``turn`` (filled in) and the next generation prompt (the template's)."""
+        if turn not in self._overheads:
+            if len(self._overheads) > 4096:  # filled-in turns differ per query: bound the cache
+                self._overheads.clear()
             start = [{"role": "user", "content": "x"}]
             follow = [*start, {"role": "assistant", "content": ""},
-                      {"role": "user", "content": refine_prompt}]  # fmt: skip
-            self._overheads[refine_prompt] = len(self.prompt_ids(follow)) - len(
-                self.prompt_ids(start)
-            )
-        return self._overheads[refine_prompt]
+                      {"role": "user", "content": turn}]  # fmt: skip
+            self._overheads[turn] = len(self.prompt_ids(follow)) - len(self.prompt_ids(start))
+        return self._overheads[turn]
 
     def check_fits(
         self,
-        conversations: list[tuple[str, Conversation]],
+        conversations: list[tuple[str, Conversation]] | list[tuple[str, Conversation, str]],
         rounds: int,
         max_new_tokens: int,
-        refine_prompt: str = REFINE_PROMPT,
+        refine_turn: str = GENERIC_REFINE_TURN,
     ) -> None:
         """Refuse, before any model loads, prompts that cannot fit the model's context.
 
         Args:
-            conversations: (name for the error message, conversation) pairs.
+            conversations: (name for the error message, conversation) pairs, or triples with the
+                question that fills the refine turn's ``{query}`` (default: the conversation's
+                first user turn).
             rounds: generations that continue each conversation (refinement rounds).
             max_new_tokens: the most tokens one generation may add.
+            refine_turn: the refine turn's template (``{query}`` filled in per conversation).
 
         Raises:
             PromptTooLongError: naming the first conversation that does not fit.
@@ -309,7 +360,7 @@ class ChatFormat:
         if not self.context_length:
             return
         floor = self.tokens_needed(
-            [{"role": "user", "content": ""}], rounds, max_new_tokens, refine_prompt
+            [{"role": "user", "content": ""}], rounds, max_new_tokens, refine_turn
         )
         if floor > self.context_length:  # the settings, not the data, are at fault
             raise PromptTooLongError(
@@ -320,14 +371,16 @@ class ChatFormat:
         # A token covers at most max_token_chars characters (x4 for Unicode normalisation), so a
         # longer prompt cannot fit: refused without tokenizing megabytes.
         max_chars = 4 * self._max_token_chars * self.context_length
-        for name, conversation in conversations:
+        for name, conversation, *query in conversations:
             chars = sum(len(m["content"]) for m in conversation)
             if chars > max_chars:
                 raise PromptTooLongError(
                     f"{name}: {chars:,} characters, far more than the model's context of "
                     f"{self.context_length} tokens; shorten it or drop it"
                 )
-            needed = self.tokens_needed(conversation, rounds, max_new_tokens, refine_prompt)
+            needed = self.tokens_needed(
+                conversation, rounds, max_new_tokens, refine_turn, *query[:1]
+            )
             if needed > self.context_length:
                 raise PromptTooLongError(
                     f"{name}: needs up to {needed} tokens ({rounds} round(s) of at most "

@@ -92,6 +92,51 @@ def resolve_model(spec: str, cache_dir: Path) -> str:
     return str(folder)
 
 
+def trained_refine_turn(model: str) -> str | None:
+    """The refine turn a checkpoint was trained with (its manifest's ``refine_turn``, written by
+    the training stage), or None for a model the pipeline did not train."""
+    from ptr_pipeline.storage import CHECKPOINT_MANIFEST
+
+    manifest = Path(model) / CHECKPOINT_MANIFEST
+    if not manifest.is_file():
+        return None
+    content = json.loads(manifest.read_text())
+    return content.get("refine_turn") if isinstance(content, dict) else None
+
+
+def is_world_model(model: str) -> bool:
+    """A ``world:`` setting, or a folder the miniature world built (its manifest's
+    ``world_role``)."""
+    from ptr_pipeline.storage import CHECKPOINT_MANIFEST
+
+    if model.startswith(WORLD_PREFIX):
+        return True
+    manifest = Path(model) / CHECKPOINT_MANIFEST
+    if not manifest.is_file():
+        return False
+    content = json.loads(manifest.read_text())
+    return isinstance(content, dict) and "world_role" in content
+
+
+def default_refine_turn(model: str) -> tuple[str, str]:
+    """The refine turn ``model`` is asked with when no setting names one, and why: the turn it
+    was trained with (its checkpoint manifest), else re-reading for the miniature world's models
+    (they find a question only when it ends the prompt: docs/world.md), else the paper's generic
+    turn (docs/paper_notes.md, section 4).
+
+    Returns:
+        (template, where it came from), e.g. ``(REREAD_REFINE_TURN, "the world's default")``.
+    """
+    from ptr_pipeline.conversation import GENERIC_REFINE_TURN, REREAD_REFINE_TURN
+
+    trained = trained_refine_turn(model)
+    if trained is not None:
+        return trained, "the turn the checkpoint was trained with"
+    if is_world_model(model):
+        return REREAD_REFINE_TURN, "the miniature world's default (re-reading)"
+    return GENERIC_REFINE_TURN, "the paper's generic turn"
+
+
 HASHED_FILE_BYTES = 64 * 2**20  # larger weight files are identified by size and mtime
 
 

@@ -61,6 +61,9 @@ STRONG_REFINEMENTS = pa.schema(
         # The last round only: consistency_samples more samples of the same prompt, for the
         # filter's self-consistency check (paper appendix A.1, "N-sampling"); [] otherwise.
         pa.field("samples", pa.list_(pa.string()), nullable=False),
+        # The user turn before every later step (conversation.refine_turn_text fills {query}):
+        # the strong stage's rounds > 1, training and evaluation all use this one.
+        pa.field("refine_turn", pa.string(), nullable=False),
         *_PROVENANCE,
     ]
 )
@@ -76,6 +79,7 @@ FILTER_DECISIONS = pa.schema(
         pa.field("answer", pa.string(), nullable=False),  # strong round R
         pa.field("finished", pa.list_(pa.bool_()), nullable=False),  # per step: thoughts, answer
         pa.field("samples", pa.list_(pa.string()), nullable=False),  # self-consistency samples
+        pa.field("refine_turn", pa.string(), nullable=False),  # as in strong_refinements
         # The scores (filtering.consistency; similarities in [0, 1] by the filter's measure):
         pa.field("step_similarity", pa.list_(pa.float64()), nullable=False),  # consecutive steps
         pa.field("query_similarity", pa.float64(), nullable=False),  # query vs answer
@@ -95,6 +99,8 @@ PTR_DATASET = pa.schema(
         pa.field("answer", pa.string(), nullable=False),
         # "ptr": a filtered progression; "sft": an ordinary pair mixed in (filtering.mix)
         pa.field("origin", pa.string(), nullable=False),
+        # The user turn between steps, as the strong stage recorded it ({query} unfilled)
+        pa.field("refine_turn", pa.string(), nullable=False),
     ]
 )
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from ptr_pipeline.conversation import (
-    REFINE_PROMPT,
+    GENERIC_REFINE_TURN,
+    REREAD_REFINE_TURN,
     ChatFormat,
     ChatFormatError,
     progression,
@@ -39,11 +40,12 @@ def _turns(encoded):
     return runs
 
 
+@pytest.mark.parametrize("turn", [GENERIC_REFINE_TURN, REREAD_REFINE_TURN])
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_training_ids_are_the_generators_ids_and_turns_end_on_a_stop_token(folders, family):
+def test_training_ids_are_the_generators_ids_and_turns_end_on_a_stop_token(folders, family, turn):
     generator = TransformersGenerator(str(folders[family]), batch_size=1)
     fmt = generator.chat_format
-    conversation = progression(QUERY, STEPS)
+    conversation = progression(QUERY, STEPS, turn)
     encoded = fmt.encode(conversation, WEIGHTS)
     assert len(encoded.input_ids) == len(encoded.labels) == len(encoded.loss_weights)
 
@@ -60,7 +62,7 @@ def test_training_ids_are_the_generators_ids_and_turns_end_on_a_stop_token(folde
     try:
         for k, (start, end) in enumerate(turns):
             seen.clear()
-            prefix = refinement_prompt(QUERY, STEPS[:k], REFINE_PROMPT)
+            prefix = refinement_prompt(QUERY, STEPS[:k], turn)
             generator.generate([prefix], Sampling(max_new_tokens=1))
             assert seen[0] == encoded.input_ids[:start], f"{family} turn {k + 1}"
             # The turn is supervised through a token generation stops at, and nothing after it.
@@ -161,11 +163,12 @@ def test_qwen2_answer_stops_at_im_end_not_at_the_eos(tmp_path):
     example = EvalExample("x", "q", "What is 3 + 4?", "7")
     settings = EvalSettings(
         num_rounds=1,
-        refine_prompt=REFINE_PROMPT,
         max_new_tokens=6,
         extraction={"gsm8k": "flexible"},
     )  # a bare "7": read by the flexible extraction
-    table = evaluate_rounds([example], "gsm8k", generator, settings, "base", "m")
+    table = evaluate_rounds(
+        [example], "gsm8k", generator, settings, "base", "m", GENERIC_REFINE_TURN
+    )
     row = table.to_pylist()[0]
     assert row["response"] == "7" and row["correct"]
 

@@ -1,10 +1,12 @@
 """`python -m ptr_pipeline refine`: think-thrice inference, the same procedure evaluation runs."""
 
 import json
+import time
 
 import pytest
 
 from ptr_pipeline.__main__ import main
+from ptr_pipeline.conversation import GENERIC_REFINE_TURN
 from ptr_pipeline.engines import TransformersGenerator
 from ptr_pipeline.evaluation import EvalSettings, evaluate_rounds, load_examples
 
@@ -22,12 +24,10 @@ def test_refine_answers_every_round_like_evaluation(models_home, tmp_path, capsy
             "--task", "gsm8k", "--rounds", "3", "--max-new-tokens", "8", "--json"]  # fmt: skip
     assert main(argv) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    settings = EvalSettings(
-        num_rounds=3, refine_prompt="Please continue thinking and refine your answer.",
-        max_new_tokens=8,
-    )  # fmt: skip
+    settings = EvalSettings(num_rounds=3, max_new_tokens=8)
+    # tiny:strong was not trained by the pipeline and is no world model: the paper's turn
     expected = evaluate_rounds(
-        examples, "gsm8k", TransformersGenerator(model), settings, "m", model
+        examples, "gsm8k", TransformersGenerator(model), settings, "m", model, GENERIC_REFINE_TURN
     ).to_pylist()
     assert [line["gold"] for line in lines] == [e.gold for e in examples]
     for i, line in enumerate(lines):
@@ -47,10 +47,20 @@ def test_refine_one_question_as_text(models_home, capsys):
     assert out[2].startswith("  round 2: ") and len(out) == 3
 
 
-def test_refine_without_a_checkpoint_says_what_to_do(tmp_path, monkeypatch, capsys):
+def test_refine_without_a_checkpoint_says_what_to_do(tmp_path, monkeypatch, capsys, models_home):
     monkeypatch.setenv("PTR_HOME", str(tmp_path))
     assert main(["refine", "--question", "Hi"]) == 2
-    assert "materialize ptr_checkpoint or pass --checkpoint" in capsys.readouterr().err
+    assert "no ptr_checkpoint under" in capsys.readouterr().err
+    assert main(["refine", "--question", "Hi", "--checkpoint", "sft"]) == 2
+    err = capsys.readouterr().err
+    assert "no sft_checkpoint under" in err and len(err.strip().splitlines()) == 1
+    # a bare name that is no pipeline checkpoint and no cached hub model: refused at once, with
+    # no hub retries (this machine has no network)
+    started = time.perf_counter()
+    assert main(["refine", "--question", "Hi", "--checkpoint", "some-org/not-cached-model"]) == 2
+    err = capsys.readouterr().err
+    assert "not in the local Hugging Face cache" in err and len(err.strip().splitlines()) == 1
+    assert time.perf_counter() - started < 5
     with pytest.raises(SystemExit):
         main(["refine", "--question", "Hi", "--rounds", "0"])
     with pytest.raises(SystemExit):
@@ -58,7 +68,7 @@ def test_refine_without_a_checkpoint_says_what_to_do(tmp_path, monkeypatch, caps
     assert main(["refine", "--question", "Hi", "--checkpoint", str(tmp_path / "nope")]) == 2
     assert "no such model folder" in capsys.readouterr().err
     (tmp_path / "q.jsonl").write_text('{"text": "Hi"}\n')
-    checkpoint = str(tmp_path)  # any existing folder: the file is refused before a model loads
+    checkpoint = models_home.resolve_model("tiny:base")  # the file is refused before it loads
     assert main(["refine", "--file", str(tmp_path / "q.jsonl"), "--checkpoint", checkpoint]) == 2
     assert "row 1: missing field 'question'" in capsys.readouterr().err
 

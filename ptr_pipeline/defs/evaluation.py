@@ -112,9 +112,14 @@ def eval_scores(
             },
             partition_key=task,
         )
+    turn, source = evaluation.refine_turn_for(models, config)
     return dg.MaterializeResult(
         value=scores,
-        metadata={"compute_seconds": round(time.perf_counter() - started, 3)},
+        metadata={
+            "refine_turn": turn,
+            "refine_turn_from": source,
+            "compute_seconds": round(time.perf_counter() - started, 3),
+        },
     )
 
 

@@ -61,8 +61,14 @@ def strong_refinements(
     engine = compute.engine(config.backend, model_path(strong_model), config)
     table = generation.refine_thoughts(weak_thoughts, config, engine, home.work)
     engine.close()
+    turns = sorted(set(table.column("refine_turn").to_pylist()))
     return dg.MaterializeResult(
-        value=table, metadata=_generation_metadata(table, "refinement", started)
+        value=table,
+        metadata={
+            **_generation_metadata(table, "refinement", started),
+            # the turn training and evaluation will use (strong rounds > 1 use it here too)
+            "refine_turn": turns[0] if len(turns) == 1 else dg.MetadataValue.json(turns),
+        },
     )
 
 

@@ -97,6 +97,8 @@ def _metadata(result: training.TrainResult) -> dict:
     losses = summary["loss_curve"]
     return {
         "base_model": result.manifest["base_model"],
+        "dataset_fingerprint": result.manifest["dataset_fingerprint"],
+        "refine_turn": result.manifest["refine_turn"],
         "reused": result.cached,
         "steps_run": 0 if result.cached else summary["steps"] - (summary["resumed_from_step"] or 0),
         "steps": summary["steps"],

@@ -6,6 +6,7 @@ from ptr_pipeline.evaluation.rounds import (
     evaluate_models,
     evaluate_rounds,
     judge_rows,
+    refine_turn_for,
     summarize,
     summary_markdown,
 )

@@ -1,8 +1,10 @@
 """Test-time progressive refinement: score every task at every round, for every model.
 
 docs/paper_notes.md, section 4 and open point 11: round 1 is the task prompt; round r > 1 keeps
-the whole history (each earlier answer as an assistant turn) and appends the refine prompt
-(``conversation.refinement_prompt``, the layout training uses). Decoding is greedy; each round is
+the whole history (each earlier answer as an assistant turn) and appends the refine turn
+(``conversation.refinement_prompt``, the layout training uses). Every model of a run is asked with
+one refine turn: the one the checkpoints were trained with (``refine_turn_for``), unless the
+settings name another. Decoding is greedy; each round is
 scored on its own, with no voting across rounds.
 
 ``evaluate_models`` owns the orchestration: models x tasks, each model loaded at most once, no
@@ -25,23 +27,47 @@ from ptr_pipeline.engines import Generator, LazyGenerator, Sampling
 from ptr_pipeline.evaluation.settings import EvalSettings
 from ptr_pipeline.evaluation.stats import mean_interval, metric_names, metric_values
 from ptr_pipeline.evaluation.tasks import GRADED_METRICS, TASKS, EvalExample
-from ptr_pipeline.models import model_fingerprint
+from ptr_pipeline.models import default_refine_turn, model_fingerprint, trained_refine_turn
 from ptr_pipeline.storage import fingerprint, write_parquet_atomic
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = "eval_v6"
+CODE_VERSION = "eval_v7"
+
+
+def refine_turn_for(models: dict[str, str], settings: EvalSettings) -> tuple[str, str]:
+    """The refine turn every model of an evaluation is asked with, and where it came from:
+    ``settings.refine_turn`` when set; else the turn the trained checkpoints among ``models``
+    record (``models.trained_refine_turn``); else the first model's default
+    (``models.default_refine_turn``: re-reading for the world's models, the paper's otherwise).
+
+    Raises:
+        ValueError: the trained checkpoints record different turns (then no one turn tests them
+            all as trained; set ``refine_turn`` to choose).
+    """
+    if settings.refine_turn is not None:
+        return settings.refine_turn, "eval_scores.refine_turn"
+    trained = {role: t for role, m in models.items() if (t := trained_refine_turn(m)) is not None}
+    if len(set(trained.values())) > 1:
+        raise ValueError(
+            f"the checkpoints were trained with different refine turns {trained}; set "
+            "eval_scores.refine_turn to choose the one every model is asked with"
+        )
+    if trained:
+        return next(iter(trained.values())), f"the {'/'.join(trained)} checkpoint's manifest"
+    return default_refine_turn(next(iter(models.values())))
 
 
 def refine(
     prompts: list[str],
     generator: Generator,
     num_rounds: int,
-    refine_prompt: str,
+    refine_turn: str,
     sampling: Sampling,
 ) -> list[list[str]]:
     """Think-thrice inference (the paper's test-time procedure): each prompt answered
-    ``num_rounds`` times, round r > 1 seeing the whole history then ``refine_prompt``.
+    ``num_rounds`` times, round r > 1 seeing the whole history then the refine turn
+    (``refine_turn`` with ``{query}`` filled by the prompt).
 
     Returns:
         One list of ``num_rounds`` answers per prompt. Evaluation and ``python -m ptr_pipeline
@@ -50,7 +76,7 @@ def refine(
     answers: list[list[str]] = [[] for _ in prompts]
     for round_ in range(1, num_rounds + 1):
         conversations = [
-            refinement_prompt(prompt, previous, refine_prompt)
+            refinement_prompt(prompt, previous, refine_turn)
             for prompt, previous in zip(prompts, answers, strict=True)
         ]
         outputs = generator.generate(conversations, sampling)
@@ -67,9 +93,11 @@ def evaluate_rounds(
     settings: EvalSettings,
     model_role: str,
     model: str,
+    refine_turn: str,
 ) -> pa.Table:
     """Answer every example ``settings.num_rounds`` times, each round refining the previous
-    answer, and judge every answer with the task's scorer (``tasks.Task.judge``).
+    answer with ``refine_turn``, and judge every answer with the task's scorer
+    (``tasks.Task.judge``).
 
     Returns:
         A ``schemas.EVAL_SCORES`` table, one row per (example, round).
@@ -78,7 +106,7 @@ def evaluate_rounds(
         [e.prompt for e in examples],
         generator,
         settings.num_rounds,
-        settings.refine_prompt,
+        refine_turn,
         settings.sampling(task),
     )
     return judge_rows(task, examples, answers, settings.extraction_for(task), model_role, model)
@@ -147,10 +175,15 @@ def evaluate_models(
     Raises:
         PromptTooLongError: before any model loads, naming the first example (file, row, field)
             whose rounds cannot fit the model's context.
+        ValueError: the checkpoints were trained with different refine turns and the settings
+            name none (``refine_turn_for``).
     """
-    answer_settings = settings.model_dump(
-        include={"num_rounds", "refine_prompt", "max_new_tokens", "backend"}
-    )
+    turn, source = refine_turn_for(models, settings)
+    log.info("refine turn %r (%s)", turn, source)
+    answer_settings = {
+        **settings.model_dump(include={"num_rounds", "max_new_tokens", "backend"}),
+        "refine_turn": turn,
+    }
     plan: list[tuple[str, str, LazyGenerator, dict[str, Path]]] = []
     tables: list[pa.Table] = []
     for role, model in models.items():
@@ -185,12 +218,12 @@ def evaluate_models(
                 ],
                 rounds=settings.num_rounds,
                 max_new_tokens=settings.max_new_tokens,
-                refine_prompt=settings.refine_prompt,
+                refine_turn=turn,
             )
         plan.append((role, model, engine, pending))
     for role, model, engine, pending in plan:
         for task, cache in pending.items():
-            table = evaluate_rounds(examples[task], task, engine(), settings, role, model)
+            table = evaluate_rounds(examples[task], task, engine(), settings, role, model, turn)
             write_parquet_atomic(table, cache)
             tables.append(table)
             primary = summarize(table).filter(pc.field("primary"))

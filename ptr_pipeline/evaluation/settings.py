@@ -4,7 +4,7 @@ how they are answered and scored (``EvalSettings``, ``eval_scores``)."""
 import pydantic
 
 from ptr_pipeline.answers import EXTRACTIONS
-from ptr_pipeline.conversation import REFINE_PROMPT
+from ptr_pipeline.conversation import check_refine_turn
 from ptr_pipeline.engines import Backend, Sampling
 from ptr_pipeline.evaluation.tasks import TASKS, EvalExample, load_examples
 from ptr_pipeline.models import check_source
@@ -111,7 +111,13 @@ class EvalSettings(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
     num_rounds: int = pydantic.Field(3, ge=1, description="refinement rounds; the paper reports 3")
-    refine_prompt: str = pydantic.Field(REFINE_PROMPT, description="user turn before rounds > 1")
+    refine_turn: str | None = pydantic.Field(
+        None,
+        description="the user turn before rounds > 1, for every model ({query} is replaced by "
+        "the item's prompt). null = the turn the checkpoints were trained with (their "
+        "manifests; set by strong_refinements.refine_turn), so a model is tested as it was "
+        "trained; set it only to test another turn (the paper's prompt robustness, Table 2)",
+    )
     extraction: dict[str, str] = pydantic.Field(
         default_factory=dict,
         description="task -> 'strict' or 'flexible' answer extraction; default: the task's own "
@@ -122,6 +128,11 @@ class EvalSettings(pydantic.BaseModel):
     batch_size: int = pydantic.Field(64, ge=1)
     tensor_parallel_size: int = pydantic.Field(1, ge=1, description="vllm only")
     gpu_memory_utilization: float = pydantic.Field(0.85, gt=0.0, le=1.0, description="vllm only")
+
+    @pydantic.field_validator("refine_turn")
+    @classmethod
+    def _refine_turn(cls, template: str | None) -> str | None:
+        return None if template is None else check_refine_turn(template)
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> "EvalSettings":

@@ -42,12 +42,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ptr_pipeline import answers, schemas
+from ptr_pipeline.conversation import GENERIC_REFINE_TURN
 from ptr_pipeline.filtering import measures
 from ptr_pipeline.filtering.settings import DEFAULT_THRESHOLDS, REASONS, FilterSettings
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = "filter_v2"
+CODE_VERSION = "filter_v3"
 
 
 class NothingKeptError(ValueError):
@@ -70,8 +71,8 @@ def iter_progressions(
     of ``batch_size`` queries, queries in first-seen order. A progression is ``query_id``,
     ``query``, ``thoughts`` (the weak drafts, then the strong rounds before the last), ``answer``
     (the last strong round), ``finished`` (one flag per step: thoughts, then answer) and
-    ``samples`` (the last round's self-consistency samples). Only one batch is held as Python
-    objects at a time."""
+    ``samples`` (the last round's self-consistency samples) and ``refine_turn``. Only one batch
+    is held as Python objects at a time."""
     schemas.validate(refinements, schemas.STRONG_REFINEMENTS, "strong_refinements")
     ids = refinements.column("query_id")
     rank = pc.index_in(ids, value_set=pc.unique(ids))  # each row's query, in first-seen order
@@ -83,7 +84,7 @@ def iter_progressions(
     for first in range(0, len(starts) - 1, batch_size):
         last = min(first + batch_size, len(starts) - 1)
         rows = table.slice(starts[first], starts[last] - starts[first])
-        rows = rows.select([*columns, "samples"]).to_pylist()
+        rows = rows.select([*columns, "samples", "refine_turn"]).to_pylist()
         batch = []
         for q in range(first, last):
             strong = rows[starts[q] - starts[first] : starts[q + 1] - starts[first]]
@@ -101,6 +102,7 @@ def iter_progressions(
                         answer["finished"],
                     ],
                     "samples": answer["samples"],
+                    "refine_turn": head["refine_turn"],
                 }
             )
         yield batch
@@ -134,7 +136,8 @@ def judge_progressions(
     similarity: measures.Similarity | None = None,
 ) -> FilterResult:
     """``filter_consistent`` on progressions (``iter_progressions``' dicts; a missing
-    ``finished`` means every step ended, a missing ``samples`` means none): a list, or a function
+    ``finished`` means every step ended, a missing ``samples`` means none, a missing
+    ``refine_turn`` the paper's generic turn): a list, or a function
     returning their batches afresh (called twice: to fit the measure, then to judge).
     ``similarity`` replaces the measure the settings name (a model loaded once, reused)."""
     if similarity is None:
@@ -165,6 +168,7 @@ def judge_progressions(
     progression_columns = [n for n in schemas.PTR_DATASET.names if n != "origin"]
     kept = table.filter(table.column("keep")).select(progression_columns)
     kept = kept.append_column("origin", pa.array(["ptr"] * kept.num_rows, pa.string()))
+    kept = kept.select(schemas.PTR_DATASET.names)
     if table.num_rows and not kept.num_rows:
         raise NothingKeptError(
             f"the consistency filter kept 0 of {table.num_rows} rows (dropped "
@@ -216,6 +220,7 @@ def _score(batch: list[dict], similarity: measures.Similarity, agree_at: float) 
                 "answer": p["answer"],
                 "finished": p.get("finished") or [True] * len(s),
                 "samples": p.get("samples", []),
+                "refine_turn": p.get("refine_turn", GENERIC_REFINE_TURN),
                 "step_similarity": [next(step_sims) for _ in range(len(s) - 1)],
                 "query_similarity": query_sim,
                 "repetition": [measures.repetition(step) for step in s],

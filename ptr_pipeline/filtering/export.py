@@ -50,6 +50,11 @@ def generation_summary(refinements: pa.Table) -> dict[str, Any]:
     }
 
 
+def _turns(dataset: pa.Table) -> str:
+    turns = sorted(set(dataset.column("refine_turn").to_pylist()) - {""})
+    return ", ".join(json.dumps(t) for t in turns) or "none"
+
+
 def card_text(dataset: pa.Table, provenance: dict[str, Any]) -> str:
     """The dataset card (markdown with a YAML header) for ``dataset``.
 
@@ -85,7 +90,10 @@ consistency filter keeps the coherent progressions.
 - rows: {dataset.num_rows} ({origins.count("ptr")} PTR progressions and {origins.count("sft")}
   SFT pairs mixed in)
 - columns: `query`, `thoughts` (the drafts and earlier refinement rounds, in order), `answer`
-  (the last round), `origin` (`ptr` or `sft`), `query_id`
+  (the last round), `origin` (`ptr` or `sft`), `query_id`, `refine_turn`
+- conversation: the query as the user turn, each thought then the answer as an assistant turn,
+  and before every step after the first the user turn `refine_turn` with `{{query}}` replaced by
+  the query (this dataset: {_turns(dataset)})
 
 ## Licence
 

@@ -40,7 +40,7 @@ def read_sft_pairs(
     source: str, split: str | None, question_field: str, answer_field: str
 ) -> list[dict]:
     """Every pair of ``source`` as a ``schemas.PTR_DATASET`` row with no thoughts, ``origin``
-    "sft"; an Alpaca ``input`` is joined after the instruction with a newline (as LLaMA-Factory
+    "sft" (``refine_turn`` empty until ``mix_sft`` gives it the PTR rows'); an Alpaca ``input`` is joined after the instruction with a newline (as LLaMA-Factory
     does) when the question is read from ``instruction``. Pairs with a blank question or answer
     are skipped.
 
@@ -64,6 +64,7 @@ def read_sft_pairs(
                     "thoughts": [],
                     "answer": answer,
                     "origin": "sft",
+                    "refine_turn": "",
                 }
             )
     return rows
@@ -89,7 +90,13 @@ def mix_sft(
             f"sft_source has {len(pairs)} usable ones"
         )
     chosen = sorted(random.Random(seed).sample(range(len(pairs)), wanted))
-    sft = pa.Table.from_pylist([pairs[i] for i in chosen], schema=schemas.PTR_DATASET)
+    # A pair has no later step, so no refine turn asks anything in it; it carries the PTR rows'
+    # turn so the dataset names one.
+    turns = set(kept.column("refine_turn").to_pylist())
+    turn = turns.pop() if len(turns) == 1 else ""
+    sft = pa.Table.from_pylist(
+        [{**pairs[i], "refine_turn": turn} for i in chosen], schema=schemas.PTR_DATASET
+    )
     info = {
         "sft_fraction": fraction,
         "rows": {"ptr": kept.num_rows, "sft": sft.num_rows},

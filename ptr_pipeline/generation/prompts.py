@@ -1,9 +1,10 @@
 """The generation stages' prompt templates, versioned. Changing a template means adding a version.
 
 Open points 3 and 6 of docs/paper_notes.md: the paper's ICL prompt for the strong model is not
-published, so ``ptr_refine_v1`` is ours. The refine prompt between later rounds is the paper's
-(``conversation.REFINE_PROMPT``), and the multi-round layout is ``conversation``'s, shared with
-training and evaluation.
+published, so ``ptr_refine_v1`` is ours. The refine turn between later rounds is the stage's
+``refine_turn`` (``conversation``'s templates; the one the dataset's rows record and training and
+evaluation then use), and the multi-round layout is ``conversation``'s, shared with training and
+evaluation.
 """
 
 import hashlib
@@ -41,18 +42,19 @@ def thought_conversation(query: str, template: str) -> Conversation:
 
 
 def strong_conversation(
-    query: str, thoughts: list[str], previous: list[str], template: str, refine_prompt: str
+    query: str, thoughts: list[str], previous: list[str], template: str, refine_turn: str
 ) -> Conversation:
     """The strong model's conversation at round ``len(previous) + 1``.
 
     Round 1 sees the query and all weak thoughts; round r > 1 keeps that history, with each
-    earlier refinement as an assistant turn followed by ``refine_prompt``.
+    earlier refinement as an assistant turn followed by the refine turn (``refine_turn`` with
+    ``{query}`` filled by the bare query, not the drafts).
     """
     drafts = "\n\n".join(f"Draft {i + 1}:\n{t}" for i, t in enumerate(thoughts))
     first = _template(STRONG_TEMPLATES, template).format(
         query=query, n=len(thoughts), drafts=drafts
     )
-    return refinement_prompt(first, previous, refine_prompt)
+    return refinement_prompt(first, previous, refine_turn, query=query)
 
 
 def prompt_hash(conversation: Conversation) -> str:

@@ -2,8 +2,10 @@
 
 docs/paper_notes.md, section 2.1: the strong model gets q_i and S_thought and produces the refined
 answer "via ICL". Round 1 sees the query and every weak thought; round r > 1 keeps the whole
-history and appends the refine prompt, so each round refines round r-1 (open point 3). Every row
-carries its query and the weak thoughts it refined, so later stages need no re-join.
+history and appends the refine turn, so each round refines round r-1 (open point 3). Every row
+carries its query, the weak thoughts it refined and the refine turn (``refine_turn``: the template,
+``{query}`` unfilled), so later stages need no re-join and training and evaluation ask with the
+turn the data was made with.
 """
 
 import dataclasses
@@ -17,7 +19,7 @@ from ptr_pipeline.engines import LazyGenerator
 from ptr_pipeline.generation import prompts
 from ptr_pipeline.generation.settings import RefineSettings
 from ptr_pipeline.generation.thoughts import CODE_VERSION, _model_of, provenance
-from ptr_pipeline.models import model_fingerprint
+from ptr_pipeline.models import default_refine_turn, model_fingerprint
 from ptr_pipeline.storage import fingerprint, run_sharded, table_fingerprint
 
 log = logging.getLogger(__name__)
@@ -55,7 +57,9 @@ def refine_thoughts(
         work_root: folder for shards; keyed below by inputs and settings.
 
     Returns:
-        A ``schemas.STRONG_REFINEMENTS`` table, ``num_rounds`` rows per query.
+        A ``schemas.STRONG_REFINEMENTS`` table, ``num_rounds`` rows per query, each with the
+        refine turn in effect (``settings.refine_turn``, else the strong model's default:
+        ``models.default_refine_turn``).
 
     Raises:
         PromptTooLongError: before the model loads, naming a query whose rounds cannot fit.
@@ -63,24 +67,28 @@ def refine_thoughts(
     schemas.validate(thoughts, schemas.WEAK_THOUGHTS, "strong_refinements input (weak_thoughts)")
     queries = thoughts_by_query(thoughts)
     model = _model_of(engine)
+    turn = settings.refine_turn or default_refine_turn(model)[0]
+    # With one round the turn asks nothing here (it is only recorded for training and
+    # evaluation), so changing it must not regenerate the answers: it is stamped after the cache.
+    generating = settings.model_dump(exclude={"refine_turn"})
+    if settings.num_rounds > 1:
+        generating["refine_turn"] = turn
     key = fingerprint(
-        table_fingerprint(thoughts), settings.model_dump(), model_fingerprint(model), CODE_VERSION
+        table_fingerprint(thoughts), generating, model_fingerprint(model), CODE_VERSION
     )
 
     def first_round(query: str, drafts: list[str]):
-        return prompts.strong_conversation(
-            query, drafts, [], settings.template, settings.refine_prompt
-        )
+        return prompts.strong_conversation(query, drafts, [], settings.template, turn)
 
     def preflight(pending: pa.Table) -> None:
         engine.chat_format.check_fits(
             [
-                (f"query {r['query_id']}", first_round(r["query"], r["thoughts"]))
+                (f"query {r['query_id']}", first_round(r["query"], r["thoughts"]), r["query"])
                 for r in pending.to_pylist()
             ],
             rounds=settings.num_rounds,
             max_new_tokens=settings.max_new_tokens,
-            refine_prompt=settings.refine_prompt,
+            refine_turn=turn,
         )
 
     def process(shard: pa.Table, index: int) -> pa.Table:
@@ -97,7 +105,7 @@ def refine_thoughts(
                     r["thoughts"],
                     history[r["query_id"]],
                     settings.template,
-                    settings.refine_prompt,
+                    turn,
                 )
                 for r in rows_in
             ]
@@ -119,16 +127,21 @@ def refine_thoughts(
                         "refinement": str(text),
                         "finished": text.finished,
                         "samples": [str(o) for o in others],
+                        "refine_turn": turn,
                         **provenance(model, settings, sampling, conv),
                     }
                 )
         return pa.Table.from_pylist(rows, schema=schemas.STRONG_REFINEMENTS)
 
-    return run_sharded(
+    table = run_sharded(
         queries,
         work_root / "strong_refinements" / key[:16],
         settings.shard_size,
         process,
         schemas.STRONG_REFINEMENTS,
         before_first=preflight,
+    )
+    column = table.schema.get_field_index("refine_turn")
+    return table.set_column(
+        column, table.schema.field(column), pa.array([turn] * table.num_rows, pa.string())
     )

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 import pydantic
 
-from ptr_pipeline.conversation import REFINE_PROMPT
+from ptr_pipeline.conversation import check_refine_turn
 from ptr_pipeline.engines import Backend, Sampling
 from ptr_pipeline.generation.prompts import STRONG_TEMPLATES, THOUGHT_TEMPLATES
 
@@ -84,8 +84,14 @@ class RefineSettings(_GenerationSettings):
         1, ge=1, description="strong refinement rounds; the last is the answer"
     )
     template: str = pydantic.Field("ptr_refine_v2", description="see generation/prompts.py")
-    refine_prompt: str = pydantic.Field(
-        REFINE_PROMPT, description="user turn before every round > 1"
+    refine_turn: str | None = pydantic.Field(
+        None,
+        description="the user turn before every later step: here before strong rounds > 1, and "
+        "recorded in every row, so training and evaluation use the same one (the one owner of "
+        "this setting). {query} is replaced by the question. null = the strong model's default "
+        "(models.default_refine_turn): re-reading ('Please continue thinking and refine your "
+        "answer to:\\n\\n{query}') for the miniature world's models, the paper's generic "
+        "'Please continue thinking and refine your answer.' otherwise",
     )
     temperature: float = pydantic.Field(
         0.0,
@@ -101,6 +107,11 @@ class RefineSettings(_GenerationSettings):
     consistency_temperature: float = pydantic.Field(
         0.8, gt=0.0, description="temperature of those samples (top_p and top_k as above)"
     )
+
+    @pydantic.field_validator("refine_turn")
+    @classmethod
+    def _refine_turn(cls, template: str | None) -> str | None:
+        return None if template is None else check_refine_turn(template)
 
     def consistency_sampling(self, seed: int) -> Sampling:
         """The sampling of the self-consistency samples: ``consistency_samples`` per prompt."""

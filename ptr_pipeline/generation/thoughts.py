@@ -21,7 +21,7 @@ from ptr_pipeline.storage import fingerprint, run_sharded, table_fingerprint
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = "gen_v3"
+CODE_VERSION = "gen_v4"
 
 
 def provenance(model: str, settings, sampling: Sampling, conversation: Conversation) -> dict:

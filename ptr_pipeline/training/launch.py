@@ -54,7 +54,7 @@ from ptr_pipeline.training.settings import TrainJob, TrainSettings
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = "train_v3"
+CODE_VERSION = "train_v4"
 
 
 class TrainingFailed(RuntimeError):
@@ -143,8 +143,10 @@ def train_in_subprocess(
         shutil.rmtree(final)
 
     # --- before launch: tokenize, count, refuse what cannot train
-    from ptr_pipeline.training.tokenize import encode_dataset  # imports torch: not at Dagster load
+    # imports torch: not at Dagster load
+    from ptr_pipeline.training.tokenize import dataset_refine_turn, encode_dataset
 
+    refine_turn = dataset_refine_turn(dataset)
     encoded = encode_dataset(dataset, ChatFormat.from_pretrained(model_path), settings)
     examples, dropped = encoded.examples, encoded.dropped_too_long
     if encoded.cut_turns:
@@ -168,6 +170,7 @@ def train_in_subprocess(
         model_path=model_path,
         examples_path=str(staging / "examples.parquet"),
         dataset_fingerprint=dataset_fingerprint,
+        refine_turn=refine_turn,
         examples_dropped_too_long=dropped,
         turns_cut_at_stop_token=encoded.cut_turns,
         origin_counts={o["values"]: o["counts"] for o in origins},

@@ -6,8 +6,6 @@ from typing import Literal
 
 import pydantic
 
-from ptr_pipeline.conversation import REFINE_PROMPT
-
 # Attention implementations whose packed rows give the per-token losses and gradients of
 # unpacked ones (``test_packing.py::test_packing_is_exact`` runs each).
 PACKING_EXACT = ("eager", "sdpa")
@@ -42,7 +40,12 @@ class TrainSettings(pydantic.BaseModel):
     warmup_steps: int = pydantic.Field(0, ge=0, description="linear warm-up, then constant")
     weight_decay: float = pydantic.Field(0.0, ge=0.0)
     gradient_clipping: float = pydantic.Field(1.0, ge=0.0)
-    num_epochs: int = pydantic.Field(2, ge=1)
+    num_epochs: int = pydantic.Field(
+        4,
+        ge=1,
+        description="passes over the dataset (4: the miniature world's measured default, 60 "
+        "steps on the demo's rows; the released code ran 3)",
+    )
     max_steps: int | None = pydantic.Field(
         None, ge=1, description="optimizer steps; caps num_epochs"
     )
@@ -68,7 +71,6 @@ class TrainSettings(pydantic.BaseModel):
     answer_weight: float = pydantic.Field(
         1.0, gt=0.0, description="loss weight of the final answer"
     )
-    refine_prompt: str = pydantic.Field(REFINE_PROMPT, description="user turn between steps")
     seed: int = 19260817  # the official code's seed
     num_gpus: int = pydantic.Field(
         1, ge=1, description=">1 starts the deepspeed launcher with that many ranks"
@@ -160,6 +162,7 @@ class TrainJob(pydantic.BaseModel):
     model_path: str  # what from_pretrained loads
     examples_path: str  # Parquet of tokenized examples (input_ids, labels, loss_weights)
     dataset_fingerprint: str
+    refine_turn: str  # the dataset's (tokenize.dataset_refine_turn); recorded in the manifest
     examples_dropped_too_long: int
     turns_cut_at_stop_token: int = 0
     origin_counts: dict[str, int] = {}  # rows per origin (ptr, sft) of the dataset

@@ -26,10 +26,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from ptr_pipeline import schemas
-from ptr_pipeline.conversation import ChatFormat, ChatFormatError, Encoded, progression
+from ptr_pipeline.conversation import (
+    GENERIC_REFINE_TURN,
+    ChatFormat,
+    ChatFormatError,
+    Encoded,
+    progression,
+)
 from ptr_pipeline.schemas import IGNORE_INDEX
 from ptr_pipeline.training.settings import TrainSettings
 
@@ -56,15 +63,21 @@ def segment_weights(num_thoughts: int, s: TrainSettings) -> list[float]:
 
 
 def encode_example(
-    chat_format: ChatFormat, query: str, thoughts: list[str], answer: str, s: TrainSettings
+    chat_format: ChatFormat,
+    query: str,
+    thoughts: list[str],
+    answer: str,
+    s: TrainSettings,
+    refine_turn: str = GENERIC_REFINE_TURN,
 ) -> Encoded | None:
     """Token ids, labels and loss weights of one row; None when longer than ``s.max_seq_len``.
+    ``refine_turn`` (the row's, ``{query}`` unfilled) is the user turn between steps.
 
     Raises:
         ChatFormatError: the tokenizer or chat template cannot give training the ids inference
             sees (see ``conversation.ChatFormat.encode``).
     """
-    conversation = progression(query, [*thoughts, answer], s.refine_prompt)
+    conversation = progression(query, [*thoughts, answer], refine_turn)
     encoded = chat_format.encode(conversation, segment_weights(len(thoughts), s))
     return None if len(encoded.input_ids) > s.max_seq_len else encoded
 
@@ -76,8 +89,26 @@ class EncodedDataset:
     cut_turns: int  # supervised turns cut at a stop token written inside their text
 
 
+def dataset_refine_turn(dataset: pa.Table) -> str:
+    """The refine turn of a ``schemas.PTR_DATASET`` table: the one its rows record (the strong
+    stage's ``refine_turn``), which the checkpoint's manifest then carries to evaluation.
+
+    Raises:
+        ValueError: the rows record more than one turn (a model would be trained on two
+            conversation formats and could be tested with only one).
+    """
+    turns = set(pc.unique(dataset.column("refine_turn")).to_pylist()) - {""}
+    if len(turns) > 1:
+        raise ValueError(
+            f"ptr_dataset: its rows record {len(turns)} refine turns ({sorted(turns)}); a "
+            "checkpoint is trained and evaluated with one"
+        )
+    return turns.pop() if turns else GENERIC_REFINE_TURN
+
+
 def encode_dataset(dataset: pa.Table, chat_format: ChatFormat, s: TrainSettings) -> EncodedDataset:
-    """Every row of a ``schemas.PTR_DATASET`` table encoded; rows over ``max_seq_len`` dropped.
+    """Every row of a ``schemas.PTR_DATASET`` table encoded (with the row's ``refine_turn``
+    between steps); rows over ``max_seq_len`` dropped.
 
     Raises:
         ChatFormatError: the tokenizer or chat template cannot give training the ids inference
@@ -85,9 +116,12 @@ def encode_dataset(dataset: pa.Table, chat_format: ChatFormat, s: TrainSettings)
     """
     schemas.validate(dataset, schemas.PTR_DATASET, "ptr_dataset")
     rows, dropped, cut = [], 0, 0
-    for r in dataset.select(["query_id", "query", "thoughts", "answer"]).to_pylist():
+    columns = ["query_id", "query", "thoughts", "answer", "refine_turn"]
+    for r in dataset.select(columns).to_pylist():
         try:
-            encoded = encode_example(chat_format, r["query"], r["thoughts"], r["answer"], s)
+            encoded = encode_example(
+                chat_format, r["query"], r["thoughts"], r["answer"], s, r["refine_turn"]
+            )
         except ChatFormatError as e:
             raise ChatFormatError(f"ptr_dataset row {r['query_id']}: {e}") from e
         if encoded is None:

@@ -334,6 +334,9 @@ def _save(model, tokenizer, state_dict, job: TrainJob, summary: dict) -> None:
         "base_model": job.base_model,
         "model_path": job.model_path,
         "dataset_fingerprint": job.dataset_fingerprint,
+        # The user turn between steps: evaluation and `refine` ask with it by default
+        # (models.default_refine_turn), so a checkpoint is tested as it was trained.
+        "refine_turn": job.refine_turn,
         "code_version": job.code_version,
         "settings": job.settings.model_dump(),
         "deepspeed_config": deepspeed_config(job.settings),

@@ -8,7 +8,7 @@ import pytest
 
 from ptr_pipeline import schemas
 from ptr_pipeline.answers import FLEXIBLE, extract_choice, extract_number
-from ptr_pipeline.conversation import PromptTooLongError
+from ptr_pipeline.conversation import GENERIC_REFINE_TURN, REREAD_REFINE_TURN, PromptTooLongError
 from ptr_pipeline.engines import TransformersGenerator
 from ptr_pipeline.evaluation import (
     TASKS,
@@ -16,10 +16,12 @@ from ptr_pipeline.evaluation import (
     evaluate_models,
     evaluate_rounds,
     load_examples,
+    refine_turn_for,
     summarize,
     summary_markdown,
 )
 from ptr_pipeline.records import InputError
+from ptr_pipeline.storage import CHECKPOINT_MANIFEST
 
 
 @pytest.mark.parametrize(
@@ -221,6 +223,56 @@ def test_evaluate_models_caches_per_model_and_task(tmp_path, models_home):
     assert changed.num_rows == 2 * 2 * 3 and len(loads) == 2
 
 
+def _trained(folder, turn: str | None) -> str:
+    """A checkpoint folder whose manifest records ``turn`` (None: no refine_turn, as a model the
+    pipeline did not train)."""
+    folder.mkdir(parents=True)
+    manifest = {"files": {}} if turn is None else {"files": {}, "refine_turn": turn}
+    (folder / CHECKPOINT_MANIFEST).write_text(json.dumps(manifest))
+    return str(folder)
+
+
+def test_every_model_is_asked_with_the_turn_the_checkpoints_were_trained_with(tmp_path):
+    trained = _trained(tmp_path / "ptr", "Again: {query}")
+    models = {"base": "some/hub-model", "sft": _trained(tmp_path / "sft", "Again: {query}"),
+              "ptr": trained}  # fmt: skip
+    turn, source = refine_turn_for(models, EvalSettings())
+    assert turn == "Again: {query}" and "sft/ptr checkpoint's manifest" in source
+    override = EvalSettings(refine_turn="Table 2 prompt: {query}")
+    assert refine_turn_for(models, override) == (
+        "Table 2 prompt: {query}",
+        "eval_scores.refine_turn",
+    )
+    other = {**models, "sft": _trained(tmp_path / "other", GENERIC_REFINE_TURN)}
+    with pytest.raises(ValueError, match="trained with different refine turns"):
+        refine_turn_for(other, EvalSettings())
+    # Nothing trained: the first model's default (the paper's turn for a hub model, re-reading
+    # for the world's models)
+    assert refine_turn_for({"base": "some/hub-model"}, EvalSettings())[0] == GENERIC_REFINE_TURN
+    assert refine_turn_for({"base": "world:base"}, EvalSettings())[0] == REREAD_REFINE_TURN
+    world = tmp_path / "world-base"
+    world.mkdir()
+    (world / CHECKPOINT_MANIFEST).write_text(json.dumps({"world_role": "base", "files": {}}))
+    assert refine_turn_for({"base": str(world)}, EvalSettings())[0] == REREAD_REFINE_TURN
+
+
+def test_the_refine_turn_keys_the_cached_responses(tmp_path, models_home):
+    loads = []
+
+    def make(path):
+        loads.append(path)
+        return TransformersGenerator(path)
+
+    examples = {"gsm8k": load_examples("gsm8k", limit=2)}
+    models = {"base": models_home.resolve_model("tiny:base")}
+    settings = EvalSettings(num_rounds=2, max_new_tokens=4)
+    evaluate_models(models, examples, settings, make, tmp_path / "work")
+    evaluate_models(models, examples, settings, _no_model, tmp_path / "work")  # cached
+    reread = settings.model_copy(update={"refine_turn": REREAD_REFINE_TURN})
+    evaluate_models(models, examples, reread, make, tmp_path / "work")
+    assert len(loads) == 2
+
+
 def test_rounds_keep_history_and_score_each_round(models_home):
     calls = []
 
@@ -231,12 +283,14 @@ def test_rounds_keep_history_and_score_each_round(models_home):
 
     generator = Recording(models_home.resolve_model("tiny:base"))
     examples = load_examples("gsm8k", limit=3)
-    settings = EvalSettings(num_rounds=3, refine_prompt="Refine.", max_new_tokens=6)
-    table = evaluate_rounds(examples, "gsm8k", generator, settings, "base", "tiny:base")
+    settings = EvalSettings(num_rounds=3, max_new_tokens=6)
+    table = evaluate_rounds(
+        examples, "gsm8k", generator, settings, "base", "tiny:base", "Refine {query} again."
+    )
     schemas.validate(table, schemas.EVAL_SCORES, "eval_scores")
     assert table.num_rows == 9
     assert [len(c[0]) for c in calls] == [1, 3, 5]
-    assert calls[2][0][2]["content"] == "Refine."
+    assert calls[2][0][2]["content"] == f"Refine {examples[0].prompt} again."
     rows = table.to_pylist()
     for r in rows:
         assert r["correct"] == (r["extracted"] == r["gold"])

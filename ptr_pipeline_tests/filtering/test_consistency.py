@@ -10,6 +10,7 @@ import pydantic
 import pytest
 
 from ptr_pipeline import schemas
+from ptr_pipeline.conversation import GENERIC_REFINE_TURN
 from ptr_pipeline.filtering import (
     REASONS,
     FilterSettings,
@@ -202,7 +203,7 @@ def _refinements(progressions: dict[str, tuple[list[str], list[str]]]) -> pa.Tab
     rows = [
         {"query_id": qid, "query": f"query about {qid}", "thoughts": weak,
          "thoughts_finished": [True] * len(weak), "round": r + 1, "refinement": t,
-         "finished": True, "samples": [], **PROV}
+         "finished": True, "samples": [], "refine_turn": GENERIC_REFINE_TURN, **PROV}
         for qid, (weak, strong) in progressions.items()
         for r, t in enumerate(strong)
     ]  # fmt: skip
@@ -243,7 +244,16 @@ def test_nothing_kept_is_an_error_naming_the_reasons():
 
 def test_dataset_problems():
     good = pa.Table.from_pylist(
-        [{"query_id": "1", "query": "q", "thoughts": ["t"], "answer": "a", "origin": "ptr"}],
+        [
+            {
+                "query_id": "1",
+                "query": "q",
+                "thoughts": ["t"],
+                "answer": "a",
+                "origin": "ptr",
+                "refine_turn": GENERIC_REFINE_TURN,
+            }
+        ],
         schema=schemas.PTR_DATASET,
     )
     assert dataset_problems(good) == []
@@ -251,7 +261,16 @@ def test_dataset_problems():
         "no rows survived the consistency filter"
     ]
     blank = pa.Table.from_pylist(
-        [{"query_id": "1", "query": "q", "thoughts": [], "answer": " ", "origin": "ptr"}],
+        [
+            {
+                "query_id": "1",
+                "query": "q",
+                "thoughts": [],
+                "answer": " ",
+                "origin": "ptr",
+                "refine_turn": GENERIC_REFINE_TURN,
+            }
+        ],
         schema=schemas.PTR_DATASET,
     )
     assert dataset_problems(blank) == ["1 rows with an empty answer"]

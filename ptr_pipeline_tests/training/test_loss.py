@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ptr_pipeline.conversation import REFINE_PROMPT
+from ptr_pipeline.conversation import GENERIC_REFINE_TURN
 from ptr_pipeline.schemas import IGNORE_INDEX
 from ptr_pipeline.training.loss import supervised_weight, weighted_thought_loss
 from ptr_pipeline.training.settings import TrainSettings
@@ -87,7 +87,7 @@ def test_masks_and_weights_cover_exactly_the_assistant_turns(chat_format, tokeni
     ]
     # Everything else (query, refine prompts, role headers) is context only.
     text = tokenizer.decode(ex.input_ids)
-    assert text.count(REFINE_PROMPT) == 2
+    assert text.count(GENERIC_REFINE_TURN) == 2
     assert text.startswith("<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n")
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ptr_pipeline import schemas
-from ptr_pipeline.conversation import Encoded
+from ptr_pipeline.conversation import GENERIC_REFINE_TURN, Encoded
 from ptr_pipeline.training.loss import (
     answer_ce,
     next_token_logprobs,
@@ -50,6 +50,7 @@ def _rows(n: int) -> pa.Table:
                 "thoughts": thoughts,
                 "answer": f"The answer is {2 * i + 1}." * rng.randint(1, 4),
                 "origin": "ptr",
+                "refine_turn": GENERIC_REFINE_TURN,
             }
         )
     return pa.Table.from_pylist(rows, schema=schemas.PTR_DATASET)

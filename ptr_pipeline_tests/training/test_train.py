@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from ptr_pipeline import schemas
-from ptr_pipeline.conversation import ChatFormat
+from ptr_pipeline.conversation import GENERIC_REFINE_TURN, ChatFormat
+from ptr_pipeline.models import default_refine_turn
 from ptr_pipeline.storage import checkpoint_problems, file_sha256
 from ptr_pipeline.training import (
     TrainingFailed,
@@ -32,6 +33,7 @@ def _dataset(n: int = 8) -> pa.Table:
             "thoughts": [f"maybe {i}"],
             "answer": f"The answer is {2 * i}.",
             "origin": "ptr",
+            "refine_turn": GENERIC_REFINE_TURN,
         }
         for i in range(n)
     ]
@@ -47,6 +49,7 @@ def _two_rows() -> pa.Table:
             "thoughts": [],
             "answer": LONG,
             "origin": "ptr",
+            "refine_turn": GENERIC_REFINE_TURN,
         },
         {
             "query_id": "short",
@@ -54,6 +57,7 @@ def _two_rows() -> pa.Table:
             "thoughts": [],
             "answer": "4.",
             "origin": "ptr",
+            "refine_turn": GENERIC_REFINE_TURN,
         },
     ]
     return pa.Table.from_pylist(rows, schema=schemas.PTR_DATASET)
@@ -170,6 +174,9 @@ def test_train_writes_a_loadable_changed_checkpoint(models_home, runs, zero_stag
     for name, entry in manifest["files"].items():
         assert file_sha256(checkpoint / name) == entry["sha256"]
     assert "model.safetensors" in manifest["files"]
+    # the turn the rows were made with: evaluation and `refine` ask with it by default
+    assert manifest["refine_turn"] == GENERIC_REFINE_TURN
+    assert default_refine_turn(str(checkpoint))[0] == GENERIC_REFINE_TURN
 
     tuned = AutoModelForCausalLM.from_pretrained(checkpoint)
     original = AutoModelForCausalLM.from_pretrained(models_home.resolve_model("tiny:base"))
@@ -285,6 +292,14 @@ def test_the_first_rank_to_fail_is_the_cause(tmp_path):
         "training failed on rank 1 (then ranks [0] failed too): ValueError: max() arg"
     )
     assert "last line" in _failure(tmp_path / "none", 1, deque(["last line"]))
+
+
+def test_a_dataset_of_two_refine_turns_is_refused_before_launch(models_home, tmp_path):
+    rows = _dataset(4).to_pylist()
+    rows[1]["refine_turn"] = "Another turn: {query}"
+    mixed = pa.Table.from_pylist(rows, schema=schemas.PTR_DATASET)
+    with pytest.raises(ValueError, match="rows record 2 refine turns"):
+        _train(models_home, tmp_path, mixed, micro_batch_size=2)
 
 
 def test_too_few_rows_are_refused_before_launch(models_home, tmp_path):

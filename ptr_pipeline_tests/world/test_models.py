@@ -7,6 +7,7 @@ import pytest
 from transformers import AutoModelForCausalLM
 
 from ptr_pipeline.answers import FLEXIBLE, extract_number
+from ptr_pipeline.conversation import REREAD_REFINE_TURN
 from ptr_pipeline.engines import Sampling, TransformersGenerator
 from ptr_pipeline.evaluation import EvalSettings, evaluate_rounds, load_examples, summarize
 from ptr_pipeline.generation.prompts import strong_conversation, thought_conversation
@@ -21,7 +22,7 @@ def _accuracy(model: str, task: str) -> float:
     generator = TransformersGenerator(model, batch_size=64)
     examples = load_examples(task, "world", N)
     settings = EvalSettings(num_rounds=1, max_new_tokens=64)
-    table = evaluate_rounds(examples, task, generator, settings, "m", model)
+    table = evaluate_rounds(examples, task, generator, settings, "m", model, REREAD_REFINE_TURN)
     generator.close()
     (cell,) = [r for r in summarize(table).to_pylist() if r["primary"]]
     return cell["value"]
