@@ -141,10 +141,11 @@ def refine_command(args: argparse.Namespace, root: Path) -> int:
             return 2
     else:
         turn, turn_source = default_refine_turn(model)
+    queries = [e.query for e in examples] if examples else prompts  # shots are not restated
     try:  # every question checked against the context before the weights load
         chat_format.check_fits(
-            [(f"{where}, question {i + 1}", [{"role": "user", "content": p}])
-             for i, p in enumerate(prompts)],
+            [(f"{where}, question {i + 1}", [{"role": "user", "content": p}], q)
+             for i, (p, q) in enumerate(zip(prompts, queries, strict=True))],
             args.rounds, args.max_new_tokens, turn,
         )  # fmt: skip
     except PromptTooLongError as e:
@@ -159,7 +160,7 @@ def refine_command(args: argparse.Namespace, root: Path) -> int:
     stop = TASKS[args.task].stop if args.task else ()
     answers = refine(
         prompts, generator, args.rounds, turn,
-        Sampling(n=1, temperature=0.0, max_new_tokens=args.max_new_tokens, stop=stop),
+        Sampling(n=1, temperature=0.0, max_new_tokens=args.max_new_tokens, stop=stop), queries,
     )  # fmt: skip
     for i, (prompt, rounds, gold) in enumerate(zip(prompts, answers, golds, strict=True)):
         extracted = (

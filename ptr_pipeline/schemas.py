@@ -121,6 +121,8 @@ EVAL_SETS = pa.schema(
         pa.field("example_id", pa.string(), nullable=False),
         pa.field("question", pa.string(), nullable=False),  # raw, for decontamination
         pa.field("prompt", pa.string(), nullable=False),  # round 1's user turn, shots included
+        pa.field("query", pa.string(), nullable=False),  # the prompt without shots: the refine
+        # turn's {query} (conversation.refine_turn_text)
         pa.field("gold", pa.string(), nullable=False),
         pa.field("choices", pa.list_(pa.string()), nullable=False),  # options as shown, or []
         pa.field("reference", pa.string(), nullable=False),  # JSON: what a judge needs beyond gold

@@ -64,20 +64,23 @@ def refine(
     num_rounds: int,
     refine_turn: str,
     sampling: Sampling,
+    queries: list[str] | None = None,
 ) -> list[list[str]]:
     """Think-thrice inference (the paper's test-time procedure): each prompt answered
     ``num_rounds`` times, round r > 1 seeing the whole history then the refine turn
-    (``refine_turn`` with ``{query}`` filled by the prompt).
+    (``refine_turn`` with ``{query}`` filled by ``queries[i]``, default the prompt: an eval item
+    passes its prompt without the few-shot examples, ``EvalExample.query``).
 
     Returns:
         One list of ``num_rounds`` answers per prompt. Evaluation and ``python -m ptr_pipeline
         refine`` both go through here, so they render, prompt and stop alike.
     """
     answers: list[list[str]] = [[] for _ in prompts]
+    queries = prompts if queries is None else queries
     for round_ in range(1, num_rounds + 1):
         conversations = [
-            refinement_prompt(prompt, previous, refine_turn)
-            for prompt, previous in zip(prompts, answers, strict=True)
+            refinement_prompt(prompt, previous, refine_turn, query)
+            for prompt, previous, query in zip(prompts, answers, queries, strict=True)
         ]
         outputs = generator.generate(conversations, sampling)
         for previous, (response,) in zip(answers, outputs, strict=True):
@@ -108,6 +111,7 @@ def evaluate_rounds(
         settings.num_rounds,
         refine_turn,
         settings.sampling(task),
+        [e.query for e in examples],
     )
     return judge_rows(task, examples, answers, settings.extraction_for(task), model_role, model)
 
@@ -194,7 +198,7 @@ def evaluate_models(
                 identity,
                 role,
                 task,
-                [(e.id, e.prompt) for e in task_examples],
+                [(e.id, e.prompt, e.query) for e in task_examples],
                 answer_settings,
                 TASKS[task].stop,
                 CODE_VERSION,
@@ -212,7 +216,11 @@ def evaluate_models(
         if pending:  # check every prompt before the first model loads
             engine.chat_format.check_fits(
                 [
-                    (f"{e.where or e.id} field 'question'", [{"role": "user", "content": e.prompt}])
+                    (
+                        f"{e.where or e.id} field 'question'",
+                        [{"role": "user", "content": e.prompt}],
+                        e.query,
+                    )
                     for task in pending
                     for e in examples[task]
                 ],

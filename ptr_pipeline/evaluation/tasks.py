@@ -55,6 +55,14 @@ class EvalExample:
     reference: dict[str, Any] = field(default_factory=dict)
     group: str = ""  # the pool few-shot examples are drawn from (MMLU: the subject)
     shot: str = ""  # this item written as a solved example (question and answer)
+    # The prompt without its few-shot examples: what a refine turn's {query} restates (re-reading
+    # restates the question, not the solved examples before it). "" = the prompt itself.
+    zero_shot_prompt: str = ""
+
+    @property
+    def query(self) -> str:
+        """The question as the refine turn restates it (``conversation.refine_turn_text``)."""
+        return self.zero_shot_prompt or self.prompt
 
 
 @dataclass(frozen=True)
@@ -486,7 +494,11 @@ def with_shots(
             )
         header, body = example.prompt.split("\n\n", 1)
         shown = "\n\n".join(s.shot for s in chosen)
-        out.append(replace(example, prompt=f"{header}\n\n{shown}\n\n{body}"))
+        out.append(
+            replace(
+                example, prompt=f"{header}\n\n{shown}\n\n{body}", zero_shot_prompt=example.prompt
+            )
+        )
     return out
 
 
@@ -538,6 +550,7 @@ def examples_table(task: str, examples: list[EvalExample]) -> pa.Table:
             "example_id": e.id,
             "question": e.question,
             "prompt": e.prompt,
+            "query": e.query,
             "gold": e.gold,
             "choices": list(e.choices),
             "reference": json.dumps(e.reference, sort_keys=True),
@@ -568,6 +581,7 @@ def examples_from_table(table: pa.Table) -> dict[str, list[EvalExample]]:
                 r["where"],
                 choices=tuple(r["choices"]),
                 reference=json.loads(r["reference"]),
+                zero_shot_prompt=r["query"] if r["query"] != r["prompt"] else "",
             )
         )
     return out

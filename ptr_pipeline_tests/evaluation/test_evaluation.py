@@ -15,6 +15,8 @@ from ptr_pipeline.evaluation import (
     EvalSettings,
     evaluate_models,
     evaluate_rounds,
+    examples_from_table,
+    examples_table,
     load_examples,
     refine_turn_for,
     summarize,
@@ -254,6 +256,29 @@ def test_every_model_is_asked_with_the_turn_the_checkpoints_were_trained_with(tm
     world.mkdir()
     (world / CHECKPOINT_MANIFEST).write_text(json.dumps({"world_role": "base", "files": {}}))
     assert refine_turn_for({"base": str(world)}, EvalSettings())[0] == REREAD_REFINE_TURN
+
+
+def test_a_re_reading_turn_restates_the_question_not_the_shots(models_home):
+    examples = load_examples("mmlu", limit=2)  # 5 shots from the bundled dev split
+    e = examples[0]
+    # what the turn restates is the item as asked zero-shot: no solved example
+    assert e.query == load_examples("mmlu", None, 2, None, 0)[0].prompt
+    assert len(e.prompt) > len(e.query) and e.prompt.endswith(e.query.split("\n\n", 1)[1])
+    back = examples_from_table(examples_table("mmlu", examples))["mmlu"]
+    assert [(b.prompt, b.query) for b in back] == [(x.prompt, x.query) for x in examples]
+    zero_shot = load_examples("gsm8k", limit=1)[0]
+    assert zero_shot.query == zero_shot.prompt
+    calls = []
+
+    class Recording(TransformersGenerator):
+        def generate(self, conversations, sampling):
+            calls.append([list(c) for c in conversations])
+            return super().generate(conversations, sampling)
+
+    generator = Recording(models_home.resolve_model("tiny:base"))
+    settings = EvalSettings(num_rounds=2, max_new_tokens=4)
+    evaluate_rounds(examples, "mmlu", generator, settings, "base", "m", REREAD_REFINE_TURN)
+    assert calls[1][0][-1]["content"] == REREAD_REFINE_TURN.replace("{query}", e.query)
 
 
 def test_the_refine_turn_keys_the_cached_responses(tmp_path, models_home):
