@@ -173,3 +173,68 @@ def comparisons_markdown(comparisons: pa.Table) -> str:
             f"{r['right_to_wrong']} |"
         )
     return "\n".join(lines)
+
+
+def seed_pooled(scores_by_seed: list[pa.Table], claim: tuple[str, int, str, int]) -> dict:
+    """One claim (model a, round a, model b, round b; round -1 = the last) pooled over runs that
+    differ only in their seed (e.g. fine-tuning seeds), on the same items of one task.
+
+    The statistic is the mean over seeds of the mean paired difference over items, in [-1, 1]. Its
+    95% interval is a two-way bootstrap of the crossed design seeds x items: each of
+    ``RESAMPLES`` resamples draws the seeds with replacement and, independently, the items with
+    replacement (one draw of items for every seed: they are the same items), and the interval is
+    the percentile interval of the resampled statistic (a fixed seed). It therefore holds both
+    the item noise of one run and the spread between seeds (Field and Welsh 2007, "Bootstrapping
+    clustered data", the two-stage case; Efron and Tibshirani 1993, section 6.2).
+
+    Args:
+        scores_by_seed: one ``schemas.EVAL_SCORES`` table per seed, each of one task.
+        claim: as in ``CLAIMS``.
+
+    Returns:
+        ``difference``, ``ci_low``, ``ci_high``, ``seeds``, ``n`` (items), and
+        ``wrong_to_right`` / ``right_to_wrong``: items a scores above / below b, summed over
+        seeds.
+
+    Raises:
+        ValueError: fewer than 2 seeds, several tasks, or the cells missing in a seed.
+    """
+    if len(scores_by_seed) < 2:
+        raise ValueError("seed_pooled needs at least 2 seeds")
+    role_a, round_a, role_b, round_b = claim
+    rows = []
+    ids: list[str] | None = None
+    for k, scores in enumerate(scores_by_seed):
+        tasks = set(scores.column("task").to_pylist())
+        if len(tasks) != 1:
+            raise ValueError(f"seed {k}: one task per table, got {sorted(tasks)}")
+        cells = _cells(scores)
+        task = tasks.pop()
+        last = {role: max(r for ro, _, r in cells if ro == role) for role, _, _ in cells}
+        ra = last.get(role_a) if round_a == -1 else round_a
+        rb = last.get(role_b) if round_b == -1 else round_b
+        a, b = cells.get((role_a, task, ra)), cells.get((role_b, task, rb))
+        if a is None or b is None:
+            raise ValueError(f"seed {k}: no {role_a} r{ra} or {role_b} r{rb} for {task}")
+        common = sorted(set(a) & set(b))
+        ids = common if ids is None else [i for i in ids if i in set(common)]
+        rows.append((a, b))
+    assert ids is not None
+    d = np.array([[a[i] - b[i] for i in ids] for a, b in rows])  # seeds x items
+    k, n = d.shape
+    rng = np.random.default_rng(SEED)
+    item_counts = rng.multinomial(n, np.full(n, 1 / n), size=RESAMPLES)  # resamples x items
+    seed_counts = rng.multinomial(k, np.full(k, 1 / k), size=RESAMPLES)  # resamples x seeds
+    per_seed = item_counts @ d.T / n  # each seed's mean difference over the resampled items
+    resampled = (seed_counts * per_seed).sum(axis=1) / k
+    alpha = (1 - CONFIDENCE) / 2
+    low, high = np.quantile(resampled, [alpha, 1 - alpha])
+    return {
+        "difference": float(d.mean()),
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "seeds": k,
+        "n": n,
+        "wrong_to_right": int((d > 0).sum()),
+        "right_to_wrong": int((d < 0).sum()),
+    }

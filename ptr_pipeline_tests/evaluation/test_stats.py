@@ -8,6 +8,7 @@ import pytest
 from ptr_pipeline import schemas
 from ptr_pipeline.evaluation import compare, summarize
 from ptr_pipeline.evaluation.rounds import trip_markdown
+from ptr_pipeline.evaluation.stats import seed_pooled
 
 
 def _scores(cells: dict[tuple[str, str, int], list[bool]]) -> pa.Table:
@@ -113,3 +114,27 @@ def test_graded_metrics_get_a_bootstrap_interval_not_a_wilson_one():
         0.0,
         0.0,
     )  # no spread, not Wilson's [0, 8.8%]
+
+
+def test_seed_pooling_resamples_seeds_and_items():
+    # Every item and seed: PTR round 3 is right where round 1 was wrong on 10% of items.
+    same = {("ptr", "t", 1): PTR_1, ("ptr", "t", 3): PTR_3}
+    pooled = seed_pooled([_scores(same), _scores(same)], ("ptr", -1, "ptr", 1))
+    single = compare(_scores(same), [("ptr", -1, "ptr", 1)]).to_pylist()[0]
+    assert pooled["difference"] == pytest.approx(0.10) and pooled["seeds"] == 2
+    assert (pooled["wrong_to_right"], pooled["right_to_wrong"]) == (2 * 20, 0)
+    # identical seeds: the interval is the item interval of one run (up to resampling noise)
+    assert pooled["ci_low"] == pytest.approx(single["ci_low"], abs=0.01)
+    assert pooled["ci_high"] == pytest.approx(single["ci_high"], abs=0.01)
+    # Two seeds that disagree completely (+1 on every item against 0): a per-item interval of
+    # either run is a point, the pooled one spans both seeds.
+    up = {("ptr", "t", 1): [False] * N, ("ptr", "t", 3): [True] * N}
+    flat = {("ptr", "t", 1): [False] * N, ("ptr", "t", 3): [False] * N}
+    spread = seed_pooled([_scores(up), _scores(flat)], ("ptr", -1, "ptr", 1))
+    assert spread["difference"] == pytest.approx(0.5)
+    # seeds drawn (up, up), (up, flat), (flat, flat) with probabilities 1/4, 1/2, 1/4
+    assert (spread["ci_low"], spread["ci_high"]) == (0.0, 1.0)
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        seed_pooled([_scores(same)], ("ptr", -1, "ptr", 1))
+    with pytest.raises(ValueError, match="no ptr r3 or sft r1 for t"):
+        seed_pooled([_scores(same), _scores(same)], ("ptr", -1, "sft", 1))

@@ -1,0 +1,189 @@
+"""PTR in the miniature world over fine-tuning seeds: per seed and pooled, with 95% intervals.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/world_seeds.py [--seeds 19260817 1 2]
+        [--ptr-home .ptr] [--config extra.yaml ...]
+
+One fine-tuning seed proves little here: across seeds SFT's round 1 and PTR's later rounds move by
+10-20 points, more than the per-item intervals of one run cover. This script runs ``ptr_full_job``
+through the Dagster CLI once per fine-tuning seed (``fine_tune.seed``: the order of the rows and
+every random draw of PTR's and SFT's training), evaluating the world's two tasks, all on one
+``PTR_HOME``: the world's models, the data stages and the base model's answers come from the
+cache, only training and the trained models' answers are redone per seed. It prints:
+
+- per seed and task: each model's accuracy at every round;
+- per seed and task, the paired differences that carry the claim (``CLAIMS``), in points, with the
+  paired-bootstrap 95% interval over items (``evaluation.stats.compare``) and the items that
+  went one way or the other;
+- pooled over seeds, per task: the mean difference over seeds with a 95% interval from a
+  two-way bootstrap that resamples seeds and items together (``evaluation.stats.seed_pooled``),
+  and the flips summed over seeds;
+- the goals of issue 16 checked on the figures (a goal is printed as met or not, never tuned).
+
+Not part of ``make test`` (each seed retrains PTR and SFT and evaluates them: minutes). Its
+output is the seed table of docs/results.md. ``--config`` adds run-config files to every run
+(e.g. an ablation), so the seed table of a variant is one command.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import yaml
+
+from ptr_pipeline.evaluation import summarize
+from ptr_pipeline.evaluation.stats import compare, seed_pooled
+from ptr_pipeline.samples import WORLD_EVAL_SOURCES
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "ptr_pipeline" / "configs"
+DAGSTER = str(Path(sys.executable).parent / "dagster")
+WORLD_TASKS = list(WORLD_EVAL_SOURCES)  # gsm8k, arc: the world's held-out sets
+WORLD_RANGE = {
+    "dagster/asset_partition_range_start": WORLD_TASKS[0],
+    "dagster/asset_partition_range_end": WORLD_TASKS[-1],
+}
+DEFAULT_SEEDS = [19260817, 1, 2]  # the first is TrainSettings' default: the demo's own run
+# (model a, round a, model b, round b); round -1 = the last round.
+CLAIMS = [
+    ("ptr", -1, "ptr", 1),
+    ("ptr", -1, "base", 1),
+    ("ptr", -1, "sft", 1),
+    ("ptr", -1, "sft", -1),
+    ("base", 2, "base", 1),
+]
+
+
+def run_seed(seed: int, configs: list[Path], ptr_home: Path, dagster_home: Path, out: Path):
+    """``ptr_full_job`` over the world's tasks with ``fine_tune.seed = seed``; the eval scores it
+    wrote, copied to ``out`` (the next run replaces ``latest``)."""
+    seed_config = out.parent / f"seed-{seed}.yaml"
+    seed_config.write_text(yaml.safe_dump({"ops": {"fine_tune": {"config": {"seed": seed}}}}))
+    argv = [DAGSTER, "job", "execute", "-m", "ptr_pipeline.definitions", "-j", "ptr_full_job",
+            "-c", str(CONFIGS / "console.yaml"), "--tags", json.dumps(WORLD_RANGE)]  # fmt: skip
+    for config in [*configs, seed_config]:
+        argv += ["-c", str(config)]
+    env = {**os.environ, "PTR_HOME": str(ptr_home), "DAGSTER_HOME": str(dagster_home)}
+    started = time.perf_counter()
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"seed {seed}: the run failed\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+    print(f"seed {seed}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+    folder = ptr_home / "artifacts" / "eval_scores"
+    scores = pa.concat_tables([pq.read_table(folder / t / "latest.parquet") for t in WORLD_TASKS])
+    pq.write_table(scores, out)
+    return scores
+
+
+def _label(role_a, round_a, role_b, round_b, last: int) -> str:
+    ra = last if round_a == -1 else round_a
+    rb = last if round_b == -1 else round_b
+    return f"{role_a} r{ra} - {role_b} r{rb}"
+
+
+def _points(low: float, mid: float, high: float) -> str:
+    return f"{100 * mid:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", nargs="+", type=int, default=DEFAULT_SEEDS)
+    parser.add_argument("--ptr-home", type=Path, help="reuse a PTR_HOME (its world, its caches)")
+    parser.add_argument("--config", nargs="*", type=Path, default=[],
+                        help="run-config files added to every run (e.g. an ablation)")  # fmt: skip
+    parser.add_argument("--keep", type=Path, help="copy each seed's eval scores into this folder")
+    args = parser.parse_args()
+    if len(args.seeds) < 2:
+        parser.error("--seeds: at least 2 (pooling resamples seeds)")
+    ptr_home = args.ptr_home or Path(tempfile.mkdtemp(prefix="ptr-seeds-"))
+    dagster_home = Path(tempfile.mkdtemp(prefix="dagster-seeds-"))
+    shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
+    keep = args.keep or Path(tempfile.mkdtemp(prefix="ptr-seed-scores-"))
+    keep.mkdir(parents=True, exist_ok=True)
+    by_seed = {
+        seed: run_seed(seed, args.config, ptr_home, dagster_home, keep / f"scores-{seed}.parquet")
+        for seed in args.seeds
+    }
+    last = max(by_seed[args.seeds[0]].column("round").to_pylist())
+    print(f"\nPTR in the world over {len(args.seeds)} fine-tuning seeds {args.seeds} "
+          f"(configs: {[str(c) for c in args.config] or 'defaults'}); scores in {keep}\n")  # fmt: skip
+
+    print("Accuracy (%) per seed, task, model and round:\n")
+    rounds = " | ".join(f"round {k}" for k in range(1, last + 1))
+    print(f"| seed | task | model | {rounds} |\n|" + "---|" * (3 + last))
+    for seed, scores in by_seed.items():
+        cells = {}
+        for r in summarize(scores).filter(pc.field("primary")).to_pylist():
+            cells.setdefault((r["task"], r["model_role"]), {})[r["round"]] = r["value"]
+        for task in WORLD_TASKS:
+            for role in ("base", "sft", "ptr"):
+                values = cells.get((task, role), {})
+                row = " | ".join(f"{100 * values[k]:.1f}" if k in values else "-"
+                                 for k in range(1, last + 1))  # fmt: skip
+                print(f"| {seed} | {task} | {role} | {row} |")
+
+    print("\nPaired differences (points) per seed [paired bootstrap 95% over items]; "
+          "better / worse: items a scores above / below b:\n")  # fmt: skip
+    print(
+        "| comparison | task | seed | difference [95% CI] | better | worse |\n|---|---|---|---|---|---|"
+    )
+    for claim in CLAIMS:
+        label = _label(*claim, last)
+        for task in WORLD_TASKS:
+            for seed, scores in by_seed.items():
+                rows = compare(scores.filter(pc.field("task") == task), [claim]).to_pylist()
+                if not rows:
+                    continue
+                r = rows[0]
+                print(f"| {label} | {task} | {seed} | "
+                      f"{_points(r['ci_low'], r['difference'], r['ci_high'])} | "
+                      f"{r['wrong_to_right']} | {r['right_to_wrong']} |")  # fmt: skip
+
+    print(
+        "\nPooled over seeds: the mean difference over seeds [95% CI, resampling seeds and "
+        "items]; flips summed over seeds; seeds whose own interval excludes 0 (+ or -):\n"
+    )
+    print("| comparison | task | mean difference [95% CI] | better | worse | seeds > 0 | seeds < 0 |"
+          "\n|---|---|---|---|---|---|---|")  # fmt: skip
+    verdicts = {}
+    for claim in CLAIMS:
+        label = _label(*claim, last)
+        for task in WORLD_TASKS:
+            tables = [s.filter(pc.field("task") == task) for s in by_seed.values()]
+            pooled = seed_pooled(tables, claim)
+            per_seed = [compare(t, [claim]).to_pylist()[0] for t in tables]
+            up = sum(r["ci_low"] > 0 for r in per_seed)
+            down = sum(r["ci_high"] < 0 for r in per_seed)
+            verdicts[(label, task)] = (pooled, up, down, len(per_seed))
+            print(f"| {label} | {task} | "
+                  f"{_points(pooled['ci_low'], pooled['difference'], pooled['ci_high'])} | "
+                  f"{pooled['wrong_to_right']} | {pooled['right_to_wrong']} | {up} | {down} |")  # fmt: skip
+
+    task = WORLD_TASKS[0]
+    print(f"\nThe goals of issue 16, checked on {task} (never tuned):\n")
+    goals = [
+        (f"in every seed PTR r{last} > base r1 (CI excludes 0)",
+         verdicts[(_label("ptr", -1, "base", 1, last), task)][1] == len(by_seed)),
+        ("in every seed the prompting baseline is no better at round 2 than at round 1",
+         verdicts[(_label("base", 2, "base", 1, last), task)][1] == 0),
+        (f"pooled: PTR r{last} > PTR r1 (CI excludes 0)",
+         verdicts[(_label("ptr", -1, "ptr", 1, last), task)][0]["ci_low"] > 0),
+        (f"every seed: PTR r{last} > PTR r1 (CI excludes 0)",
+         verdicts[(_label("ptr", -1, "ptr", 1, last), task)][1] == len(by_seed)),
+        (f"moonshot, pooled: PTR r{last} >= SFT r1 (CI reaches 0 or above)",
+         verdicts[(_label("ptr", -1, "sft", 1, last), task)][0]["ci_high"] >= 0),
+    ]  # fmt: skip
+    for text, met in goals:
+        print(f"- {'met' if met else 'NOT met'}: {text}")
+
+
+if __name__ == "__main__":
+    main()
