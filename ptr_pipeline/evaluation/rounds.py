@@ -313,13 +313,16 @@ ROLE_ORDER = {"base": 0, "sft": 1, "ptr": 2}
 def summary_markdown(summary: pa.Table, column: str = "value", every_metric: bool = False) -> str:
     """A task x round table per model role, as markdown: each task's primary metric (every
     metric with ``every_metric``) in % with its 95% interval, the ``answered`` share in %, or
-    the ``flips`` against the previous round (wrong->right / right->wrong counts)."""
+    the ``flips`` against the previous round (wrong->right / right->wrong counts).
+
+    ``n`` is the number of items scored; where rounds differ (responses to some items only, as
+    ``python -m ptr_pipeline score`` accepts), it lists each round's, in round order."""
     rows = [r for r in summary.to_pylist() if every_metric or r["primary"]]
     rounds = sorted({r["round"] for r in rows})
     head = "| task | metric | model | n | " + " | ".join(f"round {k}" for k in rounds) + " |"
     lines = [head, "|" + "---|" * (4 + len(rounds))]
     cells: dict[tuple[str, str, str], dict[int, str]] = defaultdict(dict)
-    items: dict[tuple[str, str, str], int] = {}
+    items: dict[tuple[str, str, str], dict[int, int]] = defaultdict(dict)
     for r in rows:
         if column == "flips":
             flips = (r["wrong_to_right"], r["right_to_wrong"])
@@ -330,9 +333,7 @@ def summary_markdown(summary: pa.Table, column: str = "value", every_metric: boo
             value += f" [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"
         metric = r["metric"] if column == "value" else column
         cells[(r["task"], metric, r["model_role"])][r["round"]] = value
-        items[(r["task"], metric, r["model_role"])] = max(
-            r["n"], items.get((r["task"], metric, r["model_role"]), 0)
-        )
+        items[(r["task"], metric, r["model_role"])][r["round"]] = r["n"]
     order = {task: i for i, task in enumerate(TASKS)}
 
     def key(item):
@@ -343,7 +344,13 @@ def summary_markdown(summary: pa.Table, column: str = "value", every_metric: boo
 
     for (task, metric, role), by_round in sorted(cells.items(), key=key):
         values = " | ".join(by_round.get(k, "-") for k in rounds)
-        lines.append(f"| {task} | {metric} | {role} | {items[(task, metric, role)]} | {values} |")
+        counts = items[(task, metric, role)]
+        n = (
+            str(next(iter(counts.values())))
+            if len(set(counts.values())) == 1
+            else " / ".join(str(counts[k]) if k in counts else "-" for k in rounds)
+        )
+        lines.append(f"| {task} | {metric} | {role} | {n} | {values} |")
     return "\n".join(lines)
 
 
