@@ -13,6 +13,7 @@ settings and the code version), and every prompt checked against the context bef
 """
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -65,11 +66,15 @@ def refine(
     refine_turn: str,
     sampling: Sampling,
     queries: list[str] | None = None,
+    label: str = "",
+    clock: Callable[[], float] = time.monotonic,
 ) -> list[list[str]]:
     """Think-thrice inference (the paper's test-time procedure): each prompt answered
     ``num_rounds`` times, round r > 1 seeing the whole history then the refine turn
     (``refine_turn`` with ``{query}`` filled by ``queries[i]``, default the prompt: an eval item
-    passes its prompt without the few-shot examples, ``EvalExample.query``).
+    passes its prompt without the few-shot examples, ``EvalExample.query``). Each round logs its
+    progress at INFO every ``PROGRESS_EVERY_S`` seconds of work (``ProgressLog``, named by
+    ``label``, e.g. "ptr gsm8k").
 
     Returns:
         One list of ``num_rounds`` answers per prompt. Evaluation and ``python -m ptr_pipeline
@@ -82,11 +87,69 @@ def refine(
             refinement_prompt(prompt, previous, refine_turn, query)
             for prompt, previous, query in zip(prompts, answers, queries, strict=True)
         ]
-        outputs = generator.generate(conversations, sampling)
+        progress = ProgressLog(
+            f"{label + ' ' if label else ''}round {round_}/{num_rounds}", len(prompts), clock=clock
+        )
+        outputs = generator.generate(conversations, sampling, progress=progress)
+        progress.finish()
         for previous, (response,) in zip(answers, outputs, strict=True):
             previous.append(response)
-        log.debug("round %d of %d done (%d prompts)", round_, num_rounds, len(prompts))
     return answers
+
+
+PROGRESS_EVERY_S = 5.0
+
+
+class ProgressLog:
+    """A progress callback (``Generator.generate(..., progress=)``) that logs, at INFO, the items
+    done of one piece of work (one model, task and round) and the time it is expected to take,
+    at most once every ``every_s`` seconds of it; ``finish`` logs its total time.
+
+    Args:
+        what: names the work ("ptr gsm8k round 2/3").
+        total: items in it.
+        every_s: seconds between two lines.
+        clock: seconds, monotonic (tests pass a fake one).
+    """
+
+    def __init__(
+        self,
+        what: str,
+        total: int,
+        every_s: float = PROGRESS_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.what, self.total, self.every_s, self._clock = what, total, every_s, clock
+        self.started = self._last = clock()
+        self.done = 0
+
+    def __call__(self, done: int, total: int | None = None) -> None:
+        self.done = done
+        self.total = total if total is not None else self.total
+        now = self._clock()
+        if now - self._last < self.every_s or done >= self.total:
+            return
+        self._last = now
+        elapsed = now - self.started
+        expected = elapsed * self.total / done if done else float("nan")
+        log.info(
+            "%s: %d/%d items, %s elapsed, about %s in all (%s left)",
+            self.what, done, self.total, _duration(elapsed), _duration(expected),
+            _duration(expected - elapsed),
+        )  # fmt: skip
+
+    def finish(self) -> None:
+        """Log the work's total time (when it ran long enough to have logged progress)."""
+        elapsed = self._clock() - self.started
+        if elapsed >= self.every_s:
+            log.info("%s: %d items in %s", self.what, self.total, _duration(elapsed))
+
+
+def _duration(seconds: float) -> str:
+    if seconds != seconds:  # nan: nothing done yet
+        return "?"
+    seconds = round(seconds)
+    return f"{seconds} s" if seconds < 120 else f"{seconds // 60} min {seconds % 60:02d} s"
 
 
 def evaluate_rounds(
@@ -112,6 +175,7 @@ def evaluate_rounds(
         refine_turn,
         settings.sampling(task),
         [e.query for e in examples],
+        label=f"{model_role} {task}",
     )
     return judge_rows(task, examples, answers, settings.extraction_for(task), model_role, model)
 
@@ -231,6 +295,10 @@ def evaluate_models(
         plan.append((role, model, engine, pending))
     for role, model, engine, pending in plan:
         for task, cache in pending.items():
+            log.info(
+                "%s %s: %d examples x %d rounds to answer", role, task, len(examples[task]),
+                settings.num_rounds,
+            )  # fmt: skip
             table = evaluate_rounds(examples[task], task, engine(), settings, role, model, turn)
             write_parquet_atomic(table, cache)
             tables.append(table)
