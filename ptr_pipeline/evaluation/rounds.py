@@ -15,8 +15,9 @@ settings and the code version), and every prompt checked against the context bef
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -26,10 +27,13 @@ from ptr_pipeline import schemas
 from ptr_pipeline.conversation import refinement_prompt
 from ptr_pipeline.engines import Generator, LazyGenerator, Sampling
 from ptr_pipeline.evaluation.settings import EvalSettings
-from ptr_pipeline.evaluation.stats import mean_interval, metric_names, metric_values
+from ptr_pipeline.evaluation.stats import ROLE_ORDER, mean_interval, metric_names, metric_values
 from ptr_pipeline.evaluation.tasks import GRADED_METRICS, TASKS, EvalExample
 from ptr_pipeline.models import default_refine_turn, model_fingerprint, trained_refine_turn
 from ptr_pipeline.storage import fingerprint, write_parquet_atomic
+
+if TYPE_CHECKING:
+    from ptr_pipeline.evaluation.chance import TaskSignal
 
 log = logging.getLogger(__name__)
 
@@ -322,10 +326,13 @@ def _answers(cached: pa.Table, examples: list[EvalExample]) -> list[list[str]]:
     return [[by_id[e.id][k] for k in sorted(by_id[e.id])] for e in examples]
 
 
-def summarize(scores: pa.Table) -> pa.Table:
+def summarize(scores: pa.Table, signals: "Mapping[str, TaskSignal] | None" = None) -> pa.Table:
     """Per (model role, task, round, metric): the mean with its 95% interval (Wilson for a 0/1
-    metric, the bootstrap otherwise: ``stats.mean_interval``), the answered share, and flips of
-    the per-item verdict against the previous round (null for a task without one, xsum)."""
+    metric, the bootstrap otherwise: ``stats.mean_interval``), the items it is over (``n``, that
+    round's own), the answered share, and flips of the per-item verdict against the previous
+    round (null for a task without one, xsum). With ``signals`` (``chance.task_signals``), each
+    row also holds the chance level of the role's round-1 items on that metric and whether the
+    task is at chance; without, both are null."""
     schemas.validate(scores, schemas.EVAL_SCORES, "eval_scores")
     correct: dict[tuple[str, str, int], dict[str, bool | None]] = defaultdict(dict)
     answered: dict[tuple[str, str, int], int] = defaultdict(int)
@@ -343,6 +350,7 @@ def summarize(scores: pa.Table) -> pa.Table:
         previous = correct.get((role, task, round_ - 1), {})
         judged = all(v is not None for v in verdicts.values())
         names = metric_names(task, found[(role, task, round_)])
+        signal = signals.get(task) if signals is not None else None
         for name in names:
             by_example = values.get((role, task, round_, name))
             if not by_example:
@@ -370,12 +378,11 @@ def summarize(scores: pa.Table) -> pa.Table:
                     )
                     if judged
                     else None,
+                    "chance": signal.chance.get((role, name)) if signal else None,
+                    "at_chance": (not signal.signal) if signal else None,
                 }
             )
     return pa.Table.from_pylist(rows, schema=schemas.EVAL_SUMMARY)
-
-
-ROLE_ORDER = {"base": 0, "sft": 1, "ptr": 2}
 
 
 def summary_markdown(summary: pa.Table, column: str = "value", every_metric: bool = False) -> str:
@@ -384,13 +391,21 @@ def summary_markdown(summary: pa.Table, column: str = "value", every_metric: boo
     the ``flips`` against the previous round (wrong->right / right->wrong counts).
 
     ``n`` is the number of items scored; where rounds differ (responses to some items only, as
-    ``python -m ptr_pipeline score`` accepts), it lists each round's, in round order."""
+    ``python -m ptr_pipeline score`` accepts), it lists each round's, in round order. Tasks that
+    carry signal come first; a task at chance is marked so (``summarize`` with signals), and the
+    scores get a ``chance`` column (the chance level of the model's round-1 items, %).
+    """
     rows = [r for r in summary.to_pylist() if every_metric or r["primary"]]
     rounds = sorted({r["round"] for r in rows})
-    head = "| task | metric | model | n | " + " | ".join(f"round {k}" for k in rounds) + " |"
-    lines = [head, "|" + "---|" * (4 + len(rounds))]
+    with_chance = column == "value" and any(r.get("chance") is not None for r in rows)
+    extra = ["chance"] if with_chance else []
+    head = "| task | metric | model | n | " + "".join(f"{c} | " for c in extra)
+    lines = [head + " | ".join(f"round {k}" for k in rounds) + " |"]
+    lines.append("|" + "---|" * (4 + len(extra) + len(rounds)))
     cells: dict[tuple[str, str, str], dict[int, str]] = defaultdict(dict)
     items: dict[tuple[str, str, str], dict[int, int]] = defaultdict(dict)
+    chance: dict[tuple[str, str, str], float | None] = {}
+    at_chance: dict[str, bool | None] = {}
     for r in rows:
         if column == "flips":
             flips = (r["wrong_to_right"], r["right_to_wrong"])
@@ -400,25 +415,36 @@ def summary_markdown(summary: pa.Table, column: str = "value", every_metric: boo
         if column == "value":
             value += f" [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"
         metric = r["metric"] if column == "value" else column
-        cells[(r["task"], metric, r["model_role"])][r["round"]] = value
-        items[(r["task"], metric, r["model_role"])][r["round"]] = r["n"]
+        key = (r["task"], metric, r["model_role"])
+        cells[key][r["round"]] = value
+        items[key][r["round"]] = r["n"]
+        chance.setdefault(key, r.get("chance"))
+        at_chance[r["task"]] = r.get("at_chance")
     order = {task: i for i, task in enumerate(TASKS)}
 
-    def key(item):
+    def sort_key(item):
         (task, metric, role), _ = item
         metrics = TASKS[task].metrics if task in TASKS else ()
         rank = metrics.index(metric) if metric in metrics else len(metrics)
-        return (order.get(task, len(order)), task, rank, metric, ROLE_ORDER.get(role, 9), role)
+        return (
+            bool(at_chance.get(task)), order.get(task, len(order)), task, rank, metric,
+            ROLE_ORDER.get(role, 9), role,
+        )  # fmt: skip
 
-    for (task, metric, role), by_round in sorted(cells.items(), key=key):
-        values = " | ".join(by_round.get(k, "-") for k in rounds)
-        counts = items[(task, metric, role)]
+    for key, by_round in sorted(cells.items(), key=sort_key):
+        task, metric, role = key
+        counts = items[key]
         n = (
             str(next(iter(counts.values())))
             if len(set(counts.values())) == 1
             else " / ".join(str(counts[k]) if k in counts else "-" for k in rounds)
         )
-        lines.append(f"| {task} | {metric} | {role} | {n} | {values} |")
+        name = f"{task} (at chance)" if at_chance.get(task) else task
+        level = []
+        if with_chance:
+            level = ["-" if chance[key] is None else f"{100 * chance[key]:.1f}"]
+        values = " | ".join([*level, *(by_round.get(k, "-") for k in rounds)])
+        lines.append(f"| {name} | {metric} | {role} | {n} | {values} |")
     return "\n".join(lines)
 
 
