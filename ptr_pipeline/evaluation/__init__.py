@@ -10,12 +10,14 @@ from ptr_pipeline.evaluation.chance import (
 )
 from ptr_pipeline.evaluation.rounds import (
     CODE_VERSION,
+    choose_trip_item,
     evaluate_models,
     evaluate_rounds,
     judge_rows,
     refine_turn_for,
     summarize,
     summary_markdown,
+    trip_markdown,
 )
 from ptr_pipeline.evaluation.settings import EvalSetSettings, EvalSettings
 from ptr_pipeline.evaluation.stats import (

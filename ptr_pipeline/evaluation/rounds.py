@@ -448,26 +448,57 @@ def summary_markdown(summary: pa.Table, column: str = "value", every_metric: boo
     return "\n".join(lines)
 
 
-def trip_markdown(scores: pa.Table, example_id: str | None = None) -> str:
+def choose_trip_item(scores: pa.Table, tasks: list[str] | None = None) -> tuple[str, str] | None:
+    """The (task, example id) ``trip_markdown`` shows: an item whose answers change across
+    rounds, the first by these preferences, in order: the PTR model got it wrong at round 1 and
+    right at its last round; PTR's extracted answer changes between rounds; some model got it
+    right somewhere; some model's extracted answer changes between rounds; then the task's place
+    in ``tasks`` (default: ``TASKS`` order) and the example id. None for no scores."""
+    cells: dict[tuple[str, str], dict[tuple[str, int], dict]] = defaultdict(dict)
+    columns = ["model_role", "task", "example_id", "round", "extracted", "correct"]
+    for r in scores.select(columns).to_pylist():
+        cells[(r["task"], r["example_id"])][(r["model_role"], r["round"])] = r
+    if not cells:
+        return None
+    order = {task: i for i, task in enumerate(tasks if tasks is not None else TASKS)}
+
+    def changes(item: dict, role: str | None) -> bool:
+        by_role: dict[str, set] = defaultdict(set)
+        for (r, _), row in item.items():
+            by_role[r].add(row["extracted"])
+        return any(len(v) > 1 for r, v in by_role.items() if role is None or r == role)
+
+    def preference(key: tuple[str, str]):
+        item = cells[key]
+        ptr_rounds = [k for r, k in item if r == "ptr"]
+        first = item.get(("ptr", 1))
+        final = item.get(("ptr", max(ptr_rounds))) if ptr_rounds else None
+        fixed = bool(first and final and first["correct"] is False and final["correct"])
+        right = any(row["correct"] for row in item.values())
+        return (
+            not fixed, not changes(item, "ptr"), not right, not changes(item, None),
+            order.get(key[0], len(order)), key,
+        )  # fmt: skip
+
+    return min(cells, key=preference)
+
+
+def trip_markdown(
+    scores: pa.Table, example_id: str | None = None, tasks: list[str] | None = None
+) -> str:
     """One held-out item's whole trip: its prompt, then every model's answer at every round with
-    the extracted answer against the gold. Without ``example_id``: the first item (by id) that
-    the PTR model gets wrong at round 1 and right at its last round, else the first item."""
-    rows = scores.to_pylist()
-    if not rows:
+    the extracted answer against the gold. Without ``example_id``: the item
+    ``choose_trip_item`` picks (``tasks``: the preferred tasks, in order)."""
+    if scores.num_rows == 0:
         return "(no scores)"
-    by_item: dict[str, dict[tuple[str, int], dict]] = defaultdict(dict)
-    for r in rows:
-        by_item[r["example_id"]][(r["model_role"], r["round"])] = r
     if example_id is None:
-        last = max(r["round"] for r in rows)
-
-        def fixed(cells: dict) -> bool:
-            first, final = cells.get(("ptr", 1)), cells.get(("ptr", last))
-            return bool(first and final and not first["correct"] and final["correct"])
-
-        example_id = next((i for i in sorted(by_item) if fixed(by_item[i])), min(by_item))
-    cells = by_item[example_id]
-    any_row = next(iter(cells.values()))
+        task, example_id = choose_trip_item(scores, tasks)
+        scores = scores.filter(pc.equal(scores.column("task"), task))
+    rows = [r for r in scores.to_pylist() if r["example_id"] == example_id]
+    if not rows:
+        return f"(no item {example_id!r})"
+    cells = {(r["model_role"], r["round"]): r for r in rows}
+    any_row = rows[0]
     lines = [
         f"task {any_row['task']}, item {example_id}, gold {any_row['gold']!r}",
         "",
