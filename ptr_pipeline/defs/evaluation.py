@@ -156,7 +156,7 @@ def eval_summary(
     signals = _signals(eval_scores, eval_sets)
     summary = evaluation.summarize(eval_scores, signals)
     figure = ptr_home.home().artifacts / "eval_summary" / "accuracy_by_round.png"
-    png = plots.accuracy_plot(summary, figure)
+    png = plots.accuracy_plot(summary, figure, evaluation.ordered_tasks(signals))
     return dg.MaterializeResult(
         value=summary,
         metadata={
