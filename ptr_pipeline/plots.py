@@ -41,13 +41,16 @@ COLUMNS = 3  # panels per row: about 900 px wide, legible where Dagster shows it
 def accuracy_grid(summary: pa.Table, order: list[str] | None = None) -> list[list[str | None]]:
     """The panels of ``accuracy_plot``, row by row (None: an empty slot), at most ``COLUMNS`` a
     row: the tasks that carry signal (``at_chance`` false, or not assessed) first, then, from a
-    new row, the tasks at chance; each group in ``order`` (then by name)."""
+    new row (unless one row holds every task), the tasks at chance; each group in ``order``
+    (then by name)."""
     rank = {task: i for i, task in enumerate(order or [])}
     at_chance: dict[str, bool | None] = {}
     for r in sorted(summary.to_pylist(), key=lambda r: (rank.get(r["task"], len(rank)), r["task"])):
         at_chance.setdefault(r["task"], r.get("at_chance"))
     signal = [t for t, c in at_chance.items() if not c]
     chance = [t for t, c in at_chance.items() if c]
+    if len(signal) + len(chance) <= COLUMNS:  # one row holds them all
+        return [signal + chance] if at_chance else [[None]]
     columns = min(COLUMNS, max(len(signal), len(chance), 1))
     grid: list[list[str | None]] = []
     for group in (signal, chance):
@@ -116,9 +119,10 @@ def accuracy_plot(summary: pa.Table, path: Path, order: list[str] | None = None)
         handles.append(plt.Line2D([], [], color="black", ls=":", lw=1.2))
         labels.append("chance level (round 1)")
     if handles:
-        figure.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=9,
-                      frameon=False, bbox_to_anchor=(0.5, 1.0))  # fmt: skip
-    figure.tight_layout(rect=(0, 0, 1, 1 - 0.4 / (2.45 * grid + 0.5)))
+        figure.legend(handles, labels, loc="upper center", ncol=min(len(labels), 2 * columns),
+                      fontsize=9, frameon=False, bbox_to_anchor=(0.5, 1.0))  # fmt: skip
+    legend_in = 0.4 if columns > 1 else 0.6  # a single column's legend takes two lines
+    figure.tight_layout(rect=(0, 0, 1, 1 - legend_in / (2.45 * grid + 0.5)))
     return _save(figure, path)
 
 

@@ -38,6 +38,14 @@ def test_the_tasks_with_signal_lead_the_grid_and_the_tasks_at_chance_follow_on_a
     ]
     # not assessed (at_chance null) counts as signal; without an order, by name
     assert plots.accuracy_grid(_summary(["xsum", "arc"], lambda t: None)) == [["arc", "xsum"]]
+    # one row holds three panels: the world's two tasks side by side, signal first
+    two = _summary(["arc", "gsm8k"], lambda t: t == "arc")
+    assert plots.accuracy_grid(two, list(TASKS)) == [["gsm8k", "arc"]]
+    four = _summary(["arc", "gsm8k", "mmlu", "math"], lambda t: t != "gsm8k")
+    assert plots.accuracy_grid(four, list(TASKS)) == [
+        ["gsm8k", None, None],
+        ["arc", "mmlu", "math"],
+    ]
 
 
 def test_the_figure_is_a_grid_readable_inline_not_a_strip(tmp_path):
