@@ -111,10 +111,15 @@ def item_chance(
     for r in first.select(["model_role", "task", "example_id", "response"]).to_pylist():
         responses[(r["model_role"], r["task"])][r["example_id"]] = r["response"]
     out: dict[tuple[str, str, str], dict[str, float]] = {}
+    nulls: dict[tuple[str, str], dict[str, dict[str, float]]] = {}  # judged once for all metrics
     for (role, task, _, name), by_example in values.items():
         items = {e.id: e for e in examples.get(task, [])}
         if name in GRADED_METRICS:
-            null = _permutation_null(task, responses[(role, task)], items, extraction.get(task))
+            if (role, task) not in nulls:
+                nulls[(role, task)] = _permutation_null(
+                    task, responses[(role, task)], items, extraction.get(task)
+                )
+            null = nulls[(role, task)]
             out[(role, task, name)] = {i: null[i][name] for i in by_example if i in null}
         else:
             out[(role, task, name)] = {
