@@ -233,13 +233,23 @@ def _row(
 
 def comparisons_markdown(comparisons: pa.Table) -> str:
     """The comparisons as a markdown table, in points of each task's primary metric ("all"
-    pools the tasks it names, as the paper's average mixes accuracy, pass@1 and similarity); a
-    task at chance is marked so."""
+    pools the tasks it names, as the paper's average mixes accuracy, pass@1 and similarity); per
+    comparison, the tasks with signal, then the pooled row, then the tasks at chance, marked so."""
     lines = [
         "| comparison | task | metric | n | difference (points) | 95% CI | better | worse |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for r in comparisons.to_pylist():
+    order = {task: i for i, task in enumerate(TASKS)}
+    claims: dict[str, int] = {}
+    rows = comparisons.to_pylist()
+    for r in rows:
+        claims.setdefault(r["comparison"], len(claims))
+
+    def key(r: dict):  # per claim: the tasks with signal, the pooled row, the tasks at chance
+        group = 1 if r["task"] == "all" else (2 if r.get("at_chance") else 0)
+        return (claims[r["comparison"]], group, order.get(r["task"], len(order)), r["task"])
+
+    for r in sorted(rows, key=key):
         lines.append(
             f"| {r['comparison']} | {_task_cell(r)} | {r['metric']} | {r['n']} | "
             f"{100 * r['difference']:+.1f} | "

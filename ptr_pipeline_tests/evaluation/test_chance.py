@@ -11,6 +11,7 @@ from ptr_pipeline.evaluation import (
     TASKS,
     EvalExample,
     compare,
+    comparisons_markdown,
     summarize,
     summary_markdown,
     task_signals,
@@ -179,6 +180,13 @@ def test_the_verdict_shows_the_tasks_with_signal_and_the_tables_mark_the_others(
     assert verdict.splitlines()[0] == "| paired difference (points) | mmlu | reading |"
     assert "| PTR round 2 - PTR round 1 | +5.0 [" in verdict and "arc" not in verdict
     assert "| PTR round 2 - SFT round 2 | +35.0 [" in verdict
+    every = comparisons_markdown(compare(scores, signals)).splitlines()
+    # per comparison: the task with signal, the pooled row naming it, the task at chance
+    assert [line.split(" | ")[1] for line in every[2:5]] == [
+        "mmlu",
+        "all (mmlu)",
+        "arc (at chance)",
+    ]
     table = summary_markdown(summarize(scores, signals)).splitlines()
     assert table[0] == "| task | metric | model | n | chance | round 1 | round 2 |"
     # mmlu (signal) before arc (at chance), though arc comes first in TASKS
