@@ -149,13 +149,10 @@ def _checkpoint(
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     fp, turn = manifest.get("dataset_fingerprint"), manifest.get("refine_turn")
     version, stale = None, None
-    if fp is None:
-        stale = "no dataset fingerprint in its manifest"
-    else:
+    # Unknown, so not called stale: no fingerprint (not trained here), or no ptr_dataset stored.
+    if fp is not None and datasets.latest is not None:
         version = datasets.find(fp, views[asset], list(views).index(asset))
-        if datasets.latest is None:
-            stale = "no ptr_dataset under artifacts"
-        elif version is None:
+        if version is None:
             stale = "trained on a ptr_dataset no longer stored (not the latest)"
         elif version != datasets.latest:
             stale = f"trained on ptr_dataset {version}, not the latest {datasets.latest}"
