@@ -83,7 +83,7 @@ def report(root: Path) -> int:
     base = artifacts / "base_model" / "latest.parquet"
     base_model = pq.read_table(base).column("model")[0].as_py() if base.exists() else None
     records = scores_records(
-        artifacts, partitions, checkpoints, PIPELINE_CHECKPOINT_ASSETS, views, base_model
+        artifacts, partitions, checkpoints, PIPELINE_CHECKPOINTS, views, base_model
     )
 
     print("\n## Verdict\n")
@@ -144,9 +144,6 @@ def report(root: Path) -> int:
     print(trip_markdown(trip_scores, tasks=shown))
     _artifacts(artifacts)
     return 0
-
-
-PIPELINE_CHECKPOINT_ASSETS = {"ptr": "ptr_checkpoint", "sft": "sft_checkpoint"}
 
 
 def _artifacts(artifacts: Path) -> None:
@@ -420,7 +417,7 @@ def _responses_by_item(rows, examples, field: str) -> list[list[str]]:
     return out
 
 
-PIPELINE_CHECKPOINTS = PIPELINE_CHECKPOINT_ASSETS
+PIPELINE_CHECKPOINTS = {"ptr": "ptr_checkpoint", "sft": "sft_checkpoint"}
 
 
 def _checkpoint(spec: str, root: Path) -> tuple[str | None, str]:
