@@ -29,11 +29,125 @@ CHECKPOINTS = ["ptr_dataset_hf", "ptr_checkpoint", "sft_checkpoint"]  # versione
 
 
 def report(root: Path) -> int:
-    from ptr_pipeline.evaluation import comparisons_markdown
-    from ptr_pipeline.evaluation.rounds import summary_markdown, trip_markdown
+    """Print, from what the pipeline wrote under ``root``: the verdict (the paired differences
+    that carry the claim, on the tasks that carry signal, each with its reading), the chance rule
+    and each task's verdict, what the checkpoints and scores were made from (stale ones marked),
+    the score tables, one item's trip and the artifacts. Everything is computed from the latest
+    ``eval_scores`` partitions and ``eval_sets``, so it never lags behind them."""
+    import pyarrow as pa
+
+    from ptr_pipeline import schemas
+    from ptr_pipeline.evaluation import (
+        RULE,
+        compare,
+        comparisons_markdown,
+        examples_from_table,
+        signal_markdown,
+        summarize,
+        summary_markdown,
+        task_signals,
+        trip_markdown,
+        verdict_markdown,
+    )
+    from ptr_pipeline.evaluation.chance import ordered_tasks
+    from ptr_pipeline.evaluation.provenance import (
+        DatasetVersions,
+        checkpoint_records,
+        provenance_markdown,
+        scores_records,
+    )
+    from ptr_pipeline.training import sft_rows
 
     artifacts = root / "artifacts"
-    print(f"Artifacts under {artifacts}")
+    partitions = {
+        p.parent.name: pq.read_table(p)
+        for p in sorted((artifacts / "eval_scores").glob("*/latest.parquet"))
+    }
+    print(f"PTR report for {root}")
+    if not partitions:
+        print("\nNo eval_scores yet: materialize eval_scores (make demo).")
+        _artifacts(artifacts)
+        return 1
+    names = schemas.EVAL_SCORES.names
+    scores = pa.concat_tables(
+        [t.select(names).cast(schemas.EVAL_SCORES) for t in partitions.values()]
+    )
+    sets = artifacts / "eval_sets" / "latest.parquet"
+    examples = examples_from_table(pq.read_table(sets)) if sets.exists() else {}
+    signals = task_signals(scores, examples)
+    partitions = {t: partitions[t] for t in ordered_tasks(signals, partitions)}  # signal first
+    with_signal = [t for t in ordered_tasks(signals) if signals[t].signal]
+    at_chance = [t for t in ordered_tasks(signals) if not signals[t].signal]
+    views = {"ptr_checkpoint": lambda table: table, "sft_checkpoint": sft_rows}
+    checkpoints = checkpoint_records(artifacts, views)
+    base = artifacts / "base_model" / "latest.parquet"
+    base_model = pq.read_table(base).column("model")[0].as_py() if base.exists() else None
+    records = scores_records(
+        artifacts, partitions, checkpoints, PIPELINE_CHECKPOINTS, views, base_model
+    )
+
+    print("\n## Verdict\n")
+    if with_signal:
+        print(f"Tasks that carry signal: {', '.join(with_signal)}.")
+    else:
+        print("No task carries signal: every model scores at chance on every task, so these "
+              "scores support no claim.")  # fmt: skip
+    if at_chance:
+        print(f"At chance, left out of every pooled figure: {', '.join(at_chance)}.")
+    if not examples:
+        print(f"No eval_sets at {sets}: chance levels unknown, no task assessed.")
+    stale = [(what, why) for what, c in checkpoints.items() if (why := c.stale)]
+    stale += [(f"eval_scores {t}", "; ".join(r.stale)) for t, r in records.items() if r.stale]
+    for what, why in stale:
+        print(f"STALE {what}: {why}")
+    comparisons = compare(scores, signals)
+    if with_signal:
+        print(
+            "\nPaired differences, in points of each task's primary metric, over the same items "
+            '[paired bootstrap 95% interval]; "all" pools the items of the tasks with signal:\n'
+        )
+        print(verdict_markdown(comparisons))
+    print(f"\nThe chance rule: {RULE}\n")
+    print(signal_markdown(signals))
+
+    print("\n## What the checkpoints and scores were made from\n")
+    print(provenance_markdown(checkpoints, records, DatasetVersions(artifacts).latest))
+
+    summary = summarize(scores, signals)
+    print(
+        "\n## Scores\n\n(%) per task (its primary metric), model and refinement round [95% "
+        "interval: Wilson for 0/1 metrics, bootstrap for graded ones]; n: items (per round where "
+        "rounds differ); chance: the chance level of the model's round-1 items; tasks with "
+        "signal first:\n"
+    )
+    print(summary_markdown(summary))
+    others = summary.filter(pc.invert(summary.column("primary")))
+    if others.num_rows:
+        print("\nThe tasks' other metrics (%):\n")
+        print(summary_markdown(others, every_metric=True))
+    print("\nResponses with an extractable answer (%):\n")
+    print(summary_markdown(summary, "answered"))
+    print("\nFlips against the previous round (items wrong->right / right->wrong):\n")
+    print(summary_markdown(summary, "flips"))
+    print(
+        "\nEvery paired difference [paired bootstrap 95% interval]; better/worse: items a scores "
+        "above/below b:\n"
+    )
+    print(comparisons_markdown(comparisons))
+
+    shown = with_signal or ordered_tasks(signals)
+    trip_scores = scores.filter(pc.is_in(scores.column("task"), pa.array(shown)))
+    print(
+        "\n## One held-out item, round by round\n\nFrom a task with signal: one PTR got wrong "
+        "at round 1 and right at its last round, else one whose PTR answer changes:\n"
+    )
+    print(trip_markdown(trip_scores, tasks=shown))
+    _artifacts(artifacts)
+    return 0
+
+
+def _artifacts(artifacts: Path) -> None:
+    print(f"\n## Artifacts under {artifacts}\n")
     for name in ASSETS:
         path = artifacts / name / "latest.parquet"
         if path.exists():
@@ -53,39 +167,6 @@ def report(root: Path) -> int:
         )
     for figure in sorted(artifacts.glob("*/*.png")):
         print(f"  {'figure':<20} {figure}")
-    summary = artifacts / "eval_summary" / "latest.parquet"
-    if not summary.exists():
-        print("No eval_summary yet: materialize eval_scores and eval_summary.")
-        return 1
-    table = pq.read_table(summary)
-    print(
-        "\nScores (%) per task (its primary metric), model and refinement round [95% interval: "
-        "Wilson for 0/1 metrics, bootstrap for graded ones]:\n"
-    )
-    print(summary_markdown(table))
-    others = table.filter(pc.invert(table.column("primary")))
-    if others.num_rows:
-        print("\nThe tasks' other metrics (%):\n")
-        print(summary_markdown(others, every_metric=True))
-    print("\nResponses with an extractable answer (%):\n")
-    print(summary_markdown(table, "answered"))
-    print("\nFlips against the previous round (items wrong->right / right->wrong):\n")
-    print(summary_markdown(table, "flips"))
-    comparisons = artifacts / "eval_comparisons" / "latest.parquet"
-    if comparisons.exists():
-        print(
-            "\nPaired differences, in points of each task's primary metric [paired bootstrap 95% "
-            "interval]; better/worse: items a scores above/below b:\n"
-        )
-        print(comparisons_markdown(pq.read_table(comparisons)))
-    paths = sorted(artifacts.glob("eval_scores/*/latest.parquet"))
-    if paths:
-        # gsm8k when present (the world's task the models learned), else the first task; the
-        # item: the first PTR got wrong at round 1 and right at its last round, else the first.
-        chosen = next((p for p in paths if p.parent.name == "gsm8k"), paths[0])
-        print("\nOne held-out item, round by round (the first PTR fixed, else the first):\n")
-        print(trip_markdown(pq.read_table(chosen)))
-    return 0
 
 
 def refine_command(args: argparse.Namespace, root: Path) -> int:

@@ -22,6 +22,8 @@ from ptr_pipeline.conversation import ChatFormat, Conversation, PromptTooLongErr
 log = logging.getLogger(__name__)
 
 Backend = Literal["transformers", "vllm"]
+# Called as generation goes, with (conversations done, conversations in all).
+Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -58,9 +60,14 @@ class Generator(Protocol):
     chat_format: ChatFormat
 
     def generate(
-        self, conversations: list[Conversation], sampling: Sampling
+        self,
+        conversations: list[Conversation],
+        sampling: Sampling,
+        progress: Progress | None = None,
     ) -> list[list[Completion]]:
-        """``sampling.n`` completions for each conversation, in input order.
+        """``sampling.n`` completions for each conversation, in input order; ``progress``, when
+        given, is called with (conversations done, conversations in all) as they finish (after
+        each batch, or once at the end for an engine that runs them all at once).
 
         Raises:
             PromptTooLongError: a prompt plus ``max_new_tokens`` exceeds the model's context.
@@ -172,7 +179,10 @@ class TransformersGenerator:
         self.lm = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(device).eval()
 
     def generate(
-        self, conversations: list[Conversation], sampling: Sampling
+        self,
+        conversations: list[Conversation],
+        sampling: Sampling,
+        progress: Progress | None = None,
     ) -> list[list[Completion]]:
         torch = self._torch
         stop_ids = list(self.chat_format.stop_token_ids)
@@ -200,6 +210,8 @@ class TransformersGenerator:
                 )
             texts = [self._decode(row[width:].tolist(), sampling) for row in ids]
             out.extend(texts[i : i + sampling.n] for i in range(0, len(texts), sampling.n))
+            if progress is not None:
+                progress(len(out), len(prompts))
         return out
 
     def _decode(self, new_ids: list[int], sampling: Sampling) -> Completion:
@@ -241,7 +253,10 @@ class VLLMGenerator:
         )
 
     def generate(
-        self, conversations: list[Conversation], sampling: Sampling
+        self,
+        conversations: list[Conversation],
+        sampling: Sampling,
+        progress: Progress | None = None,
     ) -> list[list[Completion]]:
         prompts = _prompts(self.chat_format, conversations, sampling.max_new_tokens)
         params = self._vllm.SamplingParams(
@@ -257,6 +272,8 @@ class VLLMGenerator:
         results = self.llm.generate(
             [{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False
         )
+        if progress is not None:
+            progress(len(results), len(prompts))
         return [
             [Completion(o.text.strip(), o.finish_reason != "length") for o in r.outputs]
             for r in results

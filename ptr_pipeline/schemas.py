@@ -166,6 +166,11 @@ EVAL_SUMMARY = pa.schema(
         # vs the previous round, by the per-item verdict (``correct``); null for xsum
         pa.field("wrong_to_right", pa.int64(), nullable=True),
         pa.field("right_to_wrong", pa.int64(), nullable=True),
+        # The chance level of the model's round-1 items on this metric, in [0, 1]
+        # (evaluation.chance.RULE); null where unknown (no item found in eval_sets).
+        pa.field("chance", pa.float64(), nullable=True),
+        # The task carries no signal by that rule (every model at chance); null: not assessed.
+        pa.field("at_chance", pa.bool_(), nullable=True),
     ]
 )
 
@@ -182,6 +187,11 @@ EVAL_COMPARISONS = pa.schema(
         pa.field("ci_high", pa.float64(), nullable=False),
         pa.field("wrong_to_right", pa.int64(), nullable=False),  # a scores above b on an item
         pa.field("right_to_wrong", pa.int64(), nullable=False),  # a scores below b
+        # The task is at chance (evaluation.chance.RULE) and left out of "all"; null: not
+        # assessed (then "all" pools every task).
+        pa.field("at_chance", pa.bool_(), nullable=True),
+        pa.field("tasks", pa.list_(pa.string()), nullable=False),  # the tasks whose items count
+        pa.field("reading", pa.string(), nullable=False),  # what the interval says, one line
     ]
 )
 

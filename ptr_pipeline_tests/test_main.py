@@ -1,14 +1,28 @@
 """`python -m ptr_pipeline refine`: think-thrice inference, the same procedure evaluation runs."""
 
 import json
+import os
 import time
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from ptr_pipeline.__main__ import main
+from ptr_pipeline import schemas
+from ptr_pipeline.__main__ import main, report
 from ptr_pipeline.conversation import GENERIC_REFINE_TURN
 from ptr_pipeline.engines import TransformersGenerator
-from ptr_pipeline.evaluation import EvalSettings, evaluate_rounds, load_examples
+from ptr_pipeline.evaluation import (
+    TASKS,
+    EvalSettings,
+    evaluate_rounds,
+    examples_table,
+    load_examples,
+)
+from ptr_pipeline.evaluation.provenance import write_scores_record
+from ptr_pipeline.evaluation.tasks import read_examples
+from ptr_pipeline.storage import CHECKPOINT_MANIFEST, table_fingerprint, write_versioned
+from ptr_pipeline.training import sft_rows
 
 
 def test_refine_answers_every_round_like_evaluation(models_home, tmp_path, capsys):
@@ -95,3 +109,128 @@ def test_refine_refuses_bad_checkpoints_options_and_long_questions_in_one_line(
     for option in ("--max-new-tokens", "--batch-size"):
         with pytest.raises(SystemExit):
             main(["refine", "--checkpoint", model, "--question", "Hi", option, "0"])
+
+
+def _dataset(answer: str) -> pa.Table:
+    rows = [{"query_id": f"q{i}", "query": f"What is {i} + 1?", "thoughts": ["maybe 3"],
+             "answer": f"{answer} {i + 1}", "origin": "ptr", "refine_turn": "{query}"}
+            for i in range(4)]  # fmt: skip
+    return pa.Table.from_pylist(rows, schema=schemas.PTR_DATASET)
+
+
+def _checkpoint(artifacts, asset: str, name: str, dataset: pa.Table, turn: str):
+    folder = artifacts / asset / "versions" / name
+    folder.mkdir(parents=True)
+    manifest = {"dataset_fingerprint": table_fingerprint(dataset), "refine_turn": turn}
+    (folder / CHECKPOINT_MANIFEST).write_text(json.dumps(manifest))
+    return folder
+
+
+def _point_latest(artifacts, asset: str, name: str) -> None:
+    (artifacts / asset / "latest").symlink_to(f"versions/{name}")
+
+
+def _scores(task, examples, right: dict[tuple[str, int], int], models: dict[str, str]):
+    """role, round -> items right (the first ones)."""
+    rows = []
+    for (role, round_), k in right.items():
+        for i, e in enumerate(examples):
+            answer = e.gold if i < k else ("Z" if e.choices else "-1")
+            judged = TASKS[task].judge(f"The answer is ({answer})." if e.choices else
+                                       f"The answer is {answer}.", e)  # fmt: skip
+            rows.append({"model_role": role, "model": models[role], "task": task,
+                         "example_id": e.id, "prompt": e.prompt, "round": round_,
+                         "response": f"answer {answer}", "extracted": judged.extracted,
+                         "gold": e.gold, "correct": judged.correct, "metrics": judged.metrics,
+                         "detail": ""})  # fmt: skip
+    return pa.Table.from_pylist(rows, schema=schemas.EVAL_SCORES)
+
+
+def test_report_leads_with_the_verdict_and_marks_stale_checkpoints_and_scores(tmp_path, capsys):
+    artifacts = tmp_path / "artifacts"
+    old, new = _dataset("old"), _dataset("new")
+    _, old_file, _ = write_versioned(old, artifacts / "ptr_dataset")
+    os.utime(old_file, (time.time() - 60, time.time() - 60))
+    _, new_file, _ = write_versioned(new, artifacts / "ptr_dataset")  # the latest
+    # a checkpoint fingerprints the table as its IO manager read it from the version's file
+    old, new = pq.read_table(old_file), pq.read_table(new_file)
+    turn = "Refine:\n{query}"
+    # PTR: the latest checkpoint trained on the old dataset, and the scores of one older still
+    scored = _checkpoint(artifacts, "ptr_checkpoint", "00000000000000a0", old, turn)
+    _checkpoint(artifacts, "ptr_checkpoint", "00000000000000a1", old, turn)
+    _point_latest(artifacts, "ptr_checkpoint", "00000000000000a1")
+    sft = _checkpoint(artifacts, "sft_checkpoint", "00000000000000b1", sft_rows(new), turn)
+    _point_latest(artifacts, "sft_checkpoint", "00000000000000b1")
+    base = str(tmp_path / "models" / "world-x" / "base")
+    base_table = pa.Table.from_pylist([{"role": "base", "model": base}])
+    write_versioned(base_table, artifacts / "base_model")
+    models = {"base": base, "sft": str(sft), "ptr": str(scored)}
+    gsm8k, arc = read_examples("gsm8k"), read_examples("arc")  # 40 and 32 items
+    assert all(len(e.choices) == 4 for e in arc)
+    write_versioned(
+        pa.concat_tables([examples_table("gsm8k", gsm8k), examples_table("arc", arc)]),
+        artifacts / "eval_sets",
+    )
+    gsm8k_scores = _scores("gsm8k", gsm8k, {("base", 1): 20, ("base", 2): 2, ("sft", 1): 30,
+                                            ("sft", 2): 30, ("ptr", 1): 10, ("ptr", 2): 36}, models)  # fmt: skip
+    arc_scores = _scores("arc", arc, {(r, k): 6 for r in models for k in (1, 2)}, models)
+    write_versioned(gsm8k_scores, artifacts / "eval_scores" / "gsm8k")
+    write_versioned(arc_scores, artifacts / "eval_scores" / "arc")
+    write_scores_record(artifacts, "gsm8k", gsm8k_scores, turn)
+    write_scores_record(artifacts, "arc", arc_scores.slice(1), turn)  # other rows: not trusted
+
+    assert report(tmp_path) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[:6] == [
+        f"PTR report for {tmp_path}",
+        "",
+        "## Verdict",
+        "",
+        "Tasks that carry signal: gsm8k.",
+        "At chance, left out of every pooled figure: arc.",  # 6 of 32 four-option items
+    ]
+    assert lines[6] == (
+        f"STALE ptr_checkpoint: trained on ptr_dataset {old_file.stem}, not the latest "
+        f"{new_file.stem}"
+    )
+    for line, task in zip(lines[7:9], ("gsm8k", "arc"), strict=True):
+        assert line == (
+            f"STALE eval_scores {task}: ptr: scores of ptr_checkpoint 00000000000000a0, not the "
+            "latest 00000000000000a1"
+        )
+    verdict = lines.index("| paired difference (points) | gsm8k | reading |")
+    assert (
+        lines[verdict + 2]
+        == "| PTR round 2 - PTR round 1 | +65.0 [+50.0, +80.0] | refining helps PTR |"
+    )
+    assert "| PTR round 2 - SFT round 2 | +15.0 [" in out  # the claim issue 16 adds
+    assert (
+        verdict < lines.index("## Scores")
+        and "| arc (at chance) | accuracy | base | 32 | 25.0 | 18.8 [" in out
+    )
+    assert (
+        f"| ptr_checkpoint | 00000000000000a1 | ptr_dataset {old_file.stem} | STALE: trained on "
+        in out
+    )
+    assert f"| sft_checkpoint | 00000000000000b1 | ptr_dataset {new_file.stem} | current |" in out
+    assert (
+        "| eval_scores gsm8k | base world-x/base, ptr 00000000000000a0, sft 00000000000000b1 | "
+        f"ptr: ptr_dataset {old_file.stem}; sft: ptr_dataset {new_file.stem} | STALE: ptr: scores of "
+        "ptr_checkpoint 00000000000000a0, not the latest 00000000000000a1 |"
+    ) in out
+    assert (
+        "Refine turn the checkpoints were trained with: 'Refine:\\n{query}' (ptr_checkpoint, sft_checkpoint)"
+        in out
+    )
+    assert (
+        "Refine turn evaluation asked with: 'Refine:\\n{query}' (gsm8k); (not recorded with these scores) (arc)"
+        in out
+    )
+    assert "## One held-out item, round by round" in out
+    assert "task gsm8k, item " in out and "task arc" not in out  # from the task with signal
+
+
+def test_report_without_scores_says_what_to_do(tmp_path, capsys):
+    assert report(tmp_path) == 1
+    assert "No eval_scores yet" in capsys.readouterr().out

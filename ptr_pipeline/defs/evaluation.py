@@ -12,6 +12,7 @@ from ptr_pipeline import evaluation, plots
 from ptr_pipeline.defs.io_managers import PARTITION_COLUMN
 from ptr_pipeline.defs.models import model_path
 from ptr_pipeline.defs.resources import ComputeResource, PtrHomeResource
+from ptr_pipeline.evaluation.provenance import write_scores_record
 
 EVAL_TASKS = list(evaluation.TASKS)
 eval_task_partitions = dg.StaticPartitionsDefinition(EVAL_TASKS)
@@ -102,8 +103,11 @@ def eval_scores(
         lambda path: compute.generator(config.backend, path, config),
         home.work,
     )
+    turn, source = evaluation.refine_turn_for(models, config)
     for task in context.partition_keys:  # each partition's materialization describes itself
         part = scores.filter(pc.equal(scores.column("task"), task))
+        # the refine turn these rows were asked with, for `python -m ptr_pipeline report`
+        write_scores_record(home.artifacts, task, part, turn)
         context.add_asset_metadata(
             {
                 "score_by_round": dg.MetadataValue.md(
@@ -112,7 +116,6 @@ def eval_scores(
             },
             partition_key=task,
         )
-    turn, source = evaluation.refine_turn_for(models, config)
     return dg.MaterializeResult(
         value=scores,
         metadata={
@@ -123,6 +126,22 @@ def eval_scores(
     )
 
 
+def _signals(eval_scores: pa.Table, eval_sets: pa.Table) -> dict[str, evaluation.TaskSignal]:
+    return evaluation.task_signals(eval_scores, evaluation.examples_from_table(eval_sets))
+
+
+def _pooling(signals: dict[str, evaluation.TaskSignal]) -> dict:
+    """Metadata: the chance rule, the tasks pooled and those left out, and each task's verdict."""
+    return {
+        "chance_rule": evaluation.RULE,
+        "pooled_tasks": dg.MetadataValue.json(sorted(t for t, s in signals.items() if s.signal)),
+        "at_chance_left_out": dg.MetadataValue.json(
+            sorted(t for t, s in signals.items() if not s.signal)
+        ),
+        "signal_by_task": dg.MetadataValue.md(evaluation.signal_markdown(signals)),
+    }
+
+
 @dg.asset(
     group_name="evaluation",
     io_manager_key="parquet_io_manager",
@@ -130,17 +149,22 @@ def eval_scores(
     kinds={"parquet"},
     ins={"eval_scores": dg.AssetIn(metadata={"allow_missing_partitions": True})},
     description="Each task's metrics per model and round, with 95% intervals, the answered "
-    "share, and wrong->right and right->wrong flips, over the tasks evaluated so far.",
+    "share, wrong->right and right->wrong flips, and the chance level (tasks at chance marked: "
+    "evaluation.chance.RULE), over the tasks evaluated so far.",
 )
-def eval_summary(eval_scores: pa.Table, ptr_home: PtrHomeResource) -> dg.MaterializeResult:
+def eval_summary(
+    eval_scores: pa.Table, eval_sets: pa.Table, ptr_home: PtrHomeResource
+) -> dg.MaterializeResult:
     started = time.perf_counter()
-    summary = evaluation.summarize(eval_scores)
+    signals = _signals(eval_scores, eval_sets)
+    summary = evaluation.summarize(eval_scores, signals)
     figure = ptr_home.home().artifacts / "eval_summary" / "accuracy_by_round.png"
-    png = plots.accuracy_plot(summary, figure)
+    png = plots.accuracy_plot(summary, figure, evaluation.ordered_tasks(signals))
     return dg.MaterializeResult(
         value=summary,
         metadata={
             "tasks": dg.MetadataValue.json(sorted(set(summary.column("task").to_pylist()))),
+            "plot": dg.MetadataValue.md(plots.markdown_image(png, "accuracy by round")),
             "score_by_round": dg.MetadataValue.md(
                 evaluation.summary_markdown(summary, every_metric=True)
             ),
@@ -148,8 +172,8 @@ def eval_summary(eval_scores: pa.Table, ptr_home: PtrHomeResource) -> dg.Materia
                 evaluation.summary_markdown(summary, "answered")
             ),
             "flips_by_round": dg.MetadataValue.md(evaluation.summary_markdown(summary, "flips")),
-            "plot": dg.MetadataValue.md(plots.markdown_image(png, "accuracy by round")),
             "plot_path": dg.MetadataValue.path(str(figure)),
+            **_pooling(signals),
             "compute_seconds": round(time.perf_counter() - started, 3),
         },
     )
@@ -162,15 +186,19 @@ def eval_summary(eval_scores: pa.Table, ptr_home: PtrHomeResource) -> dg.Materia
     kinds={"parquet", "scipy"},
     ins={"eval_scores": dg.AssetIn(metadata={"allow_missing_partitions": True})},
     description="The paired differences that carry the claim (PTR last round - PTR round 1, "
-    "- base round 1, - SFT round 1; each baseline asked to refine), per task and pooled, with "
-    "paired bootstrap 95% intervals and flips.",
+    "- base round 1, - SFT round 1, - SFT last round; each baseline asked to refine), per task "
+    "and pooled over the tasks that carry signal (evaluation.chance.RULE: tasks at chance are "
+    "marked and left out), with paired bootstrap 95% intervals, flips and a one-line reading.",
 )
-def eval_comparisons(eval_scores: pa.Table) -> dg.MaterializeResult:
+def eval_comparisons(eval_scores: pa.Table, eval_sets: pa.Table) -> dg.MaterializeResult:
     started = time.perf_counter()
-    comparisons = evaluation.compare(eval_scores)
+    signals = _signals(eval_scores, eval_sets)
+    comparisons = evaluation.compare(eval_scores, signals)
     return dg.MaterializeResult(
         value=comparisons,
         metadata={
+            "verdict": dg.MetadataValue.md(evaluation.verdict_markdown(comparisons)),
+            **_pooling(signals),
             "comparisons": dg.MetadataValue.md(evaluation.comparisons_markdown(comparisons)),
             "compute_seconds": round(time.perf_counter() - started, 3),
         },

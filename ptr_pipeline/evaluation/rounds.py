@@ -13,9 +13,11 @@ settings and the code version), and every prompt checked against the context bef
 """
 
 import logging
+import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -25,10 +27,13 @@ from ptr_pipeline import schemas
 from ptr_pipeline.conversation import refinement_prompt
 from ptr_pipeline.engines import Generator, LazyGenerator, Sampling
 from ptr_pipeline.evaluation.settings import EvalSettings
-from ptr_pipeline.evaluation.stats import mean_interval, metric_names, metric_values
+from ptr_pipeline.evaluation.stats import ROLE_ORDER, mean_interval, metric_names, metric_values
 from ptr_pipeline.evaluation.tasks import GRADED_METRICS, TASKS, EvalExample
 from ptr_pipeline.models import default_refine_turn, model_fingerprint, trained_refine_turn
 from ptr_pipeline.storage import fingerprint, write_parquet_atomic
+
+if TYPE_CHECKING:
+    from ptr_pipeline.evaluation.chance import TaskSignal
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +70,15 @@ def refine(
     refine_turn: str,
     sampling: Sampling,
     queries: list[str] | None = None,
+    label: str = "",
+    clock: Callable[[], float] = time.monotonic,
 ) -> list[list[str]]:
     """Think-thrice inference (the paper's test-time procedure): each prompt answered
     ``num_rounds`` times, round r > 1 seeing the whole history then the refine turn
     (``refine_turn`` with ``{query}`` filled by ``queries[i]``, default the prompt: an eval item
-    passes its prompt without the few-shot examples, ``EvalExample.query``).
+    passes its prompt without the few-shot examples, ``EvalExample.query``). Each round logs its
+    progress at INFO every ``PROGRESS_EVERY_S`` seconds of work (``ProgressLog``, named by
+    ``label``, e.g. "ptr gsm8k").
 
     Returns:
         One list of ``num_rounds`` answers per prompt. Evaluation and ``python -m ptr_pipeline
@@ -82,11 +91,69 @@ def refine(
             refinement_prompt(prompt, previous, refine_turn, query)
             for prompt, previous, query in zip(prompts, answers, queries, strict=True)
         ]
-        outputs = generator.generate(conversations, sampling)
+        progress = ProgressLog(
+            f"{label + ' ' if label else ''}round {round_}/{num_rounds}", len(prompts), clock=clock
+        )
+        outputs = generator.generate(conversations, sampling, progress=progress)
+        progress.finish()
         for previous, (response,) in zip(answers, outputs, strict=True):
             previous.append(response)
-        log.debug("round %d of %d done (%d prompts)", round_, num_rounds, len(prompts))
     return answers
+
+
+PROGRESS_EVERY_S = 5.0
+
+
+class ProgressLog:
+    """A progress callback (``Generator.generate(..., progress=)``) that logs, at INFO, the items
+    done of one piece of work (one model, task and round) and the time it is expected to take,
+    at most once every ``every_s`` seconds of it; ``finish`` logs its total time.
+
+    Args:
+        what: names the work ("ptr gsm8k round 2/3").
+        total: items in it.
+        every_s: seconds between two lines.
+        clock: seconds, monotonic (tests pass a fake one).
+    """
+
+    def __init__(
+        self,
+        what: str,
+        total: int,
+        every_s: float = PROGRESS_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.what, self.total, self.every_s, self._clock = what, total, every_s, clock
+        self.started = self._last = clock()
+        self.done = 0
+
+    def __call__(self, done: int, total: int | None = None) -> None:
+        self.done = done
+        self.total = total if total is not None else self.total
+        now = self._clock()
+        if now - self._last < self.every_s or done >= self.total:
+            return
+        self._last = now
+        elapsed = now - self.started
+        expected = elapsed * self.total / done if done else float("nan")
+        log.info(
+            "%s: %d/%d items, %s elapsed, about %s in all (%s left)",
+            self.what, done, self.total, _duration(elapsed), _duration(expected),
+            _duration(expected - elapsed),
+        )  # fmt: skip
+
+    def finish(self) -> None:
+        """Log the work's total time (when it ran long enough to have logged progress)."""
+        elapsed = self._clock() - self.started
+        if elapsed >= self.every_s:
+            log.info("%s: %d items in %s", self.what, self.total, _duration(elapsed))
+
+
+def _duration(seconds: float) -> str:
+    if seconds != seconds:  # nan: nothing done yet
+        return "?"
+    seconds = round(seconds)
+    return f"{seconds} s" if seconds < 120 else f"{seconds // 60} min {seconds % 60:02d} s"
 
 
 def evaluate_rounds(
@@ -112,6 +179,7 @@ def evaluate_rounds(
         refine_turn,
         settings.sampling(task),
         [e.query for e in examples],
+        label=f"{model_role} {task}",
     )
     return judge_rows(task, examples, answers, settings.extraction_for(task), model_role, model)
 
@@ -231,6 +299,10 @@ def evaluate_models(
         plan.append((role, model, engine, pending))
     for role, model, engine, pending in plan:
         for task, cache in pending.items():
+            log.info(
+                "%s %s: %d examples x %d rounds to answer", role, task, len(examples[task]),
+                settings.num_rounds,
+            )  # fmt: skip
             table = evaluate_rounds(examples[task], task, engine(), settings, role, model, turn)
             write_parquet_atomic(table, cache)
             tables.append(table)
@@ -254,10 +326,13 @@ def _answers(cached: pa.Table, examples: list[EvalExample]) -> list[list[str]]:
     return [[by_id[e.id][k] for k in sorted(by_id[e.id])] for e in examples]
 
 
-def summarize(scores: pa.Table) -> pa.Table:
+def summarize(scores: pa.Table, signals: "Mapping[str, TaskSignal] | None" = None) -> pa.Table:
     """Per (model role, task, round, metric): the mean with its 95% interval (Wilson for a 0/1
-    metric, the bootstrap otherwise: ``stats.mean_interval``), the answered share, and flips of
-    the per-item verdict against the previous round (null for a task without one, xsum)."""
+    metric, the bootstrap otherwise: ``stats.mean_interval``), the items it is over (``n``, that
+    round's own), the answered share, and flips of the per-item verdict against the previous
+    round (null for a task without one, xsum). With ``signals`` (``chance.task_signals``), each
+    row also holds the chance level of the role's round-1 items on that metric and whether the
+    task is at chance; without, both are null."""
     schemas.validate(scores, schemas.EVAL_SCORES, "eval_scores")
     correct: dict[tuple[str, str, int], dict[str, bool | None]] = defaultdict(dict)
     answered: dict[tuple[str, str, int], int] = defaultdict(int)
@@ -275,6 +350,7 @@ def summarize(scores: pa.Table) -> pa.Table:
         previous = correct.get((role, task, round_ - 1), {})
         judged = all(v is not None for v in verdicts.values())
         names = metric_names(task, found[(role, task, round_)])
+        signal = signals.get(task) if signals is not None else None
         for name in names:
             by_example = values.get((role, task, round_, name))
             if not by_example:
@@ -302,24 +378,34 @@ def summarize(scores: pa.Table) -> pa.Table:
                     )
                     if judged
                     else None,
+                    "chance": signal.chance.get((role, name)) if signal else None,
+                    "at_chance": (not signal.signal) if signal else None,
                 }
             )
     return pa.Table.from_pylist(rows, schema=schemas.EVAL_SUMMARY)
 
 
-ROLE_ORDER = {"base": 0, "sft": 1, "ptr": 2}
-
-
 def summary_markdown(summary: pa.Table, column: str = "value", every_metric: bool = False) -> str:
     """A task x round table per model role, as markdown: each task's primary metric (every
     metric with ``every_metric``) in % with its 95% interval, the ``answered`` share in %, or
-    the ``flips`` against the previous round (wrong->right / right->wrong counts)."""
+    the ``flips`` against the previous round (wrong->right / right->wrong counts).
+
+    ``n`` is the number of items scored; where rounds differ (responses to some items only, as
+    ``python -m ptr_pipeline score`` accepts), it lists each round's, in round order. Tasks that
+    carry signal come first; a task at chance is marked so (``summarize`` with signals), and the
+    scores get a ``chance`` column (the chance level of the model's round-1 items, %).
+    """
     rows = [r for r in summary.to_pylist() if every_metric or r["primary"]]
     rounds = sorted({r["round"] for r in rows})
-    head = "| task | metric | model | n | " + " | ".join(f"round {k}" for k in rounds) + " |"
-    lines = [head, "|" + "---|" * (4 + len(rounds))]
+    with_chance = column == "value" and any(r.get("chance") is not None for r in rows)
+    extra = ["chance"] if with_chance else []
+    head = "| task | metric | model | n | " + "".join(f"{c} | " for c in extra)
+    lines = [head + " | ".join(f"round {k}" for k in rounds) + " |"]
+    lines.append("|" + "---|" * (4 + len(extra) + len(rounds)))
     cells: dict[tuple[str, str, str], dict[int, str]] = defaultdict(dict)
-    items: dict[tuple[str, str, str], int] = {}
+    items: dict[tuple[str, str, str], dict[int, int]] = defaultdict(dict)
+    chance: dict[tuple[str, str, str], float | None] = {}
+    at_chance: dict[str, bool | None] = {}
     for r in rows:
         if column == "flips":
             flips = (r["wrong_to_right"], r["right_to_wrong"])
@@ -329,44 +415,90 @@ def summary_markdown(summary: pa.Table, column: str = "value", every_metric: boo
         if column == "value":
             value += f" [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"
         metric = r["metric"] if column == "value" else column
-        cells[(r["task"], metric, r["model_role"])][r["round"]] = value
-        items[(r["task"], metric, r["model_role"])] = max(
-            r["n"], items.get((r["task"], metric, r["model_role"]), 0)
-        )
+        key = (r["task"], metric, r["model_role"])
+        cells[key][r["round"]] = value
+        items[key][r["round"]] = r["n"]
+        chance.setdefault(key, r.get("chance"))
+        at_chance[r["task"]] = r.get("at_chance")
     order = {task: i for i, task in enumerate(TASKS)}
 
-    def key(item):
+    def sort_key(item):
         (task, metric, role), _ = item
         metrics = TASKS[task].metrics if task in TASKS else ()
         rank = metrics.index(metric) if metric in metrics else len(metrics)
-        return (order.get(task, len(order)), task, rank, metric, ROLE_ORDER.get(role, 9), role)
+        return (
+            bool(at_chance.get(task)), order.get(task, len(order)), task, rank, metric,
+            ROLE_ORDER.get(role, 9), role,
+        )  # fmt: skip
 
-    for (task, metric, role), by_round in sorted(cells.items(), key=key):
-        values = " | ".join(by_round.get(k, "-") for k in rounds)
-        lines.append(f"| {task} | {metric} | {role} | {items[(task, metric, role)]} | {values} |")
+    for key, by_round in sorted(cells.items(), key=sort_key):
+        task, metric, role = key
+        counts = items[key]
+        n = (
+            str(next(iter(counts.values())))
+            if len(set(counts.values())) == 1
+            else " / ".join(str(counts[k]) if k in counts else "-" for k in rounds)
+        )
+        name = f"{task} (at chance)" if at_chance.get(task) else task
+        level = []
+        if with_chance:
+            level = ["-" if chance[key] is None else f"{100 * chance[key]:.1f}"]
+        values = " | ".join([*level, *(by_round.get(k, "-") for k in rounds)])
+        lines.append(f"| {name} | {metric} | {role} | {n} | {values} |")
     return "\n".join(lines)
 
 
-def trip_markdown(scores: pa.Table, example_id: str | None = None) -> str:
+def choose_trip_item(scores: pa.Table, tasks: list[str] | None = None) -> tuple[str, str] | None:
+    """The (task, example id) ``trip_markdown`` shows: an item whose answers change across
+    rounds, the first by these preferences, in order: the PTR model got it wrong at round 1 and
+    right at its last round; PTR's extracted answer changes between rounds; some model got it
+    right somewhere; some model's extracted answer changes between rounds; then the task's place
+    in ``tasks`` (default: ``TASKS`` order) and the example id. None for no scores."""
+    cells: dict[tuple[str, str], dict[tuple[str, int], dict]] = defaultdict(dict)
+    columns = ["model_role", "task", "example_id", "round", "extracted", "correct"]
+    for r in scores.select(columns).to_pylist():
+        cells[(r["task"], r["example_id"])][(r["model_role"], r["round"])] = r
+    if not cells:
+        return None
+    order = {task: i for i, task in enumerate(tasks if tasks is not None else TASKS)}
+
+    def changes(item: dict, role: str | None) -> bool:
+        by_role: dict[str, set] = defaultdict(set)
+        for (r, _), row in item.items():
+            by_role[r].add(row["extracted"])
+        return any(len(v) > 1 for r, v in by_role.items() if role is None or r == role)
+
+    def preference(key: tuple[str, str]):
+        item = cells[key]
+        ptr_rounds = [k for r, k in item if r == "ptr"]
+        first = item.get(("ptr", 1))
+        final = item.get(("ptr", max(ptr_rounds))) if ptr_rounds else None
+        fixed = bool(first and final and first["correct"] is False and final["correct"])
+        right = any(row["correct"] for row in item.values())
+        return (
+            not fixed, not changes(item, "ptr"), not right, not changes(item, None),
+            order.get(key[0], len(order)), key,
+        )  # fmt: skip
+
+    return min(cells, key=preference)
+
+
+def trip_markdown(
+    scores: pa.Table, example_id: str | None = None, tasks: list[str] | None = None
+) -> str:
     """One held-out item's whole trip: its prompt, then every model's answer at every round with
-    the extracted answer against the gold. Without ``example_id``: the first item (by id) that
-    the PTR model gets wrong at round 1 and right at its last round, else the first item."""
-    rows = scores.to_pylist()
-    if not rows:
+    the extracted answer against the gold. Without ``example_id``: the item
+    ``choose_trip_item`` picks (``tasks``: the preferred tasks, in order)."""
+    if scores.num_rows == 0:
         return "(no scores)"
-    by_item: dict[str, dict[tuple[str, int], dict]] = defaultdict(dict)
-    for r in rows:
-        by_item[r["example_id"]][(r["model_role"], r["round"])] = r
     if example_id is None:
-        last = max(r["round"] for r in rows)
-
-        def fixed(cells: dict) -> bool:
-            first, final = cells.get(("ptr", 1)), cells.get(("ptr", last))
-            return bool(first and final and not first["correct"] and final["correct"])
-
-        example_id = next((i for i in sorted(by_item) if fixed(by_item[i])), min(by_item))
-    cells = by_item[example_id]
-    any_row = next(iter(cells.values()))
+        task, example_id = choose_trip_item(scores, tasks)
+        scores = scores.filter(pc.equal(scores.column("task"), task))
+    rows = [r for r in scores.to_pylist() if r["example_id"] == example_id]
+    if not rows:
+        return f"(no item {example_id!r})"
+    cells = {(r["model_role"], r["round"]): r for r in rows}
+    any_row = rows[0]
     lines = [
         f"task {any_row['task']}, item {example_id}, gold {any_row['gold']!r}",
         "",

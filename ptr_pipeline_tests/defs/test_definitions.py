@@ -26,8 +26,9 @@ EXPECTED_ASSETS = {
     "ptr_checkpoint": ("training", {"ptr_dataset", "base_model"}),
     "sft_checkpoint": ("training", {"ptr_dataset", "base_model"}),
     "eval_scores": ("evaluation", {"eval_sets", "base_model", "sft_checkpoint", "ptr_checkpoint"}),
-    "eval_summary": ("evaluation", {"eval_scores"}),
-    "eval_comparisons": ("evaluation", {"eval_scores"}),
+    # eval_sets: the items' options and golds set each task's chance level (evaluation.chance)
+    "eval_summary": ("evaluation", {"eval_scores", "eval_sets"}),
+    "eval_comparisons": ("evaluation", {"eval_scores", "eval_sets"}),
 }
 
 

@@ -128,8 +128,12 @@ def test_full_job_materializes_every_asset(defs, home, tmp_path, capsys):
     comparisons = pq.read_table(home.artifacts / "eval_comparisons" / "latest.parquet")
     assert set(comparisons.column("comparison").to_pylist()) == {
         "ptr r2 - ptr r1", "ptr r2 - base r1", "ptr r2 - sft r1", "base r2 - base r1",
-        "sft r2 - sft r1",
+        "sft r2 - sft r1", "ptr r2 - sft r2",
     }  # fmt: skip
+    # random tiny models answer no sum: gsm8k is at chance, in no pooled ("all") row
+    assert _metadata(result, "eval_comparisons")["chance_rule"].startswith("An item's chance")
+    assert "gsm8k" in _metadata(result, "eval_comparisons")["at_chance_left_out"]
+    assert all("gsm8k" not in r["tasks"] for r in comparisons.to_pylist() if r["task"] == "all")
     assert "data:image/png;base64," in _metadata(result, "eval_summary")["plot"]
 
     assert report(home.root) == 0  # what `make demo` prints last
@@ -138,9 +142,13 @@ def test_full_job_materializes_every_asset(defs, home, tmp_path, capsys):
         f"{home.artifacts / 'ptr_dataset' / 'latest.parquet'}  {dataset['dagster/row_count']} rows"
         in printed
     )
-    assert "| gsm8k | accuracy | ptr | 3 |" in printed and "| n | round 1 | round 2 |" in printed
-    assert "| gsm8k | strict_match | ptr | 3 |" in printed  # both gsm8k extractions, as lm-eval
-    assert "| ptr r2 - base r1 | all | primary | 30 |" in printed  # paired differences, pooled
+    assert printed.startswith(f"PTR report for {home.root}\n\n## Verdict\n")
+    assert "| gsm8k (at chance) | accuracy | ptr | 3 | 0.0 |" in printed
+    assert "| n | chance | round 1 | round 2 |" in printed
+    # both gsm8k extractions, as lm-eval
+    assert "| gsm8k (at chance) | strict_match | ptr | 3 | 0.0 |" in printed
+    assert "| ptr r2 - base r1 | gsm8k (at chance) | accuracy | 3 |" in printed
+    assert "| ptr_checkpoint | " in printed and "STALE" not in printed
     assert "One held-out item, round by round" in printed
 
 

@@ -11,7 +11,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from ptr_pipeline.__main__ import main
-from ptr_pipeline.evaluation import TASKS, EvalSetSettings, examples_from_table, examples_table
+from ptr_pipeline.evaluation import (
+    TASKS,
+    EvalSetSettings,
+    examples_from_table,
+    examples_table,
+    judge_rows,
+    summarize,
+    summary_markdown,
+)
 from ptr_pipeline.evaluation.metrics import humaneval_passes, humaneval_program
 from ptr_pipeline.evaluation.tasks import load_examples, read_examples
 from ptr_pipeline.records import InputError
@@ -202,8 +210,9 @@ def test_score_judges_responses_by_id_or_in_order_and_writes_judgments(tmp_path,
     path.write_text("".join(json.dumps(r) + "\n" for r in by_id))
     assert main(["score", "gsm8k", str(path), "--source", "bundled"]) == 0
     printed = capsys.readouterr().out
-    assert "| gsm8k | accuracy | responses | 2 | 50.0 [" in printed  # round 1: 1 of 2 (strict)
-    assert "| gsm8k | flexible_extract | responses | 2 | 100.0 [" in printed
+    # round 1: 1 of 2 (strict); round 2: one item
+    assert "| gsm8k | accuracy | responses | 2 / 1 | 50.0 [" in printed
+    assert "| gsm8k | flexible_extract | responses | 2 / 1 | 100.0 [" in printed
     judged = [json.loads(line) for line in (tmp_path / "responses.judgments.jsonl").open()]
     assert [(j["example_id"], j["round"], j["correct"]) for j in judged] == [
         (examples[0].id, 1, True), (examples[1].id, 1, False), (examples[0].id, 2, False),
@@ -245,3 +254,28 @@ def test_score_reads_an_eval_scores_file_one_model_at_a_time(tmp_path, capsys):
     assert "a second round-1 response" in capsys.readouterr().err
     assert main(["score", "gsm8k", str(tmp_path / "scores.parquet"), "--model-role", "ptr"]) == 0
     assert "| gsm8k | accuracy | responses | 2 | 100.0 [" in capsys.readouterr().out
+
+
+def test_score_gives_each_round_its_own_n_when_only_some_items_have_a_later_round(tmp_path, capsys):
+    """Round 1 answered for 4 items, round 2 for 1: the table's n says 4 / 1, not 4 (the round-2
+    figure, 0.0 [0.0, 79.3], is over one item)."""
+    examples = read_examples("gsm8k")[:4]
+    rows = [
+        {"example_id": e.id, "response": f"The answer is {e.gold}.", "round": 1} for e in examples
+    ]
+    rows.append({"example_id": examples[0].id, "response": "The answer is 99999.", "round": 2})
+    path = tmp_path / "partial.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["score", "gsm8k", str(path), "--source", "bundled"]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "| gsm8k | accuracy | responses | 4 / 1 | 100.0 [51.0, 100.0] | 0.0 [0.0, 79.3] |"
+        in printed
+    )
+    summary = summarize(
+        judge_rows(
+            "gsm8k", examples, [[f"The answer is {e.gold}."] for e in examples], "strict", "m", "m"
+        )
+    )
+    # every round answered for every item: one n
+    assert "| gsm8k | accuracy | m | 4 | 100.0 [51.0, 100.0] |" in summary_markdown(summary)

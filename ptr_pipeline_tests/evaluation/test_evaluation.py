@@ -1,6 +1,7 @@
 """Eval tasks: loaders for both schemas, answer extraction, multi-round scoring, summary flips."""
 
 import json
+import logging
 import re
 
 import pyarrow as pa
@@ -9,7 +10,7 @@ import pytest
 from ptr_pipeline import schemas
 from ptr_pipeline.answers import FLEXIBLE, extract_choice, extract_number
 from ptr_pipeline.conversation import GENERIC_REFINE_TURN, REREAD_REFINE_TURN, PromptTooLongError
-from ptr_pipeline.engines import TransformersGenerator
+from ptr_pipeline.engines import Sampling, TransformersGenerator
 from ptr_pipeline.evaluation import (
     TASKS,
     EvalSettings,
@@ -22,6 +23,7 @@ from ptr_pipeline.evaluation import (
     summarize,
     summary_markdown,
 )
+from ptr_pipeline.evaluation.rounds import ProgressLog, refine
 from ptr_pipeline.records import InputError
 from ptr_pipeline.storage import CHECKPOINT_MANIFEST
 
@@ -271,9 +273,9 @@ def test_a_re_reading_turn_restates_the_question_not_the_shots(models_home):
     calls = []
 
     class Recording(TransformersGenerator):
-        def generate(self, conversations, sampling):
+        def generate(self, conversations, sampling, progress=None):
             calls.append([list(c) for c in conversations])
-            return super().generate(conversations, sampling)
+            return super().generate(conversations, sampling, progress)
 
     generator = Recording(models_home.resolve_model("tiny:base"))
     settings = EvalSettings(num_rounds=2, max_new_tokens=4)
@@ -301,12 +303,19 @@ def test_the_refine_turn_keys_the_cached_responses(tmp_path, models_home):
 def test_rounds_keep_history_and_score_each_round(models_home):
     calls = []
 
-    class Recording(TransformersGenerator):
-        def generate(self, conversations, sampling):
-            calls.append([list(c) for c in conversations])
-            return super().generate(conversations, sampling)
+    reported = []
 
-    generator = Recording(models_home.resolve_model("tiny:base"))
+    class Recording(TransformersGenerator):
+        def generate(self, conversations, sampling, progress=None):
+            calls.append([list(c) for c in conversations])
+
+            def seen(done, total):
+                reported.append((done, total))
+                progress(done, total)  # evaluation's own ProgressLog still gets it
+
+            return super().generate(conversations, sampling, seen)
+
+    generator = Recording(models_home.resolve_model("tiny:base"), batch_size=2)
     examples = load_examples("gsm8k", limit=3)
     settings = EvalSettings(num_rounds=3, max_new_tokens=6)
     table = evaluate_rounds(
@@ -315,6 +324,8 @@ def test_rounds_keep_history_and_score_each_round(models_home):
     schemas.validate(table, schemas.EVAL_SCORES, "eval_scores")
     assert table.num_rows == 9
     assert [len(c[0]) for c in calls] == [1, 3, 5]
+    # the engine reports each batch of 2 as it finishes, every round
+    assert reported == [(2, 3), (3, 3)] * 3
     assert calls[2][0][2]["content"] == f"Refine {examples[0].prompt} again."
     rows = table.to_pylist()
     for r in rows:
@@ -378,3 +389,74 @@ def test_example_ids_are_unique_or_refused(tmp_path):
         InputError, match=r"d\.jsonl row 2: example id 'x' repeats .*d\.jsonl row 1"
     ):
         load_examples("gsm8k", str(tmp_path / "d.jsonl"))
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Ticking:
+    """A generator whose batches of 10 take ``batch_s`` seconds of a fake clock."""
+
+    def __init__(self, clock: FakeClock, batch_s: float):
+        self.clock, self.batch_s = clock, batch_s
+
+    def generate(self, conversations, sampling, progress=None):
+        out = []
+        for start in range(0, len(conversations), 10):
+            self.clock.now += self.batch_s
+            out += [[f"The answer is {start}."] for _ in conversations[start : start + 10]]
+            if progress is not None:
+                progress(len(out), len(conversations))
+        return out
+
+
+def _progress_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "ptr_pipeline.evaluation.rounds"]
+
+
+def test_refinement_logs_progress_every_five_seconds_of_work_with_the_expected_time(caplog):
+    clock = FakeClock()
+    caplog.set_level(logging.INFO, logger="ptr_pipeline.evaluation.rounds")
+    prompts = [f"What is {i} + 1?" for i in range(100)]
+    # 10 batches of 2 s a round: a line at 6, 12 and 18 s (not at every batch, not at the end),
+    # then the round's total time
+    refine(prompts, Ticking(clock, 2.0), 2, "Again: {query}", Sampling(), label="ptr gsm8k",
+           clock=clock)  # fmt: skip
+    assert _progress_lines(caplog) == [
+        "ptr gsm8k round 1/2: 30/100 items, 6 s elapsed, about 20 s in all (14 s left)",
+        "ptr gsm8k round 1/2: 60/100 items, 12 s elapsed, about 20 s in all (8 s left)",
+        "ptr gsm8k round 1/2: 90/100 items, 18 s elapsed, about 20 s in all (2 s left)",
+        "ptr gsm8k round 1/2: 100 items in 20 s",
+        "ptr gsm8k round 2/2: 30/100 items, 6 s elapsed, about 20 s in all (14 s left)",
+        "ptr gsm8k round 2/2: 60/100 items, 12 s elapsed, about 20 s in all (8 s left)",
+        "ptr gsm8k round 2/2: 90/100 items, 18 s elapsed, about 20 s in all (2 s left)",
+        "ptr gsm8k round 2/2: 100 items in 20 s",
+    ]
+    caplog.clear()
+    refine(prompts, Ticking(clock, 0.4), 2, "Again: {query}", Sampling(), clock=clock)
+    assert _progress_lines(caplog) == []  # 4 s a round: nothing worth a line
+
+
+def test_progress_log_names_long_durations_in_minutes_and_follows_a_changing_total(caplog):
+    clock = FakeClock()
+    caplog.set_level(logging.INFO, logger="ptr_pipeline.evaluation.rounds")
+    progress = ProgressLog("base xsum round 3/3", 1000, clock=clock)
+    clock.now = 130.0
+    progress(100, 1000)
+    clock.now = 132.0
+    progress(110, 1000)  # 2 s after the last line: silent
+    clock.now = 140.0
+    progress(120, 2000)  # the engine's total wins
+    progress.finish()
+    assert _progress_lines(caplog) == [
+        "base xsum round 3/3: 100/1000 items, 2 min 10 s elapsed, about 21 min 40 s in all "
+        "(19 min 30 s left)",
+        "base xsum round 3/3: 120/2000 items, 2 min 20 s elapsed, about 38 min 53 s in all "
+        "(36 min 33 s left)",
+        "base xsum round 3/3: 2000 items in 2 min 20 s",
+    ]

@@ -7,7 +7,7 @@ import pytest
 
 from ptr_pipeline import schemas
 from ptr_pipeline.evaluation import compare, summarize
-from ptr_pipeline.evaluation.rounds import trip_markdown
+from ptr_pipeline.evaluation.rounds import choose_trip_item, trip_markdown
 from ptr_pipeline.evaluation.stats import seed_pooled
 
 
@@ -138,3 +138,46 @@ def test_seed_pooling_resamples_seeds_and_items():
         seed_pooled([_scores(same)], ("ptr", -1, "ptr", 1))
     with pytest.raises(ValueError, match="no ptr r3 or sft r1 for t"):
         seed_pooled([_scores(same), _scores(same)], ("ptr", -1, "sft", 1))
+
+
+def _trip_scores(items: dict[tuple[str, str], dict[tuple[str, int], str]], gold="7") -> pa.Table:
+    """(task, item) -> (role, round) -> the extracted answer (right when it equals ``gold``)."""
+    rows = []
+    for (task, item), cells in items.items():
+        for (role, round_), answer in cells.items():
+            rows.append({"model_role": role, "model": role, "task": task, "example_id": item,
+                         "prompt": f"{task} {item}?", "round": round_,
+                         "response": f"The answer is {answer}.", "extracted": answer, "gold": gold,
+                         "correct": answer == gold, "metrics": {"accuracy": float(answer == gold)},
+                         "detail": ""})  # fmt: skip
+    return pa.Table.from_pylist(rows, schema=schemas.EVAL_SCORES)
+
+
+def _ptr(*answers: str, base: str = "1") -> dict[tuple[str, int], str]:
+    cells = {("ptr", k): a for k, a in enumerate(answers, start=1)}
+    return cells | {("base", k): base for k in range(1, len(answers) + 1)}
+
+
+def test_the_trip_prefers_an_item_ptr_fixed_then_one_whose_ptr_answer_changes():
+    items = {
+        ("gsm8k", "a"): _ptr("1", "1", "1"),  # every model wrong, nothing changes: the old pick
+        ("gsm8k", "b"): _ptr("2", "3", "4"),  # PTR's answer changes, never right
+        ("gsm8k", "c"): _ptr("2", "7", "2", base="7"),  # changes, and right somewhere
+        ("arc", "a"): _ptr("1", "5", "7"),  # fixed by PTR, in the second task
+        ("arc", "b"): _ptr("7", "7", "7"),
+    }
+    assert choose_trip_item(_trip_scores(items), ["gsm8k", "arc"]) == ("arc", "a")
+    del items[("arc", "a")]
+    # no fix: PTR's answer changes and some model is right; before one never right
+    assert choose_trip_item(_trip_scores(items), ["gsm8k", "arc"]) == ("gsm8k", "c")
+    del items[("gsm8k", "c")]
+    assert choose_trip_item(_trip_scores(items), ["gsm8k", "arc"]) == ("gsm8k", "b")
+    # the order of the rows does not matter; the preferred task does, among equals
+    scores = _trip_scores(items)
+    assert choose_trip_item(scores.take(list(range(scores.num_rows))[::-1])) == ("gsm8k", "b")
+    same = {("gsm8k", "x"): _ptr("2", "3"), ("arc", "x"): _ptr("2", "3")}
+    assert choose_trip_item(_trip_scores(same), ["arc", "gsm8k"]) == ("arc", "x")
+    assert choose_trip_item(_trip_scores(same), ["gsm8k", "arc"]) == ("gsm8k", "x")
+    text = trip_markdown(_trip_scores(same), tasks=["arc", "gsm8k"])
+    assert text.startswith("task arc, item x, gold '7'")  # one task's rows, though ids repeat
+    assert text.count("| ptr |") == 2 and "gsm8k x?" not in text
