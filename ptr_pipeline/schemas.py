@@ -147,6 +147,9 @@ EVAL_SCORES = pa.schema(
         pa.field("correct", pa.bool_(), nullable=True),  # null for a continuous metric (xsum)
         pa.field("metrics", METRICS, nullable=False),
         pa.field("detail", pa.string(), nullable=False),  # e.g. why a program failed, or ""
+        # The refine turn rounds > 1 were asked with (the template, {query} unfilled); null when
+        # not known (responses made elsewhere, judged by `python -m ptr_pipeline score`).
+        pa.field("refine_turn", pa.string(), nullable=True),
     ]
 )
 

@@ -19,7 +19,6 @@ from ptr_pipeline.evaluation import (
     examples_table,
     load_examples,
 )
-from ptr_pipeline.evaluation.provenance import write_scores_record
 from ptr_pipeline.evaluation.tasks import read_examples
 from ptr_pipeline.storage import CHECKPOINT_MANIFEST, table_fingerprint, write_versioned
 from ptr_pipeline.training import sft_rows
@@ -130,8 +129,8 @@ def _point_latest(artifacts, asset: str, name: str) -> None:
     (artifacts / asset / "latest").symlink_to(f"versions/{name}")
 
 
-def _scores(task, examples, right: dict[tuple[str, int], int], models: dict[str, str]):
-    """role, round -> items right (the first ones)."""
+def _scores(task, examples, right: dict[tuple[str, int], int], models: dict[str, str], turn=None):
+    """role, round -> items right (the first ones); every row asked with ``turn``."""
     rows = []
     for (role, round_), k in right.items():
         for i, e in enumerate(examples):
@@ -142,7 +141,7 @@ def _scores(task, examples, right: dict[tuple[str, int], int], models: dict[str,
                          "example_id": e.id, "prompt": e.prompt, "round": round_,
                          "response": f"answer {answer}", "extracted": judged.extracted,
                          "gold": e.gold, "correct": judged.correct, "metrics": judged.metrics,
-                         "detail": ""})  # fmt: skip
+                         "detail": "", "refine_turn": turn})  # fmt: skip
     return pa.Table.from_pylist(rows, schema=schemas.EVAL_SCORES)
 
 
@@ -172,12 +171,11 @@ def test_report_leads_with_the_verdict_and_marks_stale_checkpoints_and_scores(tm
         artifacts / "eval_sets",
     )
     gsm8k_scores = _scores("gsm8k", gsm8k, {("base", 1): 20, ("base", 2): 2, ("sft", 1): 30,
-                                            ("sft", 2): 30, ("ptr", 1): 10, ("ptr", 2): 36}, models)  # fmt: skip
+                                            ("sft", 2): 30, ("ptr", 1): 10, ("ptr", 2): 36}, models,
+                          turn)  # fmt: skip
     arc_scores = _scores("arc", arc, {(r, k): 6 for r in models for k in (1, 2)}, models)
     write_versioned(gsm8k_scores, artifacts / "eval_scores" / "gsm8k")
     write_versioned(arc_scores, artifacts / "eval_scores" / "arc")
-    write_scores_record(artifacts, "gsm8k", gsm8k_scores, turn)
-    write_scores_record(artifacts, "arc", arc_scores.slice(1), turn)  # other rows: not trusted
 
     assert report(tmp_path) == 0
     out = capsys.readouterr().out

@@ -12,7 +12,6 @@ from ptr_pipeline import evaluation, plots
 from ptr_pipeline.defs.io_managers import PARTITION_COLUMN
 from ptr_pipeline.defs.models import model_path
 from ptr_pipeline.defs.resources import ComputeResource, PtrHomeResource
-from ptr_pipeline.evaluation.provenance import write_scores_record
 
 EVAL_TASKS = list(evaluation.TASKS)
 eval_task_partitions = dg.StaticPartitionsDefinition(EVAL_TASKS)
@@ -106,8 +105,6 @@ def eval_scores(
     turn, source = evaluation.refine_turn_for(models, config)
     for task in context.partition_keys:  # each partition's materialization describes itself
         part = scores.filter(pc.equal(scores.column("task"), task))
-        # the refine turn these rows were asked with, for `python -m ptr_pipeline report`
-        write_scores_record(home.artifacts, task, part, turn)
         context.add_asset_metadata(
             {
                 "score_by_round": dg.MetadataValue.md(

@@ -6,8 +6,7 @@ Read from the files the pipeline writes under ``$PTR_HOME/artifacts`` (README, "
   ``dataset_fingerprint`` (``storage.table_fingerprint`` of the table it trained on) and the
   ``refine_turn`` it was trained with;
 - an ``eval_scores`` partition's rows name each role's ``model`` (the checkpoint folder it
-  loaded), and ``SCORES_RECORD`` beside them (written by the ``eval_scores`` asset) the refine
-  turn evaluation asked with, bound to those rows by a fingerprint of their responses;
+  loaded) and the ``refine_turn`` evaluation asked with;
 - ``<asset>/latest.parquet`` and ``<asset>/latest`` (a symlink) name the newest version.
 
 Stale: a checkpoint trained on a ``ptr_dataset`` other than the latest; scores of a checkpoint (or
@@ -25,12 +24,8 @@ import pyarrow.parquet as pq
 from ptr_pipeline.storage import (
     CHECKPOINT_MANIFEST,
     LATEST,
-    fingerprint,
     table_fingerprint,
-    write_bytes_atomic,
 )
-
-SCORES_RECORD = "evaluated_with.json"  # beside artifacts/eval_scores/<task>/latest.parquet
 
 # The rows a checkpoint is trained on, from a ptr_dataset table: the PTR checkpoint trains on the
 # table itself, the SFT baseline on its rows without thoughts (training.sft_rows, passed in by
@@ -73,8 +68,8 @@ class ScoresRecord:
         models: model role -> the model folder (or hub id) its rows name.
         checkpoints: model role -> the record of the checkpoint it scored (trained roles whose
             folder still exists).
-        refine_turn: the turn evaluation asked with (``SCORES_RECORD``), or None when not
-            recorded for these rows.
+        refine_turn: the turn evaluation asked with (the rows' ``refine_turn``), or None when
+            not recorded for these rows.
         stale: why the scores are stale (one reason per role), empty when current.
     """
 
@@ -197,7 +192,8 @@ def scores_records(
         models: dict[str, str] = {}
         for r in table.select(["model_role", "model"]).to_pylist():
             models.setdefault(r["model_role"], r["model"])
-        record = ScoresRecord(task, models, refine_turn=read_scores_record(artifacts, task, table))
+        turns = set(table.column("refine_turn").to_pylist()) - {None}
+        record = ScoresRecord(task, models, refine_turn=turns.pop() if len(turns) == 1 else None)
         for role, model in sorted(models.items()):
             asset = roles.get(role)
             if asset is not None:
@@ -222,32 +218,6 @@ def scores_records(
                 record.stale.append(f"base: scores of {model}, not the latest base_model")
         out[task] = record
     return out
-
-
-def responses_fingerprint(scores: pa.Table) -> str:
-    """A sha256 of the (role, model, item, round, response) rows, in any order."""
-    columns = ["model_role", "model", "example_id", "round", "response"]
-    return fingerprint(sorted(tuple(r.values()) for r in scores.select(columns).to_pylist()))
-
-
-def write_scores_record(artifacts: Path, task: str, scores: pa.Table, refine_turn: str) -> None:
-    """Record, beside the task's ``eval_scores`` partition, the refine turn its rows were asked
-    with (``SCORES_RECORD``), bound to them by ``responses_fingerprint``."""
-    record = {"refine_turn": refine_turn, "responses": responses_fingerprint(scores)}
-    path = artifacts / "eval_scores" / task / SCORES_RECORD
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(json.dumps(record, indent=2).encode(), path)
-
-
-def read_scores_record(artifacts: Path, task: str, scores: pa.Table) -> str | None:
-    """The refine turn recorded for exactly these rows of ``task``, else None."""
-    path = artifacts / "eval_scores" / task / SCORES_RECORD
-    if not path.is_file():
-        return None
-    record = json.loads(path.read_text())
-    if record.get("responses") != responses_fingerprint(scores):
-        return None
-    return record.get("refine_turn")
 
 
 def provenance_markdown(

@@ -181,7 +181,9 @@ def evaluate_rounds(
         [e.query for e in examples],
         label=f"{model_role} {task}",
     )
-    return judge_rows(task, examples, answers, settings.extraction_for(task), model_role, model)
+    return judge_rows(
+        task, examples, answers, settings.extraction_for(task), model_role, model, refine_turn
+    )
 
 
 def judge_rows(
@@ -191,9 +193,12 @@ def judge_rows(
     extraction: str,
     model_role: str,
     model: str,
+    refine_turn: str | None = None,
 ) -> pa.Table:
     """``answers[i][r]`` (example i, round r + 1) judged: a ``schemas.EVAL_SCORES`` table ordered
-    by round, then example. The eval stage and ``python -m ptr_pipeline score`` both judge here."""
+    by round, then example, every row recording ``refine_turn`` (None: not known, as for
+    responses made elsewhere). The eval stage and ``python -m ptr_pipeline score`` both judge
+    here."""
     rows = []
     num_rounds = max((len(a) for a in answers), default=0)
     for round_ in range(1, num_rounds + 1):
@@ -216,6 +221,7 @@ def judge_rows(
                     "correct": judgment.correct,
                     "metrics": judgment.metrics,
                     "detail": judgment.detail,
+                    "refine_turn": refine_turn,
                 }
             )
     return pa.Table.from_pylist(rows, schema=schemas.EVAL_SCORES)
@@ -277,7 +283,9 @@ def evaluate_models(
                 cached = pq.read_table(cache, columns=["example_id", "round", "response"])
                 answers = _answers(cached, task_examples)
                 extraction = settings.extraction_for(task)
-                tables.append(judge_rows(task, task_examples, answers, extraction, role, model))
+                tables.append(
+                    judge_rows(task, task_examples, answers, extraction, role, model, turn)
+                )
             else:
                 pending[task] = cache
         engine = LazyGenerator(lambda model=model: make_generator(model), model_path=model)

@@ -296,8 +296,12 @@ def test_the_refine_turn_keys_the_cached_responses(tmp_path, models_home):
     evaluate_models(models, examples, settings, make, tmp_path / "work")
     evaluate_models(models, examples, settings, _no_model, tmp_path / "work")  # cached
     reread = settings.model_copy(update={"refine_turn": REREAD_REFINE_TURN})
-    evaluate_models(models, examples, reread, make, tmp_path / "work")
+    table = evaluate_models(models, examples, reread, make, tmp_path / "work")
     assert len(loads) == 2
+    # every row records the turn it was asked with, cached or not
+    assert set(table.column("refine_turn").to_pylist()) == {REREAD_REFINE_TURN}
+    again = evaluate_models(models, examples, reread, _no_model, tmp_path / "work")
+    assert set(again.column("refine_turn").to_pylist()) == {REREAD_REFINE_TURN}
 
 
 def test_rounds_keep_history_and_score_each_round(models_home):

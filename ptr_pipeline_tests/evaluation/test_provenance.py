@@ -8,9 +8,7 @@ import pyarrow.parquet as pq
 from ptr_pipeline import schemas
 from ptr_pipeline.evaluation.provenance import (
     checkpoint_records,
-    read_scores_record,
     scores_records,
-    write_scores_record,
 )
 from ptr_pipeline.storage import CHECKPOINT_MANIFEST, table_fingerprint, write_versioned
 
@@ -32,10 +30,11 @@ def _checkpoint(artifacts, name: str, manifest: dict, latest: bool = True):
     return folder
 
 
-def _scores(models: dict[str, str], response: str = "r") -> pa.Table:
+def _scores(models: dict[str, str], turn: str | None = None) -> pa.Table:
     rows = [{"model_role": role, "model": model, "task": "gsm8k", "example_id": "1", "prompt": "p",
-             "round": 1, "response": response, "extracted": None, "gold": "2", "correct": False,
-             "metrics": {"accuracy": 0.0}, "detail": ""} for role, model in models.items()]  # fmt: skip
+             "round": 1, "response": "r", "extracted": None, "gold": "2", "correct": False,
+             "metrics": {"accuracy": 0.0}, "detail": "", "refine_turn": turn}
+            for role, model in models.items()]  # fmt: skip
     return pa.Table.from_pylist(rows, schema=schemas.EVAL_SCORES)
 
 
@@ -59,7 +58,7 @@ def test_a_checkpoint_of_a_dataset_no_longer_stored_is_stale_and_one_of_the_late
     assert (record.stale, record.dataset_fingerprint) == (None, None)
 
 
-def test_scores_of_another_base_model_are_stale_and_a_record_binds_to_its_rows(tmp_path):
+def test_scores_of_another_base_model_are_stale_and_the_rows_name_their_refine_turn(tmp_path):
     artifacts = tmp_path / "artifacts"
     write_versioned(_dataset("2"), artifacts / "ptr_dataset")
     folder = _checkpoint(artifacts, "a1", {})
@@ -71,9 +70,8 @@ def test_scores_of_another_base_model_are_stale_and_a_record_binds_to_its_rows(t
     ).values()  # fmt: skip
     assert record.stale == ["base: scores of /models/old/base, not the latest base_model"]
     assert record.checkpoints["ptr"].version == "a1" and record.refine_turn is None
-    write_scores_record(artifacts, "gsm8k", scores, "Again: {query}")
-    assert read_scores_record(artifacts, "gsm8k", scores) == "Again: {query}"
-    # the rows in another order are the same rows; another response is not
-    assert read_scores_record(artifacts, "gsm8k", scores.take([1, 0])) == "Again: {query}"
-    other = _scores({"base": "/models/old/base", "ptr": str(folder)}, response="s")
-    assert read_scores_record(artifacts, "gsm8k", other) is None
+    asked = _scores({"base": "/models/old/base", "ptr": str(folder)}, turn="Again: {query}")
+    (record,) = scores_records(
+        artifacts, {"gsm8k": asked}, checkpoints, {"ptr": "ptr_checkpoint"}, IDENTITY
+    ).values()
+    assert record.refine_turn == "Again: {query}"
