@@ -259,8 +259,8 @@ def comparisons_markdown(comparisons: pa.Table) -> str:
     return "\n".join(lines)
 
 
-def seed_pooled(scores_by_seed: list[pa.Table], claim: tuple[str, int, str, int]) -> dict:
-    """One claim (model a, round a, model b, round b; round -1 = the last) pooled over runs that
+def seed_pooled(scores_by_seed: list[pa.Table], claim: "Claim") -> dict:
+    """One ``Claim`` (model a, round a, model b, round b; round -1 = the last) pooled over runs that
     differ only in their seed (e.g. fine-tuning seeds), on the same items of one task.
 
     The statistic is the mean over seeds of the mean paired difference over items, in [-1, 1]. Its
@@ -273,7 +273,7 @@ def seed_pooled(scores_by_seed: list[pa.Table], claim: tuple[str, int, str, int]
 
     Args:
         scores_by_seed: one ``schemas.EVAL_SCORES`` table per seed, each of one task.
-        claim: as in ``CLAIMS``.
+        claim: one of ``CLAIMS`` (or any ``Claim``).
 
     Returns:
         ``difference``, ``ci_low``, ``ci_high``, ``seeds``, ``n`` (items), and
@@ -285,7 +285,7 @@ def seed_pooled(scores_by_seed: list[pa.Table], claim: tuple[str, int, str, int]
     """
     if len(scores_by_seed) < 2:
         raise ValueError("seed_pooled needs at least 2 seeds")
-    role_a, round_a, role_b, round_b = claim
+    role_a, round_a, role_b, round_b = claim.role_a, claim.round_a, claim.role_b, claim.round_b
     rows = []
     ids: list[str] | None = None
     for k, scores in enumerate(scores_by_seed):

@@ -8,7 +8,7 @@ import pytest
 from ptr_pipeline import schemas
 from ptr_pipeline.evaluation import compare, summarize
 from ptr_pipeline.evaluation.rounds import choose_trip_item, trip_markdown
-from ptr_pipeline.evaluation.stats import seed_pooled
+from ptr_pipeline.evaluation.stats import CLAIMS, seed_pooled
 
 
 def _scores(cells: dict[tuple[str, str, int], list[bool]]) -> pa.Table:
@@ -119,8 +119,15 @@ def test_graded_metrics_get_a_bootstrap_interval_not_a_wilson_one():
 def test_seed_pooling_resamples_seeds_and_items():
     # Every item and seed: PTR round 3 is right where round 1 was wrong on 10% of items.
     same = {("ptr", "t", 1): PTR_1, ("ptr", "t", 3): PTR_3}
-    pooled = seed_pooled([_scores(same), _scores(same)], ("ptr", -1, "ptr", 1))
-    single = compare(_scores(same), [("ptr", -1, "ptr", 1)]).to_pylist()[0]
+    refining = CLAIMS[0]  # PTR last round - PTR round 1
+    assert (refining.role_a, refining.round_a, refining.role_b, refining.round_b) == (
+        "ptr",
+        -1,
+        "ptr",
+        1,
+    )
+    pooled = seed_pooled([_scores(same), _scores(same)], refining)
+    single = compare(_scores(same), claims=(refining,)).to_pylist()[0]
     assert pooled["difference"] == pytest.approx(0.10) and pooled["seeds"] == 2
     assert (pooled["wrong_to_right"], pooled["right_to_wrong"]) == (2 * 20, 0)
     # identical seeds: the interval is the item interval of one run (up to resampling noise)
@@ -130,14 +137,14 @@ def test_seed_pooling_resamples_seeds_and_items():
     # either run is a point, the pooled one spans both seeds.
     up = {("ptr", "t", 1): [False] * N, ("ptr", "t", 3): [True] * N}
     flat = {("ptr", "t", 1): [False] * N, ("ptr", "t", 3): [False] * N}
-    spread = seed_pooled([_scores(up), _scores(flat)], ("ptr", -1, "ptr", 1))
+    spread = seed_pooled([_scores(up), _scores(flat)], refining)
     assert spread["difference"] == pytest.approx(0.5)
     # seeds drawn (up, up), (up, flat), (flat, flat) with probabilities 1/4, 1/2, 1/4
     assert (spread["ci_low"], spread["ci_high"]) == (0.0, 1.0)
     with pytest.raises(ValueError, match="at least 2 seeds"):
-        seed_pooled([_scores(same)], ("ptr", -1, "ptr", 1))
+        seed_pooled([_scores(same)], refining)
     with pytest.raises(ValueError, match="no ptr r3 or sft r1 for t"):
-        seed_pooled([_scores(same), _scores(same)], ("ptr", -1, "sft", 1))
+        seed_pooled([_scores(same), _scores(same)], CLAIMS[2])  # PTR last - SFT round 1
 
 
 def _trip_scores(items: dict[tuple[str, str], dict[tuple[str, int], str]], gold="7") -> pa.Table:
