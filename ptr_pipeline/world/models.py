@@ -134,8 +134,14 @@ def data_fields_changed(recipe: dict) -> list[str]:
     return [f for f in DATA_FIELDS if recipe.get(f, default[f]) != default[f]]
 
 
+def world_revision(recipe: WorldRecipe) -> str:
+    """``world-<recipe hash>``: the name of the recipe's folder, and its models' revision."""
+    return f"world-{recipe.key()}"
+
+
 def world_folder(models_dir: Path, recipe: WorldRecipe) -> Path:
-    return Path(models_dir) / f"world-{recipe.key()}"
+    """Where the models of ``recipe`` live: ``<models_dir>/world-<recipe hash>/<role>/``."""
+    return Path(models_dir) / world_revision(recipe)
 
 
 def describe(model: str) -> dict:
