@@ -4,7 +4,7 @@
 trained on the world's corpus for growing step budgets: the paper's "model version" strategy for
 choosing a weak/strong pair (section 2.2 of docs/paper_notes.md: the later release is the
 stronger one). Training ids come from ``conversation.ChatFormat.encode``, the one owner of
-conversation -> ids.
+conversation -> ids; batches are laid out by the training stage's ``collate``.
 
 The loop is plain torch: AdamW on the causal-LM cross-entropy of the supervised tokens, a
 trapezoid learning-rate schedule, shuffled batches each of one prompt layout.
@@ -121,6 +121,8 @@ def _train(model, tokenizer, encoded: list, batches: list[list[int]], recipe: Wo
     (rows of ``encoded``). Returns the loss per step."""
     import torch
 
+    from ptr_pipeline.training.tokenize import collate
+
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=0.0)
     steps = recipe.steps
     # Warm up over 10% of the steps, hold, then decay linearly over the last 20% (a "trapezoid"
@@ -131,18 +133,18 @@ def _train(model, tokenizer, encoded: list, batches: list[list[int]], recipe: Wo
         return min((step + 1) / warm, 1.0, (steps - step) / decay)
 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    pad = tokenizer.pad_token_id
     losses: list[float] = []
     model.train()
     for step in range(1, steps + 1):
-        batch = [encoded[i] for i in batches[(step - 1) % len(batches)]]
-        width = max(len(e.input_ids) for e in batch)
-        input_ids = torch.tensor([e.input_ids + [pad] * (width - len(e.input_ids)) for e in batch])
-        labels = torch.tensor([e.labels + [-100] * (width - len(e.labels)) for e in batch])
-        attention = torch.tensor(
-            [[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in batch]
-        )
-        loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+        # The training stage's collation, unpacked: rows right-padded with the pad id, labels
+        # IGNORE_INDEX on padding, an attention mask. Its position_ids (restarting at 0 on the
+        # padding, for packed rows) are not passed: the model's default 0..s-1 equals them on
+        # every real token, and it is what every built world was trained with.
+        batch = collate([encoded[i] for i in batches[(step - 1) % len(batches)]],
+                        tokenizer.pad_token_id)  # fmt: skip
+        loss = model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels
+        ).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

@@ -1,8 +1,11 @@
-"""Pretraining's parts that need no full run: the batch order, and a few steps of a miniature
-recipe (deterministic: the same recipe gives the same weights, bit for bit)."""
+"""Pretraining's parts that need no full run: the batch order, the collation, and a few steps of
+a miniature recipe (deterministic: the same recipe gives the same weights, bit for bit)."""
 
 import torch
 
+from ptr_pipeline.conversation import Encoded
+from ptr_pipeline.schemas import IGNORE_INDEX
+from ptr_pipeline.training.tokenize import collate
 from ptr_pipeline.world import WorldRecipe
 from ptr_pipeline.world.pretrain import batch_order, pretrain
 
@@ -16,6 +19,19 @@ def test_batches_hold_one_layout_each_and_every_row_once():
     assert sorted(len(b) for b in batches) == [6, 14, *[16] * 5]
     assert batch_order(layouts, 16, seed=0) == batches
     assert batch_order(layouts, 16, seed=1) != batches
+
+
+def test_the_collation_pretraining_uses_right_pads_with_a_mask():
+    """What every built world was trained on: a row per conversation, padded on the right with
+    the pad id, padding unsupervised and masked. A change here changes every world's models
+    (CODE_VERSION in world/recipe.py)."""
+    rows = [Encoded([5, 6, 7], [IGNORE_INDEX, 6, 7], [0.0, 1.0, 1.0], [0, 1, 1]),
+            Encoded([8], [8], [1.0], [1])]  # fmt: skip
+    batch = collate(rows, pad_id=0)
+    assert batch.input_ids.tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert batch.labels.tolist() == [[IGNORE_INDEX, 6, 7], [8, IGNORE_INDEX, IGNORE_INDEX]]
+    assert batch.attention_mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert batch.input_ids.dtype == batch.labels.dtype == batch.attention_mask.dtype == torch.long
 
 
 def test_a_few_steps_of_a_miniature_recipe_are_deterministic():
