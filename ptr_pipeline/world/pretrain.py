@@ -7,13 +7,16 @@ stronger one). Training ids come from ``conversation.ChatFormat.encode``, the on
 conversation -> ids; batches are laid out by the training stage's ``collate``.
 
 The loop is plain torch: AdamW on the causal-LM cross-entropy of the supervised tokens, a
-trapezoid learning-rate schedule, shuffled batches each of one prompt layout.
+trapezoid learning-rate schedule, shuffled batches each of one prompt layout. A progress line
+comes about every ``PROGRESS_EVERY_S`` seconds and at each snapshot step, with the step, the loss,
+the time spent and the expected total (``Progress``).
 """
 
 import json
 import math
 import random
 import tempfile
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +24,8 @@ from ptr_pipeline.world import tasks
 from ptr_pipeline.world.corpus import corpus
 from ptr_pipeline.world.recipe import WorldRecipe
 from ptr_pipeline.world.tokenizer import build_tokenizer
+
+PROGRESS_EVERY_S = 10.0  # a progress line about this often (seconds of wall-clock time)
 
 # Called after every optimizer step: (model, tokenizer, step 1..steps, the loss of every step so far).
 OnStep = Callable[[Any, Any, int, list[float]], None]
@@ -133,6 +138,8 @@ def _train(model, tokenizer, encoded: list, batches: list[list[int]], recipe: Wo
         return min((step + 1) / warm, 1.0, (steps - step) / decay)
 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    progress = Progress(steps, on_line)
+    snapshot_steps = set(recipe.snapshots.values())
     losses: list[float] = []
     model.train()
     for step in range(1, steps + 1):
@@ -153,7 +160,47 @@ def _train(model, tokenizer, encoded: list, batches: list[list[int]], recipe: Wo
         losses.append(round(loss.item(), 5))
         if not math.isfinite(losses[-1]):
             raise FloatingPointError(f"world pretraining: loss {losses[-1]} at step {step}")
-        if step % 50 == 0 or step == steps:
-            on_line(f"world: pretraining step {step}/{steps} loss {losses[-1]:.4f}")
+        progress.update(step, losses[-1], force=step in snapshot_steps)
         on_step(model, tokenizer, step, losses)
     return losses
+
+
+class Progress:
+    """Progress lines of a run of ``total_steps`` steps: one when ``every_s`` seconds of
+    ``clock`` (seconds) passed since the last line (or the start), one at the last step, and one
+    whenever forced. Each gives the step, the loss, the time since the start (m:ss) and the
+    expected total (the mean time per step so far, times ``total_steps``), e.g.
+    ``world: pretraining step 120/400 loss 0.8123 (1:36 elapsed, about 5:20 in all)``."""
+
+    def __init__(
+        self,
+        total_steps: int,
+        on_line: Callable[[str], None],
+        every_s: float = PROGRESS_EVERY_S,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.total_steps = total_steps
+        self.on_line = on_line
+        self.every_s = every_s
+        self.clock = clock
+        self.started = self.last = clock()
+
+    def update(self, step: int, loss: float, force: bool = False) -> None:
+        """Step ``step`` (1..total_steps) is done with ``loss``: a line if one is due."""
+        now = self.clock()
+        if not (force or step == self.total_steps or now - self.last >= self.every_s):
+            return
+        self.last = now
+        elapsed = now - self.started
+        expected = elapsed / step * self.total_steps
+        self.on_line(
+            f"world: pretraining step {step}/{self.total_steps} loss {loss:.4f} "
+            f"({_clock_time(elapsed)} elapsed, about {_clock_time(expected)} in all)"
+        )
+
+
+def _clock_time(seconds: float) -> str:
+    """``seconds`` as m:ss (h:mm:ss from an hour)."""
+    minutes, s = divmod(round(seconds), 60)
+    hours, m = divmod(minutes, 60)
+    return f"{hours}:{m:02d}:{s:02d}" if hours else f"{m}:{s:02d}"
