@@ -427,7 +427,7 @@ def _checkpoint(spec: str, root: Path) -> tuple[str | None, str]:
     been built by the models assets), a model folder, or a hub id already in the local Hugging
     Face cache (nothing is downloaded)."""
     from ptr_pipeline.models import TINY_PREFIX, WORLD_PREFIX, check_model_spec, resolve_model
-    from ptr_pipeline.world.models import WorldRecipe, world_folder
+    from ptr_pipeline.world.recipe import WorldRecipe, world_folder
 
     if spec in PIPELINE_CHECKPOINTS:
         asset = PIPELINE_CHECKPOINTS[spec]

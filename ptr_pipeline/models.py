@@ -5,7 +5,14 @@ default: a byte-level BPE tokenizer trained with ``tokenizers`` on the bundled s
 small randomly initialised causal LMs of different sizes (Llama and Qwen2 architectures), built
 once with ``save_pretrained`` into a cache folder. Everything else (a hub id such as
 ``Qwen/Qwen2-7B`` or a local path) is passed to ``from_pretrained`` unchanged, which is the same
-path the tiny models take.
+path the tiny models take. ``world:<role>`` names a model of the miniature world, which
+``ptr_pipeline.world`` builds (this base module never imports it).
+
+Each resolved setting is recorded as a one-row ``schemas.MODEL_REF`` table (``model_ref``): what
+``from_pretrained`` loads, its fingerprint (``model_fingerprint``: file hashes, or the hub id) and
+a revision: the hub commit of a cached hub model (``huggingface_hub.try_to_load_from_cache``;
+nothing is downloaded), ``tiny`` for a tiny model, the world's recipe hash for a world model,
+else the fingerprint.
 """
 
 import hashlib
@@ -17,7 +24,10 @@ import tempfile
 from pathlib import Path
 from typing import Annotated
 
+import pyarrow as pa
 import pydantic
+
+from ptr_pipeline import schemas
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +180,57 @@ def model_fingerprint(model: str) -> str:
         )
         h.update(f"{p.relative_to(folder)}\0{ident}\0".encode())
     return h.hexdigest()
+
+
+def model_ref(role: str, spec: str, model: str, revision: str | None) -> pa.Table:
+    """One row of ``schemas.MODEL_REF``: the setting ``spec`` of ``role``, resolved to ``model``
+    (what ``from_pretrained`` loads), its fingerprint, and ``revision`` (None or empty: the first
+    16 hex digits of the fingerprint)."""
+    identity = model_fingerprint(model)
+    row = {
+        "role": role,
+        "spec": spec,
+        "model": model,
+        "fingerprint": identity,
+        "revision": revision or identity[:16],
+    }
+    return pa.Table.from_pylist([row], schema=schemas.MODEL_REF)
+
+
+def resolve_model_ref(role: str, spec: str, models_dir: Path) -> pa.Table:
+    """``model_ref`` of a ``tiny:`` name (built into ``models_dir`` on first use), a local folder
+    or a hub id. A ``world:`` setting is the world's to resolve (``ptr_pipeline.world``).
+
+    Returns:
+        a one-row ``schemas.MODEL_REF`` table.
+
+    Raises:
+        ValueError: ``spec`` is a ``world:`` setting, or an unknown ``tiny:`` name.
+        FileNotFoundError: a setting that looks like a path (``/``, ``./``, ``~``) names no folder.
+    """
+    if spec.startswith(WORLD_PREFIX):
+        raise ValueError(f"{spec}: a world model; ptr_pipeline.world builds and resolves it")
+    if spec.startswith(TINY_PREFIX):
+        return model_ref(role, spec, resolve_model(spec, models_dir), "tiny")
+    return model_ref(role, spec, spec, _hub_revision(spec))
+
+
+def _hub_revision(spec: str) -> str | None:
+    """The commit of a hub model in the local cache; None for a local folder (its fingerprint,
+    file hashes, is its revision); else a note why there is none."""
+    if Path(spec).is_dir():
+        return None
+    if spec.startswith(("/", "./", "../", "~")):
+        raise FileNotFoundError(f"{spec}: no such model folder")
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(spec, "config.json")
+    except Exception:  # not a valid repo id: from_pretrained will say so when it loads
+        return "unresolved"
+    if isinstance(cached, str):  # .../snapshots/<commit>/config.json
+        return Path(cached).parent.name
+    return "not in the local cache (resolved when loaded)"
 
 
 def _training_corpus() -> list[str]:

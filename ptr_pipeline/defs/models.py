@@ -1,9 +1,11 @@
 """Assets: weak_model, base_model and strong_model (group ``models``), upstream of every stage.
 
-Each holds one row (``schemas.MODEL_REF``): the setting, what ``from_pretrained`` loads, its
-fingerprint and revision. The lineage graph then shows which model fed which stage, and a changed
-model re-keys every cache downstream. The default is the miniature world (``world:<role>``),
-pretrained here on first use and reused while its recipe is unchanged.
+Each holds one row (``schemas.MODEL_REF``, built by ``models.model_ref``): the setting, what
+``from_pretrained`` loads, its fingerprint and revision. The lineage graph then shows which model
+fed which stage, and a changed model re-keys every cache downstream. The default is the miniature
+world (``world:<role>``), pretrained here on first use and reused while its recipe is unchanged;
+the world is asked only for those settings (its folders, and its recipe hash as the revision),
+every other setting is resolved by the base (``models.resolve_model_ref``).
 """
 
 import time
@@ -14,7 +16,7 @@ import pydantic
 
 from ptr_pipeline import world
 from ptr_pipeline.defs.resources import PtrHomeResource
-from ptr_pipeline.models import ModelSpec
+from ptr_pipeline.models import WORLD_PREFIX, ModelSpec, model_ref, resolve_model_ref
 
 MODEL_ASSETS = {"weak": "weak_model", "base": "base_model", "strong": "strong_model"}
 _DESCRIPTIONS = {
@@ -60,7 +62,7 @@ class ModelsConfig(dg.Config):
     ],
     name="models",
     can_subset=True,
-    code_version=world.models.CODE_VERSION,
+    code_version=world.CODE_VERSION,
 )
 def models(context: dg.AssetExecutionContext, config: ModelsConfig, ptr_home: PtrHomeResource):
     started = time.perf_counter()
@@ -69,8 +71,17 @@ def models(context: dg.AssetExecutionContext, config: ModelsConfig, ptr_home: Pt
         for role, key in MODEL_ASSETS.items()
         if dg.AssetKey(key) in context.selected_asset_keys
     }
+    models_dir = ptr_home.home().models
     recipe = world.WorldRecipe(**config.world.model_dump())
-    refs = world.resolve_models(wanted, ptr_home.home().models, recipe, context.log.info)
+    folders = None  # the world's models, built (or found) when a setting first names one
+    refs = {}
+    for role, spec in wanted.items():
+        if spec.startswith(WORLD_PREFIX):
+            folders = folders or world.build_world_models(models_dir, recipe, context.log.info)
+            folder = folders[spec.removeprefix(WORLD_PREFIX)]
+            refs[role] = model_ref(role, spec, str(folder), world.world_revision(recipe))
+        else:
+            refs[role] = resolve_model_ref(role, spec, models_dir)
     for role, ref in refs.items():
         row = ref.to_pylist()[0]
         yield dg.MaterializeResult(

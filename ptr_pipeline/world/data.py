@@ -9,7 +9,8 @@ from pathlib import Path
 
 from ptr_pipeline.samples import WORLD_DIR
 from ptr_pipeline.world import tasks
-from ptr_pipeline.world.models import WorldRecipe, prompt_of
+from ptr_pipeline.world.corpus import prompt_of
+from ptr_pipeline.world.recipe import WorldRecipe
 
 
 def world_files(recipe: WorldRecipe) -> dict[str, list[dict]]:
@@ -17,8 +18,8 @@ def world_files(recipe: WorldRecipe) -> dict[str, list[dict]]:
     split = tasks.eval_split(recipe.seed, recipe.eval_items, recipe.operands)
     files = {f"{task}.jsonl": rows for task, rows in split.eval_rows.items()}
     files["queries.jsonl"] = [
-        {"query": prompt_of(task, row, i), "task": task}
-        for i, (task, row) in enumerate(
+        {"query": prompt_of(item.task, item.row, i), "task": item.task}
+        for i, item in enumerate(
             tasks.train_rows(split, "pool", recipe.pool_queries, recipe.seed, recipe.operands)
         )
     ]

@@ -20,6 +20,7 @@ by their operands, from every other draw (query pool, pretraining corpus), in bo
 """
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 LETTERS = "ABCD"
@@ -131,10 +132,13 @@ def response(task: str, row: dict, steps: list[str], total: int) -> str:
     return f"{pad} The sum is {total}. The answer is ({LETTERS[nearest]})."
 
 
-def operands(row: dict) -> Problem:
-    """The problem a world row (either rendering) states."""
-    text = row["question"].rstrip("?").split()
-    return Problem(int(text[-3]), int(text[-1]))
+@dataclass(frozen=True)
+class Item:
+    """One drawn problem of a task, with its row in that task's hub schema (``record``)."""
+
+    task: str
+    problem: Problem
+    row: dict
 
 
 @dataclass(frozen=True)
@@ -163,8 +167,8 @@ def eval_split(seed: int, eval_items: int, operands: tuple[int, int]) -> Split:
 
 def train_rows(
     split: Split, stream: str, n: int, seed: int, operands: tuple[int, int], distinct: bool = True
-):
-    """``n`` (task, row) pairs from the named stream, none of them a held-out eval problem;
+) -> Iterator[Item]:
+    """``n`` items from the named stream, the tasks in turn, none of them a held-out eval problem;
     ``distinct``: no problem twice (the query pool), else problems may recur (the corpus).
 
     Raises:
@@ -183,5 +187,5 @@ def train_rows(
         if distinct:
             seen.add(problem.key)
         task = WORLD_TASKS[produced % len(WORLD_TASKS)]
-        yield task, record(task, problem, rng, produced)
+        yield Item(task, problem, record(task, problem, rng, produced))
         produced += 1

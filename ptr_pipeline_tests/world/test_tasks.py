@@ -10,9 +10,9 @@ from ptr_pipeline.evaluation.tasks import examples_table, load_examples
 from ptr_pipeline.queries import build_query_pool
 from ptr_pipeline.queries.settings import QueryPoolSettings
 from ptr_pipeline.samples import WORLD_DIR
-from ptr_pipeline.world import tasks
+from ptr_pipeline.world import WorldRecipe, tasks
+from ptr_pipeline.world.corpus import corpus
 from ptr_pipeline.world.data import world_files
-from ptr_pipeline.world.models import WorldRecipe, corpus
 
 
 def test_the_scratchpad_adds_digit_by_digit_with_carries():
@@ -49,8 +49,8 @@ def test_responses_are_scored_right_by_the_eval_extractors():
 
     for task, extract in (("gsm8k", extract_number), ("arc", extract_letter)):
         for i in range(50):
-            row = tasks.record(task, tasks.draw_problem(rng, (100, 999)), rng, i)
-            problem = tasks.operands(row)
+            problem = tasks.draw_problem(rng, (100, 999))
+            row = tasks.record(task, problem, rng, i)
             text = tasks.response(task, row, *problem.steps())
             gold = str(problem.total) if task == "gsm8k" else row["answerKey"]
             assert extract(text) == gold
@@ -77,12 +77,10 @@ def test_no_eval_problem_is_in_the_pool_or_the_pretraining_corpus():
     recipe = WorldRecipe()
     split = tasks.eval_split(recipe.seed, recipe.eval_items, recipe.operands)
     assert len(split.held_out) == 2 * recipe.eval_items  # distinct across both renderings
-    pool = [
-        tasks.operands(r).key for _, r in tasks.train_rows(split, "pool", 3000, 0, recipe.operands)
-    ]
+    pool = [item.problem.key for item in tasks.train_rows(split, "pool", 3000, 0, recipe.operands)]
     assert not set(pool) & split.held_out
-    conversations = corpus(recipe, split, 3000)
-    texts = " ".join(c[0]["content"] for c in conversations)
+    rows = corpus(recipe, split, 3000)
+    texts = " ".join(r.conversation[0]["content"] for r in rows)
     for a, b in list(split.held_out)[:200]:
         assert f"{a} + {b}?" not in texts and f"{b} + {a}?" not in texts
 
