@@ -88,6 +88,41 @@ def test_definitions_validate(home, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
+def _makefile_warnings_filter() -> str:
+    """The warnings filter the Makefile exports (PYTHONWARNINGS) for the dagster CLI's notice."""
+    for line in (REPO / "Makefile").read_text().splitlines():
+        if line.startswith("DAGSTER_CLI_NOTICE :="):
+            return line.split(":=", 1)[1].strip()
+    raise AssertionError("the Makefile sets no DAGSTER_CLI_NOTICE")
+
+
+def test_the_cli_superseded_notice_is_dropped_and_other_warnings_are_not(home, tmp_path):
+    """`dagster job execute` warns that it is superseded by dg; the Makefile's PYTHONWARNINGS
+    drops that notice alone: the run still prints its console, and a FutureWarning from anywhere
+    else still shows."""
+    argv, env = _command(["job", "execute", "-m", "ptr_pipeline.definitions"], home, tmp_path)
+    env.pop("PYTHONWARNINGS", None)  # make test exports the filter: the control runs without
+    bare = subprocess.run(
+        [*argv, "-j", "no_such_job"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert "SupersessionWarning: Function `job_execute_command` is superseded" in bare.stderr
+
+    env["PYTHONWARNINGS"] = _makefile_warnings_filter()
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump({"ops": {"models": {"config": TINY}}}))
+    proc = subprocess.run(
+        [*argv, "-j", "models_job", "-c", str(tmp_path / "tiny.yaml")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "superseded" not in proc.stderr + proc.stdout
+    assert " models done (" in proc.stderr  # the run's own console
+    other = subprocess.run(
+        [sys.executable, "-c", "import warnings; warnings.warn('mine', FutureWarning)"],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert "FutureWarning: mine" in other.stderr
+
+
 @pytest.mark.slow
 def test_job_execute_dataset_rebuild(home, tmp_path):
     config = {
