@@ -1,6 +1,10 @@
 """What the console leaves out besides Dagster's events: DeepSpeed's CPU-fallback notice."""
 
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -34,3 +38,21 @@ def test_deepspeeds_cpu_fallback_is_dropped_only_where_torch_has_no_cuda(monkeyp
         deepspeed.removeHandler(records)
     assert "Some other DeepSpeed warning." in records.messages
     assert (NOTICE in records.messages) == cuda_built  # with CUDA it means the GPU was not found
+
+
+@pytest.mark.skipif(torch.backends.cuda.is_built(), reason="with CUDA the notice is kept")
+def test_a_process_of_the_code_location_does_not_print_deepspeeds_cpu_fallback():
+    """DeepSpeed warns when it is first imported (a stage loading a model imports it through
+    accelerate); a process that loaded the definitions does not print it, one that did not does."""
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    env.pop("DS_ACCELERATOR", None)  # set, DeepSpeed detects nothing and says nothing
+
+    def output(code: str) -> str:  # DeepSpeed logs to stdout
+        argv = [sys.executable, "-c", code]
+        proc = subprocess.run(argv, cwd=repo, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout + proc.stderr
+
+    assert "Setting accelerator to CPU" in output("import deepspeed")
+    assert "Setting accelerator to CPU" not in output("import ptr_pipeline.definitions, deepspeed")
