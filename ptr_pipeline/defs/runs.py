@@ -19,11 +19,17 @@ executor (``ptr_executor``, Dagster's ``multi_or_in_process_executor`` wrapped):
    query pool capped below one training micro-step); a bad value fails the run naming the op and
    the field, before any step.
 
-``dead_run_sensor`` does step 2 every 30 s under the daemon (``make dev``), so a killed run is
-marked failed within a minute even when no other run starts. The default execution mode is
-``in_process`` (one process per run: each step saves the 3-4 s of a fresh process, and
-generators free their model with ``close()``); ``execution: {config: {multiprocess: {}}}`` in a run
-config gives one process per step.
+Under the daemon (``make dev``) a killed run is failed without waiting for the next run: by
+Dagster's own run monitoring, which asks the instance's run launcher, every
+``run_monitoring.poll_interval_seconds``, whether each live run's worker is alive. Dagster's
+``DefaultRunLauncher`` cannot tell (its monitoring never fails a killed run), so the local instance
+(``dagster.yaml``) names ``PtrRunLauncher``: the default launcher plus that health check, from the
+tags of step 1. A run found dead has its leftover processes killed and its pool slots freed
+before Dagster marks it failed. It replaces a sensor that did step 2 every 30 s and whose ticks
+printed two lines each to the ``make dev`` console; the monitoring daemon prints nothing while no
+run is live. The default execution mode is ``in_process`` (one process per run: each step saves
+the 3-4 s of a fresh process, and generators free their model with ``close()``);
+``execution: {config: {multiprocess: {}}}`` in a run config gives one process per step.
 """
 
 import inspect
@@ -33,6 +39,7 @@ import socket
 import dagster as dg
 import psutil  # process liveness, portably (a dependency of DeepSpeed and Dagster)
 import pydantic
+from dagster._core.launcher import CheckRunHealthResult, WorkerStatus  # the launcher API's types
 
 RUN_ID_ENV = "PTR_RUN_ID"  # inherited by every process a run starts
 PID_TAG = "ptr/worker_pid"
@@ -64,30 +71,56 @@ def _kill_leftovers(run_id: str) -> list[int]:
     return [p.pid for p in killed]
 
 
+def _worker_gone(run: dg.DagsterRun) -> bool:
+    """Whether ``run`` recorded its worker on this host (step 1) and that process is gone. A run
+    of another host, or one not yet in its executor, cannot be told: False."""
+    tags = run.tags
+    if tags.get(HOST_TAG) != socket.gethostname() or PID_TAG not in tags:
+        return False
+    return _process_started(int(tags[PID_TAG])) != tags.get(START_TAG)
+
+
+def _clean_up(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str:
+    """Kill what the dead ``run`` left behind and free its pool slots; says what was done."""
+    leftovers = _kill_leftovers(run.run_id)
+    instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+    return (
+        f"run worker (pid {run.tags[PID_TAG]} on {run.tags[HOST_TAG]}) is gone, killed or "
+        f"crashed; {len(leftovers)} process(es) it left killed, its pool slots freed"
+    )
+
+
 def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
     """Mark failed the live-looking runs of this host whose worker process is gone, and free the
     pool slots of every run that has ended. Returns the run ids marked failed."""
-    host = socket.gethostname()
     reaped = []
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=_LIVE)):
-        tags = run.tags
-        if tags.get(HOST_TAG) != host or PID_TAG not in tags:
-            continue
-        if _process_started(int(tags[PID_TAG])) == tags.get(START_TAG):
-            continue
-        leftovers = _kill_leftovers(run.run_id)
-        instance.report_run_failed(
-            run,
-            message=f"run worker (pid {tags[PID_TAG]} on {host}) is gone, killed or crashed; "
-            f"run marked failed, {len(leftovers)} process(es) it left killed, pool slots freed",
-        )
-        reaped.append(run.run_id)
+        if _worker_gone(run):
+            instance.report_run_failed(run, message=_clean_up(instance, run))
+            reaped.append(run.run_id)
     storage = instance.event_log_storage
     for run_id in storage.get_concurrency_run_ids():
         run = instance.get_run_by_id(run_id)
         if run is None or run.is_finished:
             storage.free_concurrency_slots_for_run(run_id)
     return reaped
+
+
+class PtrRunLauncher(dg.DefaultRunLauncher):
+    """Dagster's default run launcher, whose run worker health Dagster's run monitoring can check
+    (module docstring): the local instance's launcher (``dagster.yaml``, ``run_launcher``)."""
+
+    @property
+    def supports_check_run_worker_health(self) -> bool:
+        return True
+
+    def check_run_worker_health(self, run: dg.DagsterRun) -> CheckRunHealthResult:
+        if not _worker_gone(run):
+            return CheckRunHealthResult(WorkerStatus.RUNNING)
+        current = self._instance.get_run_by_id(run.run_id)
+        if current is None or current.is_finished:  # it ended as the worker exited: all is well
+            return CheckRunHealthResult(WorkerStatus.SUCCESS)
+        return CheckRunHealthResult(WorkerStatus.FAILED, _clean_up(self._instance, run))
 
 
 def config_class(op_def) -> type[pydantic.BaseModel] | None:
@@ -201,17 +234,6 @@ def ptr_executor(init_context: dg.InitExecutorContext) -> dg.Executor:
     return _GuardedExecutor(dg.multi_or_in_process_executor.executor_creation_fn(init_context))
 
 
-@dg.sensor(
-    minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Marks failed the runs whose worker process died (kill -9) and frees the gpu "
-    "pool slots of ended runs, every 30 s.",
-)
-def dead_run_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
-    reaped = reap_dead_runs(context.instance)
-    return dg.SkipReason(f"marked failed: {reaped}" if reaped else "no dead runs")
-
-
 @dg.definitions
 def run_guard() -> dg.Definitions:
-    return dg.Definitions(executor=ptr_executor, sensors=[dead_run_sensor])
+    return dg.Definitions(executor=ptr_executor)
