@@ -17,7 +17,8 @@ executor (``ptr_executor``, Dagster's ``multi_or_in_process_executor`` wrapped):
 3. every op's config is validated by its pydantic settings class, then its ``preflight()`` (if
    it has one: the eval stage reads its configured sources), then the rules that span ops (a
    query pool capped below one training micro-step); a bad value fails the run naming the op and
-   the field, before any step.
+   the field, before any step. A run whose models are the world's and whose query or eval
+   sources are not gets one warning line (``ptr_pipeline.out_of_world``), and runs.
 
 Under the daemon (``make dev``) a killed run is failed without waiting for the next run: by
 Dagster's own run monitoring, which asks the instance's run launcher, every
@@ -40,6 +41,8 @@ import dagster as dg
 import psutil  # process liveness, portably (a dependency of DeepSpeed and Dagster)
 import pydantic
 from dagster._core.launcher import CheckRunHealthResult, WorkerStatus  # the launcher API's types
+
+from ptr_pipeline.out_of_world import launch_note
 
 RUN_ID_ENV = "PTR_RUN_ID"  # inherited by every process a run starts
 PID_TAG = "ptr/worker_pid"
@@ -135,8 +138,10 @@ def config_class(op_def) -> type[pydantic.BaseModel] | None:
     return None
 
 
-def config_problems(job_def: dg.JobDefinition, run_config: dict) -> list[str]:
-    """Every settings violation in ``run_config`` for ``job_def``'s ops, as 'op.field: why'."""
+def _op_configs(
+    job_def: dg.JobDefinition, run_config: dict
+) -> tuple[dict[str, pydantic.BaseModel], list[str]]:
+    """The validated settings of ``job_def``'s ops in ``run_config``, and the violations."""
     problems = []
     ops = (run_config or {}).get("ops") or {}
     configs: dict[str, pydantic.BaseModel] = {}
@@ -152,6 +157,12 @@ def config_problems(job_def: dg.JobDefinition, run_config: dict) -> list[str]:
                 where = ".".join(["ops", node.name, "config", *map(str, error["loc"])])
                 got = f" (got {error['input']!r})" if error["loc"] else ""
                 problems.append(f"{where}: {error['msg']}{got}")
+    return configs, problems
+
+
+def config_problems(job_def: dg.JobDefinition, run_config: dict) -> list[str]:
+    """Every settings violation in ``run_config`` for ``job_def``'s ops, as 'op.field: why'."""
+    configs, problems = _op_configs(job_def, run_config)
     for name, config in configs.items():
         if hasattr(config, "preflight"):
             try:
@@ -174,6 +185,22 @@ def _cross_op_problems(configs: dict) -> list[str]:
                 f"the dataset at {pool.max_queries} rows"
             )
     return problems
+
+
+def out_of_world_note(job_def: dg.JobDefinition, run_config: dict) -> str | None:
+    """One line when the run's models are the world's and its query or eval sources are not
+    (``ptr_pipeline.out_of_world``); None when the run configures no models or all is the
+    world's."""
+    configs, _ = _op_configs(job_def, run_config)
+    models = configs.get("models")
+    if models is None:
+        return None
+    pool, evals = configs.get("query_pool"), configs.get("eval_sets")
+    return launch_note(
+        {role: getattr(models, role) for role in ("weak", "base", "strong")},
+        getattr(pool, "source", None),
+        getattr(evals, "eval_sources", None),
+    )
 
 
 class RunConfigError(ValueError):
@@ -206,7 +233,11 @@ class _GuardedExecutor(dg.Executor):
         )
         for run_id in reap_dead_runs(instance):
             plan_context.log.warning(f"marked run {run_id} failed: its worker process is gone")
-        problems = config_problems(plan_context.job.get_definition(), plan_context.run_config)
+        job_def, run_config = plan_context.job.get_definition(), plan_context.run_config
+        note = out_of_world_note(job_def, run_config)  # said also when the config is refused
+        if note:
+            plan_context.log.warning(note)
+        problems = config_problems(job_def, run_config)
         if problems:
             raise RunConfigError("invalid run config, nothing was run: " + "; ".join(problems))
         yield from self._inner.execute(plan_context, execution_plan)

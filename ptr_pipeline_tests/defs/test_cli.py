@@ -206,6 +206,31 @@ def test_out_of_range_settings_fail_before_any_stage_runs(home, tmp_path):
     assert not (home.artifacts / "query_pool").exists()  # no stage ran, not even the first
 
 
+def test_world_models_with_other_queries_are_named_in_one_line_at_launch(home, tmp_path):
+    """The default world models and the general query sample: one warning line from the run
+    guard, before any step (here the run is then refused for a bad setting, so nothing runs)."""
+    world = {"weak": "world:weak", "base": "world:base", "strong": "world:strong"}
+    config = {
+        "ops": {
+            "models": {"config": world},
+            "query_pool": {"config": {"source": "bundled"}},
+            "strong_refinements": {"config": {"num_rounds": 0}},
+        }
+    }
+    proc = _rebuild(home, tmp_path, config)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if "know only the world's" in line]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert "query_pool.source 'bundled' is not the world's" in lines[0]
+    assert lines[0].endswith("real models: ptr_pipeline/configs/gpu_qwen2.yaml")
+    assert "ops.strong_refinements.config.num_rounds" in proc.stderr
+    assert not list(home.models.glob("world-*")) and not (home.artifacts / "query_pool").exists()
+
+    config["ops"]["query_pool"]["config"]["source"] = "world"  # the world's own: nothing said
+    proc = _rebuild(home, tmp_path, config)
+    assert proc.returncode != 0 and "know only the world's" not in proc.stderr
+
+
 SLOW_WEAK_STEP = {
     "ops": {
         "query_pool": {"config": {"max_queries": 24}},

@@ -185,3 +185,19 @@ def test_eval_sources_are_read_and_cross_stage_rules_checked_at_launch(defs, tmp
         "ops.fine_tune.config.micro_batch_size: 1000 x num_gpus 1 = 1000 rows per micro-step, "
         "but query_pool.max_queries caps the dataset at 24 rows",
     ]
+
+
+def test_the_out_of_world_line_follows_the_runs_models_and_sources(defs, tmp_path):
+    from ptr_pipeline.defs.runs import out_of_world_note
+
+    full = defs.resolve_job_def("ptr_full_job")
+    assert out_of_world_note(full, {}) is None  # the demo: the world's models on its own data
+    mine = tmp_path / "mmlu.jsonl"
+    mine.write_text("{}\n")
+    own = {"ops": {"eval_sets": {"config": {"eval_sources": {"mmlu": str(mine)}}}}}
+    assert f"eval_sets.eval_sources.mmlu '{mine}' is not" in out_of_world_note(full, own)
+    tiny = {"weak": "tiny:weak", "base": "tiny:base", "strong": "tiny:strong"}
+    own["ops"]["models"] = {"config": tiny}
+    assert out_of_world_note(full, own) is None  # not the world's models
+    # a run without the models op configures no models
+    assert out_of_world_note(defs.resolve_job_def("eval_job"), own) is None
