@@ -172,6 +172,9 @@ def test_train_writes_a_loadable_changed_checkpoint(models_home, runs, zero_stag
     summary = manifest["summary"]
     assert summary["steps"] == 3 and len(summary["loss_curve"]) == 3 and summary["examples"] == 8
     assert manifest["deepspeed_config"]["zero_optimization"]["stage"] == zero_stage
+    # what the weights depend on besides the inputs: the CPU's kernels (the tests' 1 thread)
+    assert manifest["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert manifest["machine"]["torch_threads"] == 1 and manifest["machine"]["cpu"]
     for name, entry in manifest["files"].items():
         assert file_sha256(checkpoint / name) == entry["sha256"]
     assert "model.safetensors" in manifest["files"]
