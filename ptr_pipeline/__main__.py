@@ -175,6 +175,7 @@ def refine_command(args: argparse.Namespace, root: Path) -> int:
     from ptr_pipeline.evaluation.rounds import refine
     from ptr_pipeline.evaluation.tasks import TASKS, load_examples
     from ptr_pipeline.models import default_refine_turn
+    from ptr_pipeline.out_of_world import refine_note
     from ptr_pipeline.records import InputError, read_records
 
     checkpoint, problem = _checkpoint(args.checkpoint or "ptr", root)
@@ -235,6 +236,9 @@ def refine_command(args: argparse.Namespace, root: Path) -> int:
     print(
         f"answering with {_describe_checkpoint(args.checkpoint or 'ptr', model)}", file=sys.stderr
     )
+    note = refine_note(args.checkpoint or "ptr", model, prompts)  # a world model, other questions
+    if note:
+        print(note, file=sys.stderr)
     if args.rounds > 1:
         print(f"refine turn {turn!r} ({turn_source})", file=sys.stderr)
     generator = make_generator(args.backend, model, device=args.device, batch_size=args.batch_size)

@@ -17,13 +17,20 @@ executor (``ptr_executor``, Dagster's ``multi_or_in_process_executor`` wrapped):
 3. every op's config is validated by its pydantic settings class, then its ``preflight()`` (if
    it has one: the eval stage reads its configured sources), then the rules that span ops (a
    query pool capped below one training micro-step); a bad value fails the run naming the op and
-   the field, before any step.
+   the field, before any step. A run whose models are the world's and whose query or eval
+   sources are not gets one warning line (``ptr_pipeline.out_of_world``), and runs.
 
-``dead_run_sensor`` does step 2 every 30 s under the daemon (``make dev``), so a killed run is
-marked failed within a minute even when no other run starts. The default execution mode is
-``in_process`` (one process per run: each step saves the 3-4 s of a fresh process, and
-generators free their model with ``close()``); ``execution: {config: {multiprocess: {}}}`` in a run
-config gives one process per step.
+Under the daemon (``make dev``) a killed run is failed without waiting for the next run: by
+Dagster's own run monitoring, which asks the instance's run launcher, every
+``run_monitoring.poll_interval_seconds``, whether each live run's worker is alive. Dagster's
+``DefaultRunLauncher`` cannot tell (its monitoring never fails a killed run), so the local instance
+(``dagster.yaml``) names ``PtrRunLauncher``: the default launcher plus that health check, from the
+tags of step 1. A run found dead has its leftover processes killed and its pool slots freed
+before Dagster marks it failed. It replaces a sensor that did step 2 every 30 s and whose ticks
+printed two lines each to the ``make dev`` console; the monitoring daemon prints nothing while no
+run is live. The default execution mode is ``in_process`` (one process per run: each step saves
+the 3-4 s of a fresh process, and generators free their model with ``close()``);
+``execution: {config: {multiprocess: {}}}`` in a run config gives one process per step.
 """
 
 import inspect
@@ -33,6 +40,9 @@ import socket
 import dagster as dg
 import psutil  # process liveness, portably (a dependency of DeepSpeed and Dagster)
 import pydantic
+from dagster._core.launcher import CheckRunHealthResult, WorkerStatus  # the launcher API's types
+
+from ptr_pipeline.out_of_world import launch_note
 
 RUN_ID_ENV = "PTR_RUN_ID"  # inherited by every process a run starts
 PID_TAG = "ptr/worker_pid"
@@ -64,30 +74,56 @@ def _kill_leftovers(run_id: str) -> list[int]:
     return [p.pid for p in killed]
 
 
+def _worker_gone(run: dg.DagsterRun) -> bool:
+    """Whether ``run`` recorded its worker on this host (step 1) and that process is gone. A run
+    of another host, or one not yet in its executor, cannot be told: False."""
+    tags = run.tags
+    if tags.get(HOST_TAG) != socket.gethostname() or PID_TAG not in tags:
+        return False
+    return _process_started(int(tags[PID_TAG])) != tags.get(START_TAG)
+
+
+def _clean_up(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str:
+    """Kill what the dead ``run`` left behind and free its pool slots; says what was done."""
+    leftovers = _kill_leftovers(run.run_id)
+    instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+    return (
+        f"run worker (pid {run.tags[PID_TAG]} on {run.tags[HOST_TAG]}) is gone, killed or "
+        f"crashed; {len(leftovers)} process(es) it left killed, its pool slots freed"
+    )
+
+
 def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
     """Mark failed the live-looking runs of this host whose worker process is gone, and free the
     pool slots of every run that has ended. Returns the run ids marked failed."""
-    host = socket.gethostname()
     reaped = []
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=_LIVE)):
-        tags = run.tags
-        if tags.get(HOST_TAG) != host or PID_TAG not in tags:
-            continue
-        if _process_started(int(tags[PID_TAG])) == tags.get(START_TAG):
-            continue
-        leftovers = _kill_leftovers(run.run_id)
-        instance.report_run_failed(
-            run,
-            message=f"run worker (pid {tags[PID_TAG]} on {host}) is gone, killed or crashed; "
-            f"run marked failed, {len(leftovers)} process(es) it left killed, pool slots freed",
-        )
-        reaped.append(run.run_id)
+        if _worker_gone(run):
+            instance.report_run_failed(run, message=_clean_up(instance, run))
+            reaped.append(run.run_id)
     storage = instance.event_log_storage
     for run_id in storage.get_concurrency_run_ids():
         run = instance.get_run_by_id(run_id)
         if run is None or run.is_finished:
             storage.free_concurrency_slots_for_run(run_id)
     return reaped
+
+
+class PtrRunLauncher(dg.DefaultRunLauncher):
+    """Dagster's default run launcher, whose run worker health Dagster's run monitoring can check
+    (module docstring): the local instance's launcher (``dagster.yaml``, ``run_launcher``)."""
+
+    @property
+    def supports_check_run_worker_health(self) -> bool:
+        return True
+
+    def check_run_worker_health(self, run: dg.DagsterRun) -> CheckRunHealthResult:
+        if not _worker_gone(run):
+            return CheckRunHealthResult(WorkerStatus.RUNNING)
+        current = self._instance.get_run_by_id(run.run_id)
+        if current is None or current.is_finished:  # it ended as the worker exited: all is well
+            return CheckRunHealthResult(WorkerStatus.SUCCESS)
+        return CheckRunHealthResult(WorkerStatus.FAILED, _clean_up(self._instance, run))
 
 
 def config_class(op_def) -> type[pydantic.BaseModel] | None:
@@ -102,8 +138,10 @@ def config_class(op_def) -> type[pydantic.BaseModel] | None:
     return None
 
 
-def config_problems(job_def: dg.JobDefinition, run_config: dict) -> list[str]:
-    """Every settings violation in ``run_config`` for ``job_def``'s ops, as 'op.field: why'."""
+def _op_configs(
+    job_def: dg.JobDefinition, run_config: dict
+) -> tuple[dict[str, pydantic.BaseModel], list[str]]:
+    """The validated settings of ``job_def``'s ops in ``run_config``, and the violations."""
     problems = []
     ops = (run_config or {}).get("ops") or {}
     configs: dict[str, pydantic.BaseModel] = {}
@@ -119,6 +157,12 @@ def config_problems(job_def: dg.JobDefinition, run_config: dict) -> list[str]:
                 where = ".".join(["ops", node.name, "config", *map(str, error["loc"])])
                 got = f" (got {error['input']!r})" if error["loc"] else ""
                 problems.append(f"{where}: {error['msg']}{got}")
+    return configs, problems
+
+
+def config_problems(job_def: dg.JobDefinition, run_config: dict) -> list[str]:
+    """Every settings violation in ``run_config`` for ``job_def``'s ops, as 'op.field: why'."""
+    configs, problems = _op_configs(job_def, run_config)
     for name, config in configs.items():
         if hasattr(config, "preflight"):
             try:
@@ -141,6 +185,22 @@ def _cross_op_problems(configs: dict) -> list[str]:
                 f"the dataset at {pool.max_queries} rows"
             )
     return problems
+
+
+def out_of_world_note(job_def: dg.JobDefinition, run_config: dict) -> str | None:
+    """One line when the run's models are the world's and its query or eval sources are not
+    (``ptr_pipeline.out_of_world``); None when the run configures no models or all is the
+    world's."""
+    configs, _ = _op_configs(job_def, run_config)
+    models = configs.get("models")
+    if models is None:
+        return None
+    pool, evals = configs.get("query_pool"), configs.get("eval_sets")
+    return launch_note(
+        {role: getattr(models, role) for role in ("weak", "base", "strong")},
+        getattr(pool, "source", None),
+        getattr(evals, "eval_sources", None),
+    )
 
 
 class RunConfigError(ValueError):
@@ -173,7 +233,11 @@ class _GuardedExecutor(dg.Executor):
         )
         for run_id in reap_dead_runs(instance):
             plan_context.log.warning(f"marked run {run_id} failed: its worker process is gone")
-        problems = config_problems(plan_context.job.get_definition(), plan_context.run_config)
+        job_def, run_config = plan_context.job.get_definition(), plan_context.run_config
+        note = out_of_world_note(job_def, run_config)  # said also when the config is refused
+        if note:
+            plan_context.log.warning(note)
+        problems = config_problems(job_def, run_config)
         if problems:
             raise RunConfigError("invalid run config, nothing was run: " + "; ".join(problems))
         yield from self._inner.execute(plan_context, execution_plan)
@@ -201,17 +265,6 @@ def ptr_executor(init_context: dg.InitExecutorContext) -> dg.Executor:
     return _GuardedExecutor(dg.multi_or_in_process_executor.executor_creation_fn(init_context))
 
 
-@dg.sensor(
-    minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Marks failed the runs whose worker process died (kill -9) and frees the gpu "
-    "pool slots of ended runs, every 30 s.",
-)
-def dead_run_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
-    reaped = reap_dead_runs(context.instance)
-    return dg.SkipReason(f"marked failed: {reaped}" if reaped else "no dead runs")
-
-
 @dg.definitions
 def run_guard() -> dg.Definitions:
-    return dg.Definitions(executor=ptr_executor, sensors=[dead_run_sensor])
+    return dg.Definitions(executor=ptr_executor)

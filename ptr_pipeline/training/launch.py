@@ -27,6 +27,7 @@ Python environment (``<sys.prefix>/torch_extensions``), not the home cache every
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -55,6 +56,15 @@ from ptr_pipeline.training.settings import TrainJob, TrainSettings
 log = logging.getLogger(__name__)
 
 CODE_VERSION = "train_v4"
+
+# DeepSpeed prints this (stdout) on every start, whether it compiled its CPU communication op now
+# or loaded it from TORCH_EXTENSIONS_DIR: no news. Such lines stay in the tail a failure reports.
+_NOT_NEWS = re.compile(r"DeepSpeed \S+ built successfully")
+
+
+def console_line(line: str) -> bool:
+    """Whether a line of the training process goes to ``on_line`` (the console)."""
+    return _NOT_NEWS.fullmatch(line.strip()) is None
 
 
 class TrainingFailed(RuntimeError):
@@ -115,7 +125,8 @@ def train_in_subprocess(
         work_dir: this stage's folder for cached checkpoints and staging.
         device: "cpu" or "cuda", or a function returning it (called only when training runs, so
             a cached run never imports torch to find the device).
-        on_line: receives every output line of the training process.
+        on_line: receives the output lines of the training process (``console_line``: all but
+            DeepSpeed's notice that its op is built).
         base_model: the model setting as written (recorded in the manifest); default model_path.
 
     Returns:
@@ -226,7 +237,8 @@ def _run(job: TrainJob, examples: pa.Table, staging: Path, final: Path, device, 
         for line in proc.stdout:
             line = line.rstrip()
             tail.append(line)
-            on_line(line)
+            if console_line(line):
+                on_line(line)
     if proc.returncode != 0:
         raise TrainingFailed(_failure(staging / "errors", proc.returncode, tail))
 

@@ -343,8 +343,33 @@ def _save(model, tokenizer, state_dict, job: TrainJob, summary: dict) -> None:
         "summary": summary,
         "files": folder_manifest_files(output_dir),
         "versions": {"torch": torch.__version__, "deepspeed": deepspeed.__version__},
+        "machine": machine(),
     }
     (output_dir / CHECKPOINT_MANIFEST).write_text(json.dumps(manifest, indent=2))
+
+
+def machine() -> dict:
+    """What the weights depend on besides the inputs and versions: the same job gives the same
+    bytes on one machine whatever the thread count, but another CPU runs other kernels (MKL picks
+    its code path by CPU vendor and instruction set, torch its vectorized kernels by instruction
+    set), whose float sums differ in the last bits and then grow over the steps (docs/world.md,
+    "What the results depend on")."""
+    import platform
+
+    cpuinfo: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            cpuinfo.setdefault(key.strip(), value.strip())  # the first core's
+    except OSError:  # not Linux: platform's name only
+        pass
+    return {
+        "cpu": cpuinfo.get("model name") or platform.processor() or platform.machine(),
+        "cpu_vendor": cpuinfo.get("vendor_id"),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
 
 
 def _record_error(job: TrainJob, error: BaseException) -> None:

@@ -3,6 +3,7 @@
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -42,6 +43,9 @@ def _command(args: list[str], home, tmp_path, config: dict | None = None, name: 
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(config))
         args = [*args, "-c", str(tmp_path / f"{name}.yaml")]
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "PTR_HOME": str(home.root)}
+    # This checkout's code (also the run launcher dagster.yaml names), wherever the venv's
+    # editable install points (a git worktree shares the main checkout's venv).
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     return [DAGSTER, *args], env
 
 
@@ -86,6 +90,41 @@ def _processes_of(run_id: str) -> list[int]:
 def test_definitions_validate(home, tmp_path):
     proc = _run(["definitions", "validate", "-w", str(REPO / "workspace.yaml")], home, tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def _makefile_warnings_filter() -> str:
+    """The warnings filter the Makefile exports (PYTHONWARNINGS) for the dagster CLI's notice."""
+    for line in (REPO / "Makefile").read_text().splitlines():
+        if line.startswith("DAGSTER_CLI_NOTICE :="):
+            return line.split(":=", 1)[1].strip()
+    raise AssertionError("the Makefile sets no DAGSTER_CLI_NOTICE")
+
+
+def test_the_cli_superseded_notice_is_dropped_and_other_warnings_are_not(home, tmp_path):
+    """`dagster job execute` warns that it is superseded by dg; the Makefile's PYTHONWARNINGS
+    drops that notice alone: the run still prints its console, and a FutureWarning from anywhere
+    else still shows."""
+    argv, env = _command(["job", "execute", "-m", "ptr_pipeline.definitions"], home, tmp_path)
+    env.pop("PYTHONWARNINGS", None)  # make test exports the filter: the control runs without
+    bare = subprocess.run(
+        [*argv, "-j", "no_such_job"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert "SupersessionWarning: Function `job_execute_command` is superseded" in bare.stderr
+
+    env["PYTHONWARNINGS"] = _makefile_warnings_filter()
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump({"ops": {"models": {"config": TINY}}}))
+    proc = subprocess.run(
+        [*argv, "-j", "models_job", "-c", str(tmp_path / "tiny.yaml")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "superseded" not in proc.stderr + proc.stdout
+    assert " models done (" in proc.stderr  # the run's own console
+    other = subprocess.run(
+        [sys.executable, "-c", "import warnings; warnings.warn('mine', FutureWarning)"],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert "FutureWarning: mine" in other.stderr
 
 
 @pytest.mark.slow
@@ -167,6 +206,31 @@ def test_out_of_range_settings_fail_before_any_stage_runs(home, tmp_path):
     assert not (home.artifacts / "query_pool").exists()  # no stage ran, not even the first
 
 
+def test_world_models_with_other_queries_are_named_in_one_line_at_launch(home, tmp_path):
+    """The default world models and the general query sample: one warning line from the run
+    guard, before any step (here the run is then refused for a bad setting, so nothing runs)."""
+    world = {"weak": "world:weak", "base": "world:base", "strong": "world:strong"}
+    config = {
+        "ops": {
+            "models": {"config": world},
+            "query_pool": {"config": {"source": "bundled"}},
+            "strong_refinements": {"config": {"num_rounds": 0}},
+        }
+    }
+    proc = _rebuild(home, tmp_path, config)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if "know only the world's" in line]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert "query_pool.source 'bundled' is not the world's" in lines[0]
+    assert lines[0].endswith("real models: ptr_pipeline/configs/gpu_qwen2.yaml")
+    assert "ops.strong_refinements.config.num_rounds" in proc.stderr
+    assert not list(home.models.glob("world-*")) and not (home.artifacts / "query_pool").exists()
+
+    config["ops"]["query_pool"]["config"]["source"] = "world"  # the world's own: nothing said
+    proc = _rebuild(home, tmp_path, config)
+    assert proc.returncode != 0 and "know only the world's" not in proc.stderr
+
+
 SLOW_WEAK_STEP = {
     "ops": {
         "query_pool": {"config": {"max_queries": 24}},
@@ -216,18 +280,56 @@ def _start_and_kill(home, tmp_path, name: str, multiprocess: bool = False) -> st
         return run.run_id
 
 
+def _monitor(instance) -> None:
+    """One pass of Dagster's run monitoring over the started runs, as its daemon makes every
+    poll_interval_seconds: the instance's run launcher checks each run's worker."""
+    import logging
+
+    import dagster as dg
+    from dagster._daemon.monitoring.run_monitoring import monitor_started_run
+
+    started = dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])
+    for record in instance.get_run_records(filters=started):
+        monitor_started_run(instance, None, record, logging.getLogger("run_monitoring"))
+
+
+def _wait_for_failure(instance, run_id: str, seconds: float) -> float:
+    import dagster as dg
+
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        if instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE:
+            return time.monotonic() - started
+        time.sleep(0.5)
+    pytest.fail(f"run {run_id} still {instance.get_run_by_id(run_id).status} after {seconds} s")
+
+
 @pytest.mark.slow
 def test_a_killed_run_is_failed_and_its_pool_slot_freed(home, tmp_path):
     import dagster as dg
 
-    from ptr_pipeline.defs.runs import dead_run_sensor
-
-    # Under the daemon (make dev): the sensor marks it failed within its 30 s interval.
+    # Under the daemon (make dev): Dagster's run monitoring, through the instance's launcher
+    # (PtrRunLauncher), fails it; polled every 2 s here (every 60 s in dagster.yaml).
     killed = _start_and_kill(home, tmp_path, "first")
-    with _instance(tmp_path) as instance:
-        dead_run_sensor(dg.build_sensor_context(instance=instance))
-        assert instance.get_run_by_id(killed).status == dg.DagsterRunStatus.FAILURE
-        assert not instance.event_log_storage.get_concurrency_info("gpu").claimed_slots
+    config = yaml.safe_load((tmp_path / "dagster_home" / "dagster.yaml").read_text())
+    assert config["run_launcher"]["class"] == "PtrRunLauncher"
+    config["run_monitoring"]["poll_interval_seconds"] = 2
+    (tmp_path / "dagster_home" / "dagster.yaml").write_text(yaml.safe_dump(config))
+    _, env = _command([], home, tmp_path)
+    daemon = subprocess.Popen(
+        [str(Path(DAGSTER).parent / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
+        cwd=REPO, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        with _instance(tmp_path) as instance:
+            _wait_for_failure(instance, killed, 90)
+            assert not instance.event_log_storage.get_concurrency_info("gpu").claimed_slots
+            failure = instance.all_logs(killed, of_type=dg.DagsterEventType.RUN_FAILURE)
+            assert "is gone, killed or crashed" in failure[-1].message
+    finally:
+        os.killpg(daemon.pid, signal.SIGKILL)
+        daemon.wait()
 
     # With the bare CLI: the next run reaps it before its first step, and is not blocked.
     killed = _start_and_kill(home, tmp_path, "second")
@@ -243,14 +345,35 @@ def test_a_killed_run_is_failed_and_its_pool_slot_freed(home, tmp_path):
     with _instance(tmp_path) as instance:
         assert instance.get_run_by_id(killed).status == dg.DagsterRunStatus.FAILURE
 
-    # One process per step: the killed run's step process lives on, holding the model; the reaper
-    # kills it before it marks the run failed.
+    # One process per step: the killed run's step process lives on, holding the model; the health
+    # check kills it before the run is marked failed.
     killed = _start_and_kill(home, tmp_path, "third", multiprocess=True)
     assert _processes_of(killed)  # the orphaned step process
     with _instance(tmp_path) as instance:
-        dead_run_sensor(dg.build_sensor_context(instance=instance))
+        _monitor(instance)
         assert instance.get_run_by_id(killed).status == dg.DagsterRunStatus.FAILURE
+        assert not instance.event_log_storage.get_concurrency_info("gpu").claimed_slots
     assert _processes_of(killed) == []
+
+
+def test_the_health_check_leaves_live_and_unknown_runs_alone(tmp_path):
+    """A run whose worker is alive, one of another host, one not yet in its executor: RUNNING."""
+    import dagster as dg
+    from dagster._core.launcher import WorkerStatus
+
+    from ptr_pipeline.defs.runs import HOST_TAG, PID_TAG, START_TAG, _process_started
+
+    with _instance(_home(tmp_path)) as instance:
+        launcher = instance.run_launcher
+        me, host = os.getpid(), socket.gethostname()
+        cases = {
+            "alive": {PID_TAG: str(me), START_TAG: _process_started(me), HOST_TAG: host},
+            "elsewhere": {PID_TAG: "1", START_TAG: "0.00", HOST_TAG: "another-host"},
+            "untagged": {},
+        }
+        for name, tags in cases.items():
+            run = instance.create_run_for_job(dg.GraphDefinition(name="g").to_job(), tags=tags)
+            assert launcher.check_run_worker_health(run).status == WorkerStatus.RUNNING, name
 
 
 @pytest.mark.slow

@@ -83,9 +83,7 @@ def test_jobs_and_schedule(defs):
     assert full.tags["dagster/asset_partition_range_start"] == "gsm8k"
     assert full.tags["dagster/asset_partition_range_end"] == "xsum"  # every task
     assert full.executor_def.name == "ptr_executor"
-    sensor = defs.resolve_sensor_def("dead_run_sensor")
-    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
-    assert sensor.minimum_interval_seconds == 30
+    assert not list(defs.sensors or [])  # dead runs: Dagster's run monitoring (dagster.yaml)
     schedule = defs.resolve_schedule_def("nightly_dataset_rebuild_schedule")
     assert schedule.cron_schedule == "0 2 * * *"
     assert schedule.job_name == "dataset_rebuild_job"
@@ -115,6 +113,12 @@ def test_instance_configs_are_valid(folder):
     config, _ = dagster_instance_config(str(CONFIGS.parents[1] / folder))
     assert config["concurrency"]["pools"]["default_limit"] == 1
     assert config["run_monitoring"]["free_slots_after_run_end_seconds"] == 300
+    if folder == ".":  # run monitoring can check a local run's worker (Docker's launcher can too)
+        assert config["run_launcher"] == {
+            "module": "ptr_pipeline.defs.runs",
+            "class": "PtrRunLauncher",
+        }
+        assert config["run_monitoring"]["enabled"]
     assert "ptr_pipeline" in config["python_logs"]["managed_python_loggers"]
     assert ("storage" in config) == (folder == "docker")  # local: SQLite under DAGSTER_HOME
 
@@ -182,3 +186,19 @@ def test_eval_sources_are_read_and_cross_stage_rules_checked_at_launch(defs, tmp
         "ops.fine_tune.config.micro_batch_size: 1000 x num_gpus 1 = 1000 rows per micro-step, "
         "but query_pool.max_queries caps the dataset at 24 rows",
     ]
+
+
+def test_the_out_of_world_line_follows_the_runs_models_and_sources(defs, tmp_path):
+    from ptr_pipeline.defs.runs import out_of_world_note
+
+    full = defs.resolve_job_def("ptr_full_job")
+    assert out_of_world_note(full, {}) is None  # the demo: the world's models on its own data
+    mine = tmp_path / "mmlu.jsonl"
+    mine.write_text("{}\n")
+    own = {"ops": {"eval_sets": {"config": {"eval_sources": {"mmlu": str(mine)}}}}}
+    assert f"eval_sets.eval_sources.mmlu '{mine}' is not" in out_of_world_note(full, own)
+    tiny = {"weak": "tiny:weak", "base": "tiny:base", "strong": "tiny:strong"}
+    own["ops"]["models"] = {"config": tiny}
+    assert out_of_world_note(full, own) is None  # not the world's models
+    # a run without the models op configures no models
+    assert out_of_world_note(defs.resolve_job_def("eval_job"), own) is None

@@ -18,7 +18,7 @@ from ptr_pipeline.training import (
     deepspeed_config,
     train_in_subprocess,
 )
-from ptr_pipeline.training.launch import _failure, command, environment
+from ptr_pipeline.training.launch import _failure, command, console_line, environment
 from ptr_pipeline.training.loss import weighted_thought_loss
 from ptr_pipeline.training.tokenize import collate, encode_dataset, step_plan
 
@@ -168,9 +168,13 @@ def test_train_writes_a_loadable_changed_checkpoint(models_home, runs, zero_stag
     result, lines = runs[zero_stage]
     checkpoint, manifest = result.checkpoint, result.manifest
     assert any(line.startswith("step 3/3 loss") for line in lines)
+    assert not [line for line in lines if "built successfully" in line]  # DeepSpeed's op notice
     summary = manifest["summary"]
     assert summary["steps"] == 3 and len(summary["loss_curve"]) == 3 and summary["examples"] == 8
     assert manifest["deepspeed_config"]["zero_optimization"]["stage"] == zero_stage
+    # what the weights depend on besides the inputs: the CPU's kernels (the tests' 1 thread)
+    assert manifest["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert manifest["machine"]["torch_threads"] == 1 and manifest["machine"]["cpu"]
     for name, entry in manifest["files"].items():
         assert file_sha256(checkpoint / name) == entry["sha256"]
     assert "model.safetensors" in manifest["files"]
@@ -279,6 +283,17 @@ def test_a_failing_rank_reports_its_own_error_and_keeps_its_staging(models_home,
     staging = list((tmp_path / "w").glob(".staging-*"))
     assert len(staging) == 1 and (staging[0] / "errors" / "rank-0.json").exists()
     assert checkpoint_problems(tmp_path / "w" / "none")  # nothing was published
+
+
+def test_the_console_gets_the_training_lines_but_deepspeeds_op_notice():
+    assert not console_line("DeepSpeed deepspeed.ops.comm.deepspeed_shm_comm_op built successfully")
+    for line in (
+        "step 3/3 loss 6.4927",
+        "resuming from step-00000002 (step 2 of 3)",
+        "[2026-12-07 19:27:55,671] [WARNING] [engine.py:1] a real DeepSpeed warning",
+        "RuntimeError: the op was not built successfully",
+    ):
+        assert console_line(line)
 
 
 def test_the_first_rank_to_fail_is_the_cause(tmp_path):
