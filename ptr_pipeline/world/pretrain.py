@@ -72,7 +72,7 @@ def _pretrain_pinned(
         num_hidden_layers=recipe.num_layers,
         num_attention_heads=recipe.hidden_size // 32,  # head size 32: vLLM's CPU kernels' minimum
         num_key_value_heads=recipe.hidden_size // 32,
-        max_position_embeddings=1024,
+        max_position_embeddings=recipe.context_length,
         tie_word_embeddings=True,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -95,7 +95,8 @@ def _pretrain_pinned(
     on_line(
         f"world: pretraining a {n_params:,}-parameter Llama on {len(encoded):,} conversations "
         f"({sum(len(e.input_ids) for e in encoded) / len(encoded):.0f} tokens each), "
-        f"{recipe.steps} steps; snapshots {recipe.snapshots}"
+        f"{recipe.steps} steps; snapshots "
+        f"{recipe.snapshots or 'chosen by probe accuracy ' + str(recipe.snapshot_targets)}"
     )
     batches = batch_order([r.layout for r in rows], recipe.batch_size, recipe.seed)
     return _train(model, tokenizer, encoded, batches, recipe, on_step, on_line)
@@ -139,7 +140,7 @@ def _train(model, tokenizer, encoded: list, batches: list[list[int]], recipe: Wo
 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     progress = Progress(steps, on_line)
-    snapshot_steps = set(recipe.snapshots.values())
+    snapshot_steps = set(recipe.snapshots.values()) if recipe.snapshots else set()
     losses: list[float] = []
     model.train()
     for step in range(1, steps + 1):

@@ -79,13 +79,18 @@ def test_the_strong_model_reads_past_the_weak_models_drafts(world_models):
 
 @pytest.mark.slow
 def test_world_models_load_like_hub_checkpoints_and_are_cached(world_models, tmp_path):
+    steps: dict[str, int] = {}
     for role, path in world_models.items():
         assert not checkpoint_problems(path)  # manifest hashes verify
         manifest = json.loads((path / CHECKPOINT_MANIFEST).read_text())
         assert manifest["world_role"] == role
-        assert manifest["step"] == WorldRecipe().snapshots[role]
+        # chosen by probe accuracy (world.probe): weak < base < strong = the last step
+        assert manifest["step"] == int(manifest["step"])
+        assert manifest["snapshot_probe_accuracy"] == manifest["probe_accuracy"][str(manifest["step"])]
+        steps[role] = manifest["step"]
         model = AutoModelForCausalLM.from_pretrained(path)
         assert model.config.model_type == "llama"
+    assert steps["weak"] < steps["base"] < steps["strong"] == WorldRecipe().steps
     # An unchanged recipe trains nothing: the intact folder is returned as is.
     again = build_world_models(world_models["weak"].parents[1], WorldRecipe())
     assert again == world_models

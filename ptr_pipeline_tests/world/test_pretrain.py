@@ -1,15 +1,20 @@
-"""Pretraining's parts that need no full run: the batch order, the progress lines, and a few steps
-of a miniature recipe (deterministic: the same recipe gives the same weights, bit for bit)."""
+"""Pretraining's parts that need no full run: the batch order, the progress lines, choosing the
+snapshots by probe accuracy, and a few steps of a miniature recipe (deterministic: the same recipe
+gives the same weights, bit for bit, probed or not)."""
 
 import itertools
+import json
 
+import pytest
 import torch
 
 from ptr_pipeline.conversation import Encoded
 from ptr_pipeline.schemas import IGNORE_INDEX
 from ptr_pipeline.training.tokenize import collate
-from ptr_pipeline.world import WorldRecipe
+from ptr_pipeline.storage import CHECKPOINT_MANIFEST
+from ptr_pipeline.world import WorldRecipe, build_world_models
 from ptr_pipeline.world.pretrain import Progress, batch_order, pretrain
+from ptr_pipeline.world.probe import choose_snapshots, probe_steps
 
 
 def test_batches_hold_one_layout_each_and_every_row_once():
@@ -95,3 +100,34 @@ def test_a_few_steps_of_a_miniature_recipe_are_deterministic():
     (losses_a, weights_a), (losses_b, weights_b) = runs
     assert losses_a == losses_b
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+
+
+def test_snapshots_are_chosen_closest_to_the_targets_in_order():
+    accuracy = {200: 0.10, 205: 0.33, 210: 0.57, 215: 0.39, 220: 0.72, 225: 0.69, 400: 1.0}
+    targets = {"weak": 0.35, "base": 0.70}
+    # weak 0.33 (205) and base 0.69 (225) or 0.72 (220): the pair with the smallest total
+    # distance (0.02 + 0.01 = 0.03 at (205, 225); (215, 225) gives 0.04 + 0.01)
+    assert choose_snapshots(accuracy, targets, 400) == {"weak": 205, "base": 225, "strong": 400}
+    # base must come after weak, whatever their own distances
+    late = {200: 0.70, 205: 0.35, 210: 0.20, 400: 1.0}
+    assert choose_snapshots(late, targets, 400) == {"weak": 205, "base": 210, "strong": 400}
+    with pytest.raises(ValueError, match="need 2"):
+        choose_snapshots({200: 0.3, 400: 1.0}, targets, 400)
+
+
+def test_a_probed_build_saves_the_chosen_copies_and_does_not_disturb_training(tmp_path):
+    small = dict(hidden_size=64, num_layers=1, intermediate_size=64, batch_size=8, steps=12,
+                 torch_threads=2, probe_items=10)  # fmt: skip
+    probed = WorldRecipe(**small, probe_from=4, probe_every=4)
+    assert probe_steps(probed) == [4, 8, 12]
+    folders = build_world_models(tmp_path / "probed", probed, on_line=lambda line: None)
+    manifests = {r: json.loads((p / CHECKPOINT_MANIFEST).read_text()) for r, p in folders.items()}
+    assert [manifests[r]["step"] for r in ("weak", "base", "strong")] == [4, 8, 12]
+    assert set(manifests["weak"]["probe_accuracy"]) == {"4", "8", "12"}
+    # The same recipe with those steps fixed trains the same run: probing leaves no trace
+    fixed = WorldRecipe(**small, snapshots={"weak": 4, "base": 8, "strong": 12})
+    again = build_world_models(tmp_path / "fixed", fixed, on_line=lambda line: None)
+    for role in ("weak", "base", "strong"):
+        a = json.loads((again[role] / CHECKPOINT_MANIFEST).read_text())
+        assert a["loss_curve"] == manifests[role]["loss_curve"]
+        assert a["files"]["model.safetensors"] == manifests[role]["files"]["model.safetensors"]
