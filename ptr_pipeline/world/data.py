@@ -1,5 +1,7 @@
 """The world's data files, written where the stages read them: held-out eval sets in the hub
-schemas, and a query pool drawn from problems disjoint from them.
+schemas, a query pool drawn from problems disjoint from them, and ordinary SFT pairs (a question
+and its right solution, WizardLM's ``question``/``output`` layout) for ``consistency_filter``'s
+``sft_source``, drawn from a stream of their own, never a held-out problem.
 
 Regenerate the bundled copies (deterministic): ``python -m ptr_pipeline.world.data``.
 """
@@ -14,13 +16,23 @@ from ptr_pipeline.world.recipe import WorldRecipe
 
 
 def world_files(recipe: WorldRecipe) -> dict[str, list[dict]]:
-    """file name -> rows: ``<task>.jsonl`` eval sets and ``queries.jsonl`` (``query``, ``task``)."""
+    """file name -> rows: ``<task>.jsonl`` eval sets, ``queries.jsonl`` (``query``, ``task``) and
+    ``sft.jsonl`` (``question``, ``output``; as many as the pool's queries)."""
     split = tasks.eval_split(recipe.seed, recipe.eval_items, recipe.operands)
     files = {f"{task}.jsonl": rows for task, rows in split.eval_rows.items()}
     files["queries.jsonl"] = [
         {"query": prompt_of(item.task, item.row, i), "task": item.task}
         for i, item in enumerate(
             tasks.train_rows(split, "pool", recipe.pool_queries, recipe.seed, recipe.operands)
+        )
+    ]
+    files["sft.jsonl"] = [
+        {
+            "question": prompt_of(item.task, item.row, i),
+            "output": tasks.response(item.task, item.row, *item.problem.steps()),
+        }
+        for i, item in enumerate(
+            tasks.train_rows(split, "sft", recipe.pool_queries, recipe.seed, recipe.operands)
         )
     ]
     return files
