@@ -107,6 +107,12 @@ def report(root: Path) -> int:
             '[paired bootstrap 95% interval]; "all" pools the items of the tasks with signal:\n'
         )
         print(verdict_markdown(comparisons))
+        seed = _training_seed(checkpoints.get("ptr_checkpoint"))
+        print(
+            f"\nOne fine-tuning run (fine_tune.seed {seed}): in the miniature world, PTR's and "
+            "SFT's scores move by several points between seeds, more than one run's intervals "
+            "cover. The spread over seeds: docs/results.md (benchmarks/world_seeds.py)."
+        )
     print(f"\nThe chance rule: {RULE}\n")
     print(signal_markdown(signals))
 
@@ -144,6 +150,16 @@ def report(root: Path) -> int:
     print(trip_markdown(trip_scores, tasks=shown))
     _artifacts(artifacts)
     return 0
+
+
+def _training_seed(record) -> str:
+    """The ``fine_tune.seed`` a checkpoint record's manifest names, or "unknown"."""
+    from ptr_pipeline.storage import CHECKPOINT_MANIFEST
+
+    manifest = record.path / CHECKPOINT_MANIFEST if record is not None else None
+    if manifest is None or not manifest.is_file():
+        return "unknown"
+    return str(json.loads(manifest.read_text()).get("settings", {}).get("seed", "unknown"))
 
 
 def _artifacts(artifacts: Path) -> None:

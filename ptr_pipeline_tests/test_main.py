@@ -213,7 +213,8 @@ def test_report_leads_with_the_verdict_and_marks_stale_checkpoints_and_scores(tm
     )
     assert f"| sft_checkpoint | 00000000000000b1 | ptr_dataset {new_file.stem} | current |" in out
     assert (
-        "| eval_scores gsm8k | base world-x/base, ptr 00000000000000a0, sft 00000000000000b1 | "
+        # tasks made from the same checkpoints share one row
+        "| eval_scores gsm8k, arc | base world-x/base, ptr 00000000000000a0, sft 00000000000000b1 | "
         f"ptr: ptr_dataset {old_file.stem}; sft: ptr_dataset {new_file.stem} | STALE: ptr: scores of "
         "ptr_checkpoint 00000000000000a0, not the latest 00000000000000a1 |"
     ) in out
@@ -225,6 +226,7 @@ def test_report_leads_with_the_verdict_and_marks_stale_checkpoints_and_scores(tm
         "Refine turn evaluation asked with: 'Refine:\\n{query}' (gsm8k); (not recorded with these scores) (arc)"
         in out
     )
+    assert "One fine-tuning run (fine_tune.seed " in out and "docs/results.md" in out
     assert "## One held-out item, round by round" in out
     assert "task gsm8k, item " in out and "task arc" not in out  # from the task with signal
 

@@ -236,6 +236,7 @@ def provenance_markdown(
         made = f"ptr_dataset {c.dataset_version or _short(c.dataset_fingerprint)}"
         status = f"STALE: {c.stale}" if c.stale else "current"
         lines.append(f"| {asset} | {c.version} | {made} | {status} |")
+    rows: dict[tuple[str, str, str], list[str]] = {}  # tasks made from the same, in one row
     for task, s in scores.items():
         versions = ", ".join(
             f"{role} {Path(m).name if role in s.checkpoints else _tail(m)}"
@@ -246,7 +247,9 @@ def provenance_markdown(
             for role, c in sorted(s.checkpoints.items())
         )
         status = "STALE: " + "; ".join(s.stale) if s.stale else "current"
-        lines.append(f"| eval_scores {task} | {versions} | {made or '-'} | {status} |")
+        rows.setdefault((versions, made or "-", status), []).append(task)
+    for (versions, made, status), tasks in rows.items():
+        lines.append(f"| eval_scores {', '.join(tasks)} | {versions} | {made} | {status} |")
     turns: dict[str, list[str]] = {}
     for asset, c in checkpoints.items():
         turns.setdefault(repr(c.refine_turn) if c.refine_turn else "(not recorded)", []).append(

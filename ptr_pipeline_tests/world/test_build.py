@@ -86,7 +86,9 @@ def test_world_models_load_like_hub_checkpoints_and_are_cached(world_models, tmp
         assert manifest["world_role"] == role
         # chosen by probe accuracy (world.probe): weak < base < strong = the last step
         assert manifest["step"] == int(manifest["step"])
-        assert manifest["snapshot_probe_accuracy"] == manifest["probe_accuracy"][str(manifest["step"])]
+        assert (
+            manifest["snapshot_probe_accuracy"] == manifest["probe_accuracy"][str(manifest["step"])]
+        )
         steps[role] = manifest["step"]
         model = AutoModelForCausalLM.from_pretrained(path)
         assert model.config.model_type == "llama"
