@@ -10,8 +10,8 @@ import torch
 
 from ptr_pipeline.conversation import Encoded
 from ptr_pipeline.schemas import IGNORE_INDEX
-from ptr_pipeline.training.tokenize import collate
 from ptr_pipeline.storage import CHECKPOINT_MANIFEST
+from ptr_pipeline.training.tokenize import collate
 from ptr_pipeline.world import WorldRecipe, build_world_models
 from ptr_pipeline.world.pretrain import Progress, batch_order, pretrain
 from ptr_pipeline.world.probe import choose_snapshots, probe_steps
