@@ -3,15 +3,19 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ablations.py [--only no_thought_mask ...]
 
 Runs ``ptr_full_job`` through the Dagster CLI once with the defaults (the demo) and once per
-config in ``ptr_pipeline/configs/ablations/`` (each a few fields over the defaults: thought mask
-off, linear beta_t, no consistency filter, one weak thought, two strong rounds), all on one
+config in ``ptr_pipeline/configs/ablations/`` (each a few fields over the defaults: the paper's
+generic refine turn, thought mask off, linear beta_t, no consistency filter, one weak thought,
+two strong rounds, SFT pairs mixed in, the paper's three-term loss, on-policy drafts), all on one
 ``PTR_HOME`` so the world's models, and every stage an ablation does not change, are reused from
 the cache. After each run it reads that run's ``eval_scores`` and prints, pooled over the world's
-tasks: PTR at round 1 and at its last round, the paired difference last - 1, and the differences
-against the base model's and the SFT baseline's first answers (paired bootstrap, 95%).
+tasks that carry signal (``evaluation.chance.RULE``; the ARC rendering is at chance): PTR at round
+1 and at its last round, and the paired differences last - round 1, last - base round 1, last -
+SFT round 1 and SFT round 1 itself (paired bootstrap, 95%). One fine-tuning seed per row: the seed
+table (benchmarks/world_seeds.py) shows how far one seed moves.
 
-Not part of ``make test`` (each ablation retrains and re-evaluates: minutes). The measured table
-is in the README.
+Run it from the repository root (the sft_mixing config names a bundled file by its path). Not
+part of ``make test`` (each ablation retrains and re-evaluates: minutes). The measured table is in
+docs/results.md.
 """
 
 import argparse
@@ -26,7 +30,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ptr_pipeline.evaluation import compare, summarize
+from ptr_pipeline.evaluation import compare, examples_from_table, summarize, task_signals
 from ptr_pipeline.samples import WORLD_EVAL_SOURCES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,8 +59,10 @@ def run(name: str, config: Path | None, ptr_home: Path, dagster_home: Path) -> p
     return pa.concat_tables([pq.read_table(folder / t / "latest.parquet") for t in WORLD_TASKS])
 
 
-def row(name: str, scores: pa.Table) -> str:
-    summary = summarize(scores).to_pylist()
+def row(name: str, scores: pa.Table, eval_sets: pa.Table) -> str:
+    signals = task_signals(scores, examples_from_table(eval_sets))
+    pooled_tasks = {t for t, s in signals.items() if s.signal}
+    summary = [r for r in summarize(scores).to_pylist() if r["task"] in pooled_tasks]
     last = max(r["round"] for r in summary)
 
     def pooled(role: str, round_: int) -> str:
@@ -65,7 +71,10 @@ def row(name: str, scores: pa.Table) -> str:
         right, n = sum(r["value"] * r["n"] for r in cells), sum(r["n"] for r in cells)
         return f"{100 * right / n:.1f}"
 
-    diffs = {r["comparison"]: r for r in compare(scores).to_pylist() if r["task"] == "all"}
+    # "all": the tasks with signal (a single one is its own row)
+    rows = compare(scores, signals).to_pylist()
+    where = "all" if len(pooled_tasks) > 1 else next(iter(pooled_tasks))
+    diffs = {r["comparison"]: r for r in rows if r["task"] == where}
 
     def diff(label: str) -> str:
         r = diffs.get(label)
@@ -74,9 +83,9 @@ def row(name: str, scores: pa.Table) -> str:
         return (f"{100 * r['difference']:+.1f} [{100 * r['ci_low']:+.1f}, "
                 f"{100 * r['ci_high']:+.1f}]")  # fmt: skip
 
-    return (f"| {name} | {pooled('ptr', 1)} | {pooled('ptr', last)} | "
-            f"{diff(f'ptr r{last} - ptr r1')} | {diff(f'ptr r{last} - base r1')} | "
-            f"{diff(f'ptr r{last} - sft r1')} |")  # fmt: skip
+    return (f"| {name} | {'+'.join(sorted(pooled_tasks))} | {pooled('ptr', 1)} | "
+            f"{pooled('ptr', last)} | {pooled('sft', 1)} | {diff(f'ptr r{last} - ptr r1')} | "
+            f"{diff(f'ptr r{last} - base r1')} | {diff(f'ptr r{last} - sft r1')} |")  # fmt: skip
 
 
 def main() -> None:
@@ -91,13 +100,15 @@ def main() -> None:
     if args.only:
         configs = [c for c in configs if c.stem in args.only]
     lines = [
-        "| run | PTR round 1 (%) | PTR last round (%) | last - round 1 | last - base round 1 "
-        "| last - SFT round 1 |",
-        "|---|---|---|---|---|---|",
-        row("PTR (defaults)", run("defaults", None, ptr_home, dagster_home)),
+        "| run | tasks pooled | PTR round 1 (%) | PTR last round (%) | SFT round 1 (%) | "
+        "last - round 1 | last - base round 1 | last - SFT round 1 |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for config in configs:
-        lines.append(row(config.stem, run(config.stem, config, ptr_home, dagster_home)))
+    eval_sets = ptr_home / "artifacts" / "eval_sets" / "latest.parquet"
+    for name, config in [("PTR (defaults)", None), *((c.stem, c) for c in configs)]:
+        scores = run(name, config, ptr_home, dagster_home)
+        lines.append(row(name, scores, pq.read_table(eval_sets)))
+        print(lines[-1], file=sys.stderr, flush=True)
     print("\n".join(lines))
 
 
