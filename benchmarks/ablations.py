@@ -44,10 +44,12 @@ WORLD_RANGE = {
 }
 
 
-def run(name: str, config: Path | None, ptr_home: Path, dagster_home: Path) -> pa.Table:
+def run(name: str, configs: list[Path], ptr_home: Path, dagster_home: Path) -> pa.Table:
+    """``ptr_full_job`` over the world's tasks with ``configs`` (run-config files) added; the
+    eval scores it wrote (the next run replaces ``latest``). Exits naming ``name`` on failure."""
     argv = [DAGSTER, "job", "execute", "-m", "ptr_pipeline.definitions", "-j", "ptr_full_job",
             "-c", str(CONFIGS / "console.yaml"), "--tags", json.dumps(WORLD_RANGE)]  # fmt: skip
-    if config is not None:
+    for config in configs:
         argv += ["-c", str(config)]
     env = {**os.environ, "PTR_HOME": str(ptr_home), "DAGSTER_HOME": str(dagster_home)}
     started = time.perf_counter()
@@ -106,7 +108,7 @@ def main() -> None:
     ]
     eval_sets = ptr_home / "artifacts" / "eval_sets" / "latest.parquet"
     for name, config in [("PTR (defaults)", None), *((c.stem, c) for c in configs)]:
-        scores = run(name, config, ptr_home, dagster_home)
+        scores = run(name, [config] if config else [], ptr_home, dagster_home)
         lines.append(row(name, scores, pq.read_table(eval_sets)))
         print(lines[-1], file=sys.stderr, flush=True)
     print("\n".join(lines))

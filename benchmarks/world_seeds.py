@@ -25,13 +25,9 @@ output is the seed table of docs/results.md. ``--config`` adds run-config files 
 """
 
 import argparse
-import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -41,16 +37,11 @@ import yaml
 
 from ptr_pipeline.evaluation import examples_from_table, summarize, task_signals
 from ptr_pipeline.evaluation.stats import CLAIMS, compare, seed_pooled
-from ptr_pipeline.samples import WORLD_EVAL_SOURCES
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ablations import WORLD_TASKS, run
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "ptr_pipeline" / "configs"
-DAGSTER = str(Path(sys.executable).parent / "dagster")
-WORLD_TASKS = list(WORLD_EVAL_SOURCES)  # gsm8k, arc: the world's held-out sets
-WORLD_RANGE = {
-    "dagster/asset_partition_range_start": WORLD_TASKS[0],
-    "dagster/asset_partition_range_end": WORLD_TASKS[-1],
-}
 DEFAULT_SEEDS = [19260817, 1, 2]  # the first is TrainSettings' default: the demo's own run
 
 
@@ -59,18 +50,7 @@ def run_seed(seed: int, configs: list[Path], ptr_home: Path, dagster_home: Path,
     wrote, copied to ``out`` (the next run replaces ``latest``)."""
     seed_config = out.parent / f"seed-{seed}.yaml"
     seed_config.write_text(yaml.safe_dump({"ops": {"fine_tune": {"config": {"seed": seed}}}}))
-    argv = [DAGSTER, "job", "execute", "-m", "ptr_pipeline.definitions", "-j", "ptr_full_job",
-            "-c", str(CONFIGS / "console.yaml"), "--tags", json.dumps(WORLD_RANGE)]  # fmt: skip
-    for config in [*configs, seed_config]:
-        argv += ["-c", str(config)]
-    env = {**os.environ, "PTR_HOME": str(ptr_home), "DAGSTER_HOME": str(dagster_home)}
-    started = time.perf_counter()
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.exit(f"seed {seed}: the run failed\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
-    print(f"seed {seed}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
-    folder = ptr_home / "artifacts" / "eval_scores"
-    scores = pa.concat_tables([pq.read_table(folder / t / "latest.parquet") for t in WORLD_TASKS])
+    scores = run(f"seed {seed}", [*configs, seed_config], ptr_home, dagster_home)
     pq.write_table(scores, out)
     return scores
 
