@@ -250,7 +250,8 @@ def refine_command(args: argparse.Namespace, root: Path) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(
-        f"answering with {_describe_checkpoint(args.checkpoint or 'ptr', model)}", file=sys.stderr
+        f"answering with {_describe_checkpoint(args.checkpoint or 'ptr', model, root)}",
+        file=sys.stderr,
     )
     note = refine_note(args.checkpoint or "ptr", model, prompts)  # a world model, other questions
     if note:
@@ -351,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rounds must be at least 1")
     if args.task and not args.file:
         parser.error("--task needs --file")
+    from ptr_pipeline.notices import quiet_deepspeed
+
+    quiet_deepspeed()  # saving a built model imports DeepSpeed, which warns on a CPU machine
     return refine_command(args, default_root())
 
 
@@ -489,22 +493,32 @@ def _checkpoint(spec: str, root: Path) -> tuple[str | None, str]:
     return spec, ""
 
 
-def _describe_checkpoint(spec: str, model: str) -> str:
-    """One line: which checkpoint answers, and what it was trained from (its manifest)."""
+def _describe_checkpoint(spec: str, model: str, root: Path) -> str:
+    """One line: which checkpoint answers, and what it was trained from (its manifest; for the
+    pipeline's own ``ptr``/``sft``, the ``ptr_dataset`` version the report names, stale marked)."""
+    from ptr_pipeline.evaluation.provenance import checkpoint_records
     from ptr_pipeline.storage import CHECKPOINT_MANIFEST
+    from ptr_pipeline.training import sft_rows
 
     manifest = Path(model) / CHECKPOINT_MANIFEST
     text = f"{spec}: {model}"
-    if manifest.is_file():
-        content = json.loads(manifest.read_text())
-        if content.get("dataset_fingerprint"):
-            text += (
-                f" (fine-tuned from {content.get('base_model')} on ptr_dataset "
-                f"{content['dataset_fingerprint'][:16]})"
-            )
-        elif content.get("world_role"):
-            text += f" (the world's {content['world_role']} model, step {content.get('step')})"
-    return text
+    if not manifest.is_file():
+        return text
+    content = json.loads(manifest.read_text())
+    if content.get("world_role"):
+        return f"{text} (the world's {content['world_role']} model, step {content.get('step')})"
+    if not content.get("dataset_fingerprint"):
+        return text
+    made_from = f"training rows {content['dataset_fingerprint'][:16]}"  # not a stored version
+    asset = PIPELINE_CHECKPOINTS.get(spec)
+    if asset is not None:
+        views = {"ptr_checkpoint": lambda table: table, "sft_checkpoint": sft_rows}
+        record = checkpoint_records(root / "artifacts", views).get(asset)
+        if record is not None and record.dataset_version is not None:
+            made_from = f"ptr_dataset {record.dataset_version}"
+            if record.stale:
+                made_from += f"; STALE: {record.stale}"
+    return f"{text} (fine-tuned from {content.get('base_model')} on {made_from})"
 
 
 def _positive(text: str) -> int:

@@ -47,20 +47,51 @@ GENERIC_REFINE_TURN = "Please continue thinking and refine your answer."
 REREAD_REFINE_TURN = "Please continue thinking and refine your answer to:\n\n{query}"
 
 QUERY_FIELD = "{query}"
-_PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
+# The innermost {...} groups of a template, and what stands before each: a LaTeX command
+# (``\boxed{}``) or a closing brace (``\frac{1}{2}``) makes the group a command's argument, text.
+_BRACE_GROUP = re.compile(r"\{([^{}]*)\}")
+_LATEX_ARGUMENT_BEFORE = re.compile(r"(\\[A-Za-z]+|\})$")
 
 
 def check_refine_turn(template: str) -> str:
-    """``template`` if it can be a refine turn: not blank, and ``{query}`` the only placeholder
-    (other braces, such as ``\\boxed{}``, are text). Raises ValueError, for settings validators."""
+    """``template`` if it can be a refine turn; raises ValueError naming the fault otherwise (the
+    settings validators and ``refine --refine-turn`` call it before anything runs).
+
+    The rule: ``{query}`` is the one placeholder (the question as first asked). Braces after a
+    LaTeX command are text (``\\boxed{}``, ``\\frac{1}{2}``). Refused: a blank turn; unbalanced
+    braces (``Refine {query``); any other ``{...}`` group, which can only be a mistyped or unknown
+    placeholder (``{foo}``, ``{0}``, ``{}``, ``{query!r}``, ``{query.upper}``, ``{ query }``);
+    doubled braces around the placeholder (``{{query}}``: there is no escaping, write ``{query}``).
+    """
     if not template.strip():
         raise ValueError("the refine turn is blank")
-    unknown = sorted(set(_PLACEHOLDER.findall(template)) - {QUERY_FIELD})
-    if unknown:
+    depth = 0
+    for at, char in enumerate(template):
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        if depth < 0:
+            raise ValueError(
+                f"the refine turn {template!r} closes a brace it never opened (character {at}); "
+                f"the placeholder is {QUERY_FIELD}"
+            )
+    if depth:
         raise ValueError(
-            f"the refine turn names {', '.join(unknown)}; only {QUERY_FIELD} is filled in (the "
-            "question as first asked)"
+            f"the refine turn {template!r} leaves {depth} brace(s) open; the placeholder is "
+            f"{QUERY_FIELD}"
         )
+    for group in _BRACE_GROUP.finditer(template):
+        before = template[: group.start()]
+        if group.group(0) == QUERY_FIELD and not before.endswith("{"):
+            continue
+        if _LATEX_ARGUMENT_BEFORE.search(before):
+            continue  # a LaTeX command's argument: text
+        field = group.group(0)
+        if field == QUERY_FIELD:
+            fault = f"doubles the braces around {QUERY_FIELD} (there is no escaping)"
+        elif "query" in group.group(1):
+            fault = f"writes {field}; only the bare {QUERY_FIELD} is filled in"
+        else:
+            fault = f"names {field}; only {QUERY_FIELD} is filled in (the question as first asked)"
+        raise ValueError(f"the refine turn {template!r} {fault}")
     return template
 
 

@@ -89,10 +89,13 @@ def launch_note(
     foreign = foreign_sources(query_source, eval_sources)
     if not world or not foreign:
         return None
+    # the filter sees generated queries' answers; eval answers are only scored
+    queries = any(f.startswith("query_pool.") for f in foreign)
+    kept = ", which the filter may partly keep" if queries else ""
     return (
         f"the world's models ({', '.join(world)}) know only the world's addition prompts, and "
         f"{', '.join(foreign)} {'is' if len(foreign) == 1 else 'are'} not the world's: expect "
-        f"babble, which the filter may partly keep; real models: {REAL_MODELS}"
+        f"babble{kept}; real models: {REAL_MODELS}"
     )
 
 

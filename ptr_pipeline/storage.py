@@ -204,8 +204,17 @@ def folder_manifest_files(folder: Path) -> dict[str, dict]:
 
 
 def checkpoint_version(manifest: dict) -> str:
-    """The version name of a checkpoint: a hash of its files' hashes (timings do not count)."""
-    return hashlib.sha256(json.dumps(manifest["files"], sort_keys=True).encode()).hexdigest()[:16]
+    """The version name of a checkpoint: a hash of its files' hashes and of the refine turn it was
+    trained with (``manifest["refine_turn"]``, when recorded), the one manifest field that decides
+    how the checkpoint is asked at test time. Identical weights trained under two turns (SFT's rows
+    hold no refine turn) are two versions, so a version's manifest never changes its turn; timings
+    and the like do not count."""
+    identity: dict = {"files": manifest["files"]}
+    if manifest.get("refine_turn") is not None:
+        identity["refine_turn"] = manifest["refine_turn"]
+    # The files alone when no turn is recorded: the names of checkpoints made before the turn was.
+    named = identity if len(identity) > 1 else identity["files"]
+    return hashlib.sha256(json.dumps(named, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def checkpoint_problems(folder: Path, hashes: bool = True) -> list[str]:

@@ -2,6 +2,8 @@
 for a conversation prefix are exactly the ids the generator feeds it, and every trained assistant
 turn ends with a token generation stops at."""
 
+import re
+
 import pytest
 import torch
 
@@ -10,7 +12,9 @@ from ptr_pipeline.conversation import (
     REREAD_REFINE_TURN,
     ChatFormat,
     ChatFormatError,
+    check_refine_turn,
     progression,
+    refine_turn_text,
     refinement_prompt,
 )
 from ptr_pipeline.engines import Sampling, TransformersGenerator
@@ -200,3 +204,40 @@ def test_a_template_that_raises_is_a_chat_format_error():
     tokenizer.chat_template = "{{ raise_exception('System message required') }}"
     with pytest.raises(ChatFormatError, match="refused the conversation: System message required"):
         ChatFormat(tokenizer).prompt_ids([{"role": "user", "content": QUERY}])
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        GENERIC_REFINE_TURN,
+        REREAD_REFINE_TURN,
+        "Check again; put the result in \\boxed{}:\n\n{query}",
+        "Is \\boxed{\\frac{1}{2}} right for {query}?",
+    ],
+)
+def test_a_refine_turn_with_query_and_latex_braces_is_accepted(template):
+    assert check_refine_turn(template) == template
+    assert refine_turn_text(template, "What is 2 + 3?").count("What is 2 + 3?") == template.count(
+        "{query}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("template", "fault"),
+    [
+        ("  \n", "blank"),
+        ("Refine {query", "leaves 1 brace(s) open"),
+        ("Refine query}", "closes a brace it never opened"),
+        ("} {query} {", "closes a brace it never opened"),
+        ("Refine {}", "names {}"),
+        ("Refine {0}", "names {0}"),
+        ("Refine {foo} and {query}", "names {foo}"),
+        ("Refine {query!r}", "only the bare {query}"),
+        ("Refine {query.upper}", "only the bare {query}"),
+        ("Refine { query }", "only the bare {query}"),
+        ("Refine {{query}}", "doubles the braces"),
+    ],
+)
+def test_a_mistyped_refine_turn_is_refused_naming_the_fault(template, fault):
+    with pytest.raises(ValueError, match=re.escape(fault)):
+        check_refine_turn(template)

@@ -187,3 +187,33 @@ def test_publish_folder_keeps_complete_files_and_takes_the_newer_manifest(tmp_pa
     assert publish_folder(source, target) is False  # the same files: not copied again
     assert json.loads((target / CHECKPOINT_MANIFEST).read_text())["summary"]["mfu"] == 0.4
     assert sorted(p.name for p in target.iterdir()) == ["adapter", "model.bin", CHECKPOINT_MANIFEST]
+
+
+def test_a_checkpoint_version_names_its_files_and_its_refine_turn_not_its_timings(tmp_path):
+    """Identical weights trained under two refine turns (SFT's rows hold none) are two versions:
+    publishing the second never rewrites the first's recorded turn."""
+    from ptr_pipeline.storage import (
+        CHECKPOINT_MANIFEST,
+        checkpoint_version,
+        folder_manifest_files,
+        publish_folder,
+    )
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "model.bin").write_bytes(b"weights")
+    files = folder_manifest_files(folder)
+    generic = {"files": files, "refine_turn": "Refine.", "summary": {"mfu": 0.1}}
+    reread = {**generic, "refine_turn": "Refine:\n\n{query}"}
+    assert checkpoint_version(generic) != checkpoint_version(reread)
+    assert checkpoint_version(generic) == checkpoint_version({**generic, "summary": {"mfu": 0.4}})
+    assert checkpoint_version({"files": files}) != checkpoint_version(generic)
+
+    versions = tmp_path / "versions"
+    for manifest in (generic, reread):
+        (folder / CHECKPOINT_MANIFEST).unlink(missing_ok=True)
+        (folder / CHECKPOINT_MANIFEST).write_text(json.dumps(manifest))
+        assert publish_folder(folder, versions / checkpoint_version(manifest)) is True
+    turns = {json.loads((v / CHECKPOINT_MANIFEST).read_text())["refine_turn"]
+             for v in versions.iterdir()}  # fmt: skip
+    assert turns == {"Refine.", "Refine:\n\n{query}"}

@@ -15,11 +15,8 @@ names it; a run config of your own is merged with that default). It prints:
 Every event is still stored in the instance's event log and shown whole in the UI; only the
 console is shorter. ``log_level: DEBUG`` in the logger's config prints every event.
 
-One line of a library is dropped in every process of this code location, whatever its logger:
-DeepSpeed's "Setting accelerator to CPU. If you have GPU or other accelerator, we were unable to
-detect it." (transformers imports DeepSpeed through accelerate when a stage loads a model), where
-torch is built without CUDA, so there is no accelerator to miss. With a CUDA build it still shows:
-then it means the GPU was not found.
+DeepSpeed's CPU-fallback notice is dropped in every process of this code location
+(``ptr_pipeline.notices``, installed on import here).
 """
 
 import logging
@@ -27,29 +24,11 @@ import sys
 
 import dagster as dg
 
+from ptr_pipeline.notices import quiet_deepspeed
+
 _SKIPPED = "Not executing."  # Dagster's message for steps skipped after an upstream failure
-_CPU_FALLBACK = "Setting accelerator to CPU."  # DeepSpeed's, when it detects no accelerator
 
-
-class _NoAcceleratorToMiss(logging.Filter):
-    """Drops DeepSpeed's CPU-fallback warning where torch has no CUDA (module docstring)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not record.getMessage().startswith(_CPU_FALLBACK):
-            return True
-        import torch  # loaded already: DeepSpeed detected with it
-
-        return torch.backends.cuda.is_built()
-
-
-def _quiet_deepspeed() -> None:
-    """Install the filter on DeepSpeed's logger (by name: it applies when DeepSpeed creates it)."""
-    deepspeed = logging.getLogger("DeepSpeed")
-    if not any(isinstance(f, _NoAcceleratorToMiss) for f in deepspeed.filters):
-        deepspeed.addFilter(_NoAcceleratorToMiss())
-
-
-_quiet_deepspeed()
+quiet_deepspeed()
 
 
 def _user_error(error) -> object:

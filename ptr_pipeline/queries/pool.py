@@ -90,6 +90,32 @@ class PoolResult:
     contamination: dict[str, dict]  # eval task -> matched queries, share, n-grams, examples
 
 
+def resolved_source(settings: QueryPoolSettings) -> str:
+    """The source to read: a named one (``bundled``, ``world``) is its packaged file."""
+    return (
+        str(query_sample(settings.source)) if settings.source in NAMED_SOURCES else settings.source
+    )
+
+
+def check_queries(settings: QueryPoolSettings) -> int:
+    """Read every record of the configured source as ``build_query_pool`` reads it (the query and
+    input fields, their types, the file's encoding), without cleaning or writing anything: the
+    run guard calls it at launch, so a bad row fails the run before any model loads. Returns the
+    number of records.
+
+    Raises:
+        InputError: naming the file, row and field of the first bad record, or an empty source.
+    """
+    source = resolved_source(settings)
+    records = 0
+    for record in iter_records(source, split=settings.split):
+        _query_text(record, settings)
+        records += 1
+    if records == 0:
+        raise no_records_error(source)
+    return records
+
+
 def build_query_pool(
     settings: QueryPoolSettings,
     output: Path,
@@ -113,9 +139,7 @@ def build_query_pool(
         InputError: unreadable or empty sources, rows without the text field, non-string values,
             or a source from which no query survives cleaning.
     """
-    source = (
-        str(query_sample(settings.source)) if settings.source in NAMED_SOURCES else settings.source
-    )
+    source = resolved_source(settings)
     output = Path(output)
     work_dir = Path(work_dir) if work_dir is not None else output.parent
     work_dir.mkdir(parents=True, exist_ok=True)

@@ -78,6 +78,14 @@ class QueryPoolSettings(pydantic.BaseModel):
         "duplicates counted, before dedup) match its items",
     )
 
+    def preflight(self) -> None:
+        """Read every record of the source now (the run guard calls it before any stage runs), so
+        a malformed file fails the run at launch, not after the models are built. Raises
+        InputError naming the file, row and field (``pool.check_queries``)."""
+        from ptr_pipeline.queries.pool import check_queries  # pool imports these settings
+
+        check_queries(self)
+
     @pydantic.model_validator(mode="after")
     def _check(self) -> "QueryPoolSettings":
         if self.source != "bundled":

@@ -402,3 +402,8 @@ if __name__ == "__main__":
     except BaseException as e:
         _record_error(train_job, e)
         raise
+    # Tear the process group down before the interpreter does: left to exit, a gloo group's
+    # threads were once destroyed while joinable and the rank aborted ("terminate called without
+    # an active exception", exit -6) after its work was done.
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

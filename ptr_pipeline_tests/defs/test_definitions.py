@@ -188,6 +188,29 @@ def test_eval_sources_are_read_and_cross_stage_rules_checked_at_launch(defs, tmp
     ]
 
 
+@pytest.mark.parametrize(
+    ("lines", "fault"),
+    [
+        ('{"instruction": "Explain tides."}\n{"instruction": 7}\n', "row 2 field 'instruction': expected a string, got int"),
+        ('{"instruction": "Explain tides."}\n{"prompt_text": "x"}\n', "row 2: no query field"),
+        ('{"instruction": "Explain tides."}\n{"instruction": \n', "row 2"),
+        ("\n\n", "no records"),
+    ],
+)  # fmt: skip
+def test_a_bad_query_pool_source_fails_the_run_at_launch(defs, tmp_path, lines, fault):
+    """Read at launch by the run guard (QueryPoolSettings.preflight), not when query_pool runs:
+    in a fresh PTR_HOME the world's models are built before it."""
+    from ptr_pipeline.defs.runs import config_problems
+
+    source = tmp_path / "q.jsonl"
+    source.write_text(lines)
+    config = {"ops": {"query_pool": {"config": {"source": str(source)}}}}
+    problems = config_problems(defs.resolve_job_def("ptr_full_job"), config)
+    assert len(problems) == 1
+    assert problems[0].startswith(f"ops.query_pool.config: {source}")
+    assert fault in problems[0]
+
+
 def test_the_out_of_world_line_follows_the_runs_models_and_sources(defs, tmp_path):
     from ptr_pipeline.defs.runs import out_of_world_note
 
