@@ -26,8 +26,10 @@ PIP_ARGS ?=
 		$(PY) -c "from deepspeed.comm.torch import build_shm_op; build_shm_op()"
 	touch $@
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
-	mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $@
+# The instance template lives in instance/, not the root: `dagster dev` warns about a dagster.yaml
+# in its working folder that is not DAGSTER_HOME.
+$(DAGSTER_HOME)/dagster.yaml: instance/dagster.yaml
+	mkdir -p $(DAGSTER_HOME) && cp instance/dagster.yaml $@
 
 # The demo has the machine to itself: torch may use two threads (the tests keep one; the world's
 # build pins its own count, WorldRecipe.torch_threads).

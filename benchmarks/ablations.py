@@ -97,7 +97,7 @@ def main() -> None:
     args = parser.parse_args()
     ptr_home = args.ptr_home or Path(tempfile.mkdtemp(prefix="ptr-ablations-"))
     dagster_home = Path(tempfile.mkdtemp(prefix="dagster-ablations-"))
-    (dagster_home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    (dagster_home / "dagster.yaml").write_text((REPO / "instance" / "dagster.yaml").read_text())
     configs = sorted((CONFIGS / "ablations").glob("*.yaml"))
     if args.only:
         configs = [c for c in configs if c.stem in args.only]

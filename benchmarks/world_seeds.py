@@ -178,7 +178,7 @@ def main() -> None:
         return
     ptr_home = args.ptr_home or Path(tempfile.mkdtemp(prefix="ptr-seeds-"))
     dagster_home = Path(tempfile.mkdtemp(prefix="dagster-seeds-"))
-    shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
+    shutil.copy(REPO / "instance" / "dagster.yaml", dagster_home / "dagster.yaml")
     keep = args.keep or Path(tempfile.mkdtemp(prefix="ptr-seed-scores-"))
     keep.mkdir(parents=True, exist_ok=True)
     by_seed = {

@@ -30,7 +30,7 @@ PLUMBING = {
 def _command(args: list[str], home, tmp_path, config: dict | None = None, name: str = "run"):
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir(exist_ok=True)
-    shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
+    shutil.copy(REPO / "instance" / "dagster.yaml", dagster_home / "dagster.yaml")
     if "-j" in args:  # jobs hold the models: the random tiny ones (plumbing; the world is slow),
         # whose noise the default filter would drop
         config = {**(config or {})}
@@ -70,7 +70,7 @@ def _instance(tmp_path):
 
 def _home(tmp_path):
     (tmp_path / "dagster_home").mkdir(exist_ok=True)
-    shutil.copy(REPO / "dagster.yaml", tmp_path / "dagster_home" / "dagster.yaml")
+    shutil.copy(REPO / "instance" / "dagster.yaml", tmp_path / "dagster_home" / "dagster.yaml")
     return tmp_path
 
 
