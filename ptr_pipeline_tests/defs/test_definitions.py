@@ -115,7 +115,8 @@ def test_instance_configs_are_valid(folder):
     assert config["concurrency"]["pools"]["default_limit"] == 1
     assert config["run_monitoring"]["free_slots_after_run_end_seconds"] == 300
     assert not (CONFIGS.parents[1] / "dagster.yaml").exists()
-    if folder == "instance":  # run monitoring can check a local run's worker (Docker's launcher can too)
+    # run monitoring can check a local run's worker (Docker's launcher can too)
+    if folder == "instance":
         assert config["run_launcher"] == {
             "module": "ptr_pipeline.defs.runs",
             "class": "PtrRunLauncher",
