@@ -146,8 +146,9 @@ def test_job_execute_dataset_rebuild(home, tmp_path):
 
 @pytest.mark.slow
 def test_job_execute_fails_clearly_on_bad_input(home, tmp_path):
-    """A missing file is refused with the config, before any stage; an empty one by the stage
-    that reads it, with its cause on one line and the trace once."""
+    """A missing or empty file is refused with the config, before any stage (the run guard reads
+    the source); one that only the stage can judge (no query survives cleaning) fails that stage,
+    with its cause on one line and the trace once."""
     config = {"ops": {"query_pool": {"config": {"source": str(tmp_path / "missing.jsonl")}}}}
     proc = _rebuild(home, tmp_path, config)
     assert proc.returncode != 0
@@ -162,27 +163,36 @@ def test_job_execute_fails_clearly_on_bad_input(home, tmp_path):
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert (
-        f"query_pool FAILED: ptr_pipeline.records.InputError: {tmp_path / 'empty.jsonl'}: no records"
-        in output
+        f"nothing was run: ops.query_pool.config: {tmp_path / 'empty.jsonl'}: no records" in output
     )
-    assert output.count("in _stage") == 1  # the raising frame (the pool's first pass): one trace
+    assert "query_pool FAILED" not in output  # refused at launch, not by the stage
+
+    (tmp_path / "short.jsonl").write_text('{"query": "hi"}\n{"query": "yo"}\n')  # < min_chars
+    config = {"ops": {"query_pool": {"config": {"source": str(tmp_path / "short.jsonl")}}}}
+    proc = _rebuild(home, tmp_path, config)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert (
+        f"query_pool FAILED: ptr_pipeline.records.InputError: {tmp_path / 'short.jsonl'}: no query "
+        "survives cleaning" in output
+    )
+    assert output.count("in build_query_pool") == 1  # the raising frame: one trace
     assert output.count("run failed:") == 1
     assert not (home.artifacts / "query_pool").exists()  # nothing was written
 
 
 @pytest.mark.slow
 def test_a_chained_input_error_names_file_and_row_on_the_console(home, tmp_path):
-    """InputError raised from a UnicodeDecodeError: the console shows the InputError."""
+    """InputError raised from a UnicodeDecodeError, found by the run guard at launch: the console
+    shows the InputError's file, row and byte, not the decoder's error."""
     (tmp_path / "latin1.jsonl").write_bytes(b'{"query": "fine query"}\n{"query": "caf\xe9"}\n')
     config = {"ops": {"query_pool": {"config": {"source": str(tmp_path / "latin1.jsonl")}}}}
     proc = _rebuild(home, tmp_path, config)
     output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "nothing was run: ops.query_pool.config: " in output
     assert "latin1.jsonl row 2: not valid UTF-8 (byte 0xe9)" in output
-    assert (
-        "FAILED: ptr_pipeline.records.InputError" in output
-        and "FAILED: UnicodeDecodeError" not in output
-    )
-    assert output.count("in _decode") == 1
+    assert "UnicodeDecodeError" not in output
 
 
 @pytest.mark.slow
