@@ -26,7 +26,7 @@ ids inference never produces.
 
 import functools
 import logging
-import re
+import string
 from dataclasses import dataclass
 
 from ptr_pipeline.schemas import IGNORE_INDEX
@@ -47,57 +47,58 @@ GENERIC_REFINE_TURN = "Please continue thinking and refine your answer."
 REREAD_REFINE_TURN = "Please continue thinking and refine your answer to:\n\n{query}"
 
 QUERY_FIELD = "{query}"
-# The innermost {...} groups of a template, and what stands before each: a LaTeX command
-# (``\boxed{}``) or a closing brace (``\frac{1}{2}``) makes the group a command's argument, text.
-_BRACE_GROUP = re.compile(r"\{([^{}]*)\}")
-_LATEX_ARGUMENT_BEFORE = re.compile(r"(\\[A-Za-z]+|\})$")
+_FORMATTER = string.Formatter()  # Python's format-string grammar: the rule for refine turns
 
 
 def check_refine_turn(template: str) -> str:
     """``template`` if it can be a refine turn; raises ValueError naming the fault otherwise (the
     settings validators and ``refine --refine-turn`` call it before anything runs).
 
-    The rule: ``{query}`` is the one placeholder (the question as first asked). Braces after a
-    LaTeX command are text (``\\boxed{}``, ``\\frac{1}{2}``). Refused: a blank turn; unbalanced
-    braces (``Refine {query``); any other ``{...}`` group, which can only be a mistyped or unknown
-    placeholder (``{foo}``, ``{0}``, ``{}``, ``{query!r}``, ``{query.upper}``, ``{ query }``);
-    doubled braces around the placeholder (``{{query}}``: there is no escaping, write ``{query}``).
+    The rule is Python's format-string grammar (``str.format``): ``{query}`` is the one field (the
+    question as first asked), ``{{`` and ``}}`` are literal braces (``\\boxed{{}}``). Refused: a
+    turn with no visible character; an unbalanced or stray brace (``Refine {query``); any other
+    field (``{foo}``, ``{0}``, ``{}``, ``{answer}``); a conversion or format spec on the field
+    (``{query!r}``, ``{query:>9}``) or an attribute or index of it (``{query.upper}``); and
+    ``{{query}}`` (Jinja's way, a literal "{query}" here).
     """
-    if not template.strip():
-        raise ValueError("the refine turn is blank")
-    depth = 0
-    for at, char in enumerate(template):
-        depth += {"{": 1, "}": -1}.get(char, 0)
-        if depth < 0:
-            raise ValueError(
-                f"the refine turn {template!r} closes a brace it never opened (character {at}); "
-                f"the placeholder is {QUERY_FIELD}"
-            )
-    if depth:
+    if not any(char.isprintable() and not char.isspace() for char in template):
+        raise ValueError(f"the refine turn {template!r} is blank")
+    literal = " (write {{ and }} for a literal brace)"
+    try:
+        parsed = list(_FORMATTER.parse(template))
+    except ValueError as e:
+        raise ValueError(f"the refine turn {template!r}: {e}{literal}") from None
+    if QUERY_FIELD in "".join(text for text, *_ in parsed):  # {{query}}: Jinja's, not a field
         raise ValueError(
-            f"the refine turn {template!r} leaves {depth} brace(s) open; the placeholder is "
-            f"{QUERY_FIELD}"
+            f"the refine turn {template!r} writes {{{{query}}}}, a literal '{{query}}' in Python's "
+            f"format grammar; write {QUERY_FIELD}"
         )
-    for group in _BRACE_GROUP.finditer(template):
-        before = template[: group.start()]
-        if group.group(0) == QUERY_FIELD and not before.endswith("{"):
-            continue
-        if _LATEX_ARGUMENT_BEFORE.search(before):
-            continue  # a LaTeX command's argument: text
-        field = group.group(0)
-        if field == QUERY_FIELD:
-            fault = f"doubles the braces around {QUERY_FIELD} (there is no escaping)"
-        elif "query" in group.group(1):
-            fault = f"writes {field}; only the bare {QUERY_FIELD} is filled in"
-        else:
-            fault = f"names {field}; only {QUERY_FIELD} is filled in (the question as first asked)"
-        raise ValueError(f"the refine turn {template!r} {fault}")
+    fields = [(name, spec, conv) for _, name, spec, conv in parsed if name is not None]
+    for name, spec, conversion in fields:
+        field = (
+            "{"
+            + name
+            + (f"!{conversion}" if conversion else "")
+            + (f":{spec}" if spec else "")
+            + "}"
+        )
+        if name != "query":
+            raise ValueError(
+                f"the refine turn {template!r} names {field}; only {QUERY_FIELD} is filled in "
+                f"(the question as first asked){literal}"
+            )
+        if spec or conversion:
+            raise ValueError(
+                f"the refine turn {template!r} writes {field}; only the bare {QUERY_FIELD} is "
+                "filled in"
+            )
     return template
 
 
 def refine_turn_text(template: str, query: str) -> str:
-    """The refine turn for ``query``: ``template`` with ``{query}`` replaced by it."""
-    return template.replace(QUERY_FIELD, query)
+    """The refine turn for ``query``: ``template`` (checked by ``check_refine_turn``) with
+    ``{query}`` filled in by ``str.format``, so ``{{`` and ``}}`` give literal braces."""
+    return template.format(query=query)
 
 
 # For tokenizers without a chat template. "Answer:" is the generation prompt; an assistant turn

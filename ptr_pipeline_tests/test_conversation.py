@@ -211,31 +211,39 @@ def test_a_template_that_raises_is_a_chat_format_error():
     [
         GENERIC_REFINE_TURN,
         REREAD_REFINE_TURN,
-        "Check again; put the result in \\boxed{}:\n\n{query}",
-        "Is \\boxed{\\frac{1}{2}} right for {query}?",
+        "Check again; put the result in \\boxed{{}}:\n\n{query}",
+        "Is \\boxed{{\\frac{{1}}{{2}}}} right for {query}? And for {query} again?",
     ],
 )
 def test_a_refine_turn_with_query_and_latex_braces_is_accepted(template):
     assert check_refine_turn(template) == template
-    assert refine_turn_text(template, "What is 2 + 3?").count("What is 2 + 3?") == template.count(
-        "{query}"
-    )
+    query = "What is {2} + 3?"  # braces in the question are its own
+    text = refine_turn_text(template, query)
+    assert text.count(query) == template.count("{query}")
+    unescaped = template.replace("{{", "{").replace("}}", "}")  # literal braces written once
+    assert text == unescaped.replace("{query}", query)
 
 
 @pytest.mark.parametrize(
     ("template", "fault"),
     [
         ("  \n", "blank"),
-        ("Refine {query", "leaves 1 brace(s) open"),
-        ("Refine query}", "closes a brace it never opened"),
-        ("} {query} {", "closes a brace it never opened"),
+        ("\u200b", "blank"),  # no visible character
+        ("Refine {query", "expected '}' before end of string"),
+        ("Refine query}", "Single '}'"),
+        ("} {query} {", "Single '}'"),
+        ("Go {a{query}b}", "unexpected '{' in field name"),
         ("Refine {}", "names {}"),
         ("Refine {0}", "names {0}"),
+        ("Refine {query}{answer}", "names {answer}"),
+        ("Refine \\boxed{}", "names {}"),  # a literal brace is {{
         ("Refine {foo} and {query}", "names {foo}"),
+        ("Refine {QUERY}", "names {QUERY}"),
         ("Refine {query!r}", "only the bare {query}"),
-        ("Refine {query.upper}", "only the bare {query}"),
-        ("Refine { query }", "only the bare {query}"),
-        ("Refine {{query}}", "doubles the braces"),
+        ("Refine {query:>9}", "only the bare {query}"),
+        ("Refine {query.upper}", "names {query.upper}"),
+        ("Refine { query }", "names { query }"),
+        ("Refine {{query}}", "a literal '{query}'"),
     ],
 )
 def test_a_mistyped_refine_turn_is_refused_naming_the_fault(template, fault):

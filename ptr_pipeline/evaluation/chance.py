@@ -47,9 +47,8 @@ RULE = (
     f"F1, XSum's ROUGE) the mean score its own response gets against {SHIFTS} other items' golds "
     "(a permutation null). A task carries signal when at least one model's round-1 score exceeds "
     "its chance level: the paired bootstrap 95% interval of (item score - item chance) lies above "
-    "0. Tasks without signal are marked 'at chance' and left out of every pooled ('all') figure; "
-    "one where every model's interval lies below 0 is 'below chance' in the verdict column (its "
-    "models do not give the answer form the task scores, e.g. no option letter)."
+    "0. Tasks without signal, whose models score at or below their chance level, are marked 'at "
+    "chance' and left out of every pooled ('all') figure."
 )
 
 MULTIPLE_CHOICE = "1/options"
@@ -80,11 +79,6 @@ class TaskSignal:
     above: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     items: int = 0
     signal: bool = False
-
-    @property
-    def below(self) -> bool:
-        """Every role's round-1 interval lies below chance (no signal, and worse than guessing)."""
-        return bool(self.above) and all(high < 0 for _, _, high in self.above.values())
 
     @property
     def best(self) -> str | None:
@@ -224,7 +218,7 @@ def signal_markdown(signals: Mapping[str, TaskSignal], roles: tuple[str, ...] = 
                 cells.append(f"{100 * d:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]")
             else:
                 cells.append("-")
-        verdict = "signal" if s.signal else "below chance" if s.below else "at chance"
+        verdict = "signal" if s.signal else "at chance"
         lines.append(
             f"| {task} | {s.metric} | {s.items} | {level} | {s.basis} | {' | '.join(cells)} | "
             f"{verdict} |"

@@ -98,21 +98,30 @@ def resolved_source(settings: QueryPoolSettings) -> str:
 
 
 def check_queries(settings: QueryPoolSettings) -> int:
-    """Read every record of the configured source as ``build_query_pool`` reads it (the query and
-    input fields, their types, the file's encoding), without cleaning or writing anything: the
-    run guard calls it at launch, so a bad row fails the run before any model loads. Returns the
-    number of records.
+    """Read every record of the configured source as ``build_query_pool``'s first pass reads and
+    cleans it (the query and input fields, their types, the file's encoding; empty, too short and
+    too long queries), writing nothing: the run guard calls it at launch, so a bad row, or a
+    source of which no query survives cleaning, fails the run before any model loads. What only
+    the stage can judge (duplicates, decontamination against the eval sets) is left to it.
+    Returns the number of records.
 
     Raises:
-        InputError: naming the file, row and field of the first bad record, or an empty source.
+        InputError: naming the file, row and field of the first bad record, an empty source, or
+            a source whose every query is empty or outside min_chars..max_chars.
     """
     source = resolved_source(settings)
-    records = 0
-    for record in iter_records(source, split=settings.split):
-        _query_text(record, settings)
-        records += 1
+    records = survivors = 0
+    dropped: Counter[str] = Counter()
+    names: dict[str, str] = {}
+    for batch in _batches(iter_records(source, split=settings.split), BATCH_ROWS):
+        records += len(batch)
+        survivors += len(_clean(batch, settings, dropped, names)[0])
     if records == 0:
         raise no_records_error(source)
+    if survivors == 0:
+        raise InputError(
+            f"{source}: no query survives cleaning ({records} records; dropped {dict(dropped)})"
+        )
     return records
 
 

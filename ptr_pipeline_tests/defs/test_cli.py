@@ -147,8 +147,8 @@ def test_job_execute_dataset_rebuild(home, tmp_path):
 @pytest.mark.slow
 def test_job_execute_fails_clearly_on_bad_input(home, tmp_path):
     """A missing or empty file is refused with the config, before any stage (the run guard reads
-    the source); one that only the stage can judge (no query survives cleaning) fails that stage,
-    with its cause on one line and the trace once."""
+    the source); one that only the stage can judge (every query leaks an eval item) fails that
+    stage, with its cause on one line and the trace once."""
     config = {"ops": {"query_pool": {"config": {"source": str(tmp_path / "missing.jsonl")}}}}
     proc = _rebuild(home, tmp_path, config)
     assert proc.returncode != 0
@@ -167,14 +167,16 @@ def test_job_execute_fails_clearly_on_bad_input(home, tmp_path):
     )
     assert "query_pool FAILED" not in output  # refused at launch, not by the stage
 
-    (tmp_path / "short.jsonl").write_text('{"query": "hi"}\n{"query": "yo"}\n')  # < min_chars
-    config = {"ops": {"query_pool": {"config": {"source": str(tmp_path / "short.jsonl")}}}}
-    proc = _rebuild(home, tmp_path, config)
+    # Only the stage can tell that every query is an eval question (decontamination, 3-grams)
+    leaked = "".join(f'{{"query": "What is {a} + {b}?"}}\n' for a, b in ((30, 33), (43, 92)))
+    (tmp_path / "leaked.jsonl").write_text(leaked)  # the world's first two gsm8k eval items
+    pool = {"source": str(tmp_path / "leaked.jsonl"), "decontaminate_ngram": 3}
+    proc = _rebuild(home, tmp_path, {"ops": {"query_pool": {"config": pool}}})
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert (
-        f"query_pool FAILED: ptr_pipeline.records.InputError: {tmp_path / 'short.jsonl'}: no query "
-        "survives cleaning" in output
+        f"query_pool FAILED: ptr_pipeline.records.InputError: {tmp_path / 'leaked.jsonl'}: no query "
+        "survives cleaning (2 records; dropped {'contaminated': 2})" in output
     )
     assert output.count("in build_query_pool") == 1  # the raising frame: one trace
     assert output.count("run failed:") == 1

@@ -198,6 +198,7 @@ def test_eval_sources_are_read_and_cross_stage_rules_checked_at_launch(defs, tmp
         ('{"instruction": "Explain tides."}\n{"prompt_text": "x"}\n', "row 2: no query field"),
         ('{"instruction": "Explain tides."}\n{"instruction": \n', "row 2"),
         ("\n\n", "no records"),
+        ('{"instruction": null}\n{"instruction": "hi"}\n', "no query survives cleaning (2 records; dropped {'empty': 1, 'too_short': 1})"),
     ],
 )  # fmt: skip
 def test_a_bad_query_pool_source_fails_the_run_at_launch(defs, tmp_path, lines, fault):

@@ -79,17 +79,16 @@ def test_multiple_choice_chance_is_one_over_the_options_of_each_item():
     assert not wino.signal
 
 
-def test_a_task_every_model_scores_below_chance_is_marked_so():
-    from ptr_pipeline.evaluation.chance import signal_markdown
+def test_a_task_every_model_scores_below_chance_has_no_signal():
+    """Below chance is no signal (the rule says 'at or below'): the task is marked at chance."""
+    from ptr_pipeline.evaluation.chance import RULE, signal_markdown
 
     two = _mc("winogrande", 2)
     scores = _table(_rows("winogrande", "base", two, 0), _rows("winogrande", "ptr", two, 10))
     wino = task_signals(scores, {"winogrande": two})["winogrande"]
-    assert not wino.signal and wino.below  # 0% and 10% against 50%
-    assert "| below chance |" in signal_markdown({"winogrande": wino}, ("base", "ptr"))
-    mixed = _table(_rows("winogrande", "base", two, 0), _rows("winogrande", "ptr", two, 50))
-    at = task_signals(mixed, {"winogrande": two})["winogrande"]
-    assert not at.signal and not at.below  # one model's interval holds 0: at chance
+    assert not wino.signal and all(high < 0 for _, _, high in wino.above.values())
+    assert signal_markdown({"winogrande": wino}, ("base", "ptr")).endswith("| at chance |")
+    assert "at or below their chance level" in RULE
 
 
 def test_an_exact_answer_has_chance_zero_and_a_lucky_hit_is_not_signal():

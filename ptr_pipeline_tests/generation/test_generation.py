@@ -162,7 +162,9 @@ def test_refine_turn_setting_is_checked():
         RefineSettings(refine_turn="Refine your answer to {question}")
     with pytest.raises(pydantic.ValidationError, match="blank"):
         RefineSettings(refine_turn="  ")
-    assert RefineSettings(refine_turn="Check \\boxed{} and {query}").refine_turn
+    with pytest.raises(pydantic.ValidationError, match=r"names \{\}"):  # a literal brace is {{
+        RefineSettings(refine_turn="Check \\boxed{} and {query}")
+    assert RefineSettings(refine_turn="Check \\boxed{{}} and {query}").refine_turn
 
 
 def test_strong_conversation_layout():
