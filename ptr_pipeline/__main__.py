@@ -56,7 +56,6 @@ def report(root: Path) -> int:
         provenance_markdown,
         scores_records,
     )
-    from ptr_pipeline.training import sft_rows
 
     artifacts = root / "artifacts"
     partitions = {
@@ -78,7 +77,7 @@ def report(root: Path) -> int:
     partitions = {t: partitions[t] for t in ordered_tasks(signals, partitions)}  # signal first
     with_signal = [t for t in ordered_tasks(signals) if signals[t].signal]
     at_chance = [t for t in ordered_tasks(signals) if not signals[t].signal]
-    views = {"ptr_checkpoint": lambda table: table, "sft_checkpoint": sft_rows}
+    views = _checkpoint_views()
     checkpoints = checkpoint_records(artifacts, views)
     base = artifacts / "base_model" / "latest.parquet"
     base_model = pq.read_table(base).column("model")[0].as_py() if base.exists() else None
@@ -493,12 +492,18 @@ def _checkpoint(spec: str, root: Path) -> tuple[str | None, str]:
     return spec, ""
 
 
+def _checkpoint_views() -> dict:
+    """checkpoint asset -> the rows of a ``ptr_dataset`` table it trains on (provenance's views)."""
+    from ptr_pipeline.training import sft_rows
+
+    return {"ptr_checkpoint": lambda table: table, "sft_checkpoint": sft_rows}
+
+
 def _describe_checkpoint(spec: str, model: str, root: Path) -> str:
     """One line: which checkpoint answers, and what it was trained from (its manifest; for the
     pipeline's own ``ptr``/``sft``, the ``ptr_dataset`` version the report names, stale marked)."""
     from ptr_pipeline.evaluation.provenance import checkpoint_records
     from ptr_pipeline.storage import CHECKPOINT_MANIFEST
-    from ptr_pipeline.training import sft_rows
 
     manifest = Path(model) / CHECKPOINT_MANIFEST
     text = f"{spec}: {model}"
@@ -512,8 +517,7 @@ def _describe_checkpoint(spec: str, model: str, root: Path) -> str:
     made_from = f"training rows {content['dataset_fingerprint'][:16]}"  # not a stored version
     asset = PIPELINE_CHECKPOINTS.get(spec)
     if asset is not None:
-        views = {"ptr_checkpoint": lambda table: table, "sft_checkpoint": sft_rows}
-        record = checkpoint_records(root / "artifacts", views).get(asset)
+        record = checkpoint_records(root / "artifacts", _checkpoint_views()).get(asset)
         if record is not None and record.dataset_version is not None:
             made_from = f"ptr_dataset {record.dataset_version}"
             if record.stale:

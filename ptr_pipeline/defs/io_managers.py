@@ -222,8 +222,8 @@ class ParquetIOManager(dg.ConfigurableIOManager):
 class CheckpointIOManager(dg.ConfigurableIOManager):
     """Checkpoint folders: the asset returns a complete checkpoint folder (its manifest verifies);
     it is published as the immutable ``versions/<hash>`` (``storage.checkpoint_version``: its files'
-    hashes and its refine turn; hard links, no copy), replacing an incomplete folder of that name, and ``latest`` points at it. Downstream
-    assets receive the folder's Path, never the weights."""
+    hashes and its refine turn; hard links, no copy), replacing an incomplete folder of that name,
+    and ``latest`` points at it. Downstream assets receive the folder's Path, never the weights."""
 
     base_dir: str
 

@@ -24,8 +24,8 @@ Under the daemon (``make dev``) a killed run is failed without waiting for the n
 Dagster's own run monitoring, which asks the instance's run launcher, every
 ``run_monitoring.poll_interval_seconds``, whether each live run's worker is alive. Dagster's
 ``DefaultRunLauncher`` cannot tell (its monitoring never fails a killed run), so the local instance
-(``instance/dagster.yaml``) names ``PtrRunLauncher``: the default launcher plus that health check, from the
-tags of step 1. A run found dead has its leftover processes killed and its pool slots freed
+(``instance/dagster.yaml``) names ``PtrRunLauncher``: the default launcher plus that health check,
+from the tags of step 1. A run found dead has its leftover processes killed and its pool slots freed
 before Dagster marks it failed. It replaces a sensor that did step 2 every 30 s and whose ticks
 printed two lines each to the ``make dev`` console; the monitoring daemon prints nothing while no
 run is live. The default execution mode is ``in_process`` (one process per run: each step saves
@@ -111,7 +111,8 @@ def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
 
 class PtrRunLauncher(dg.DefaultRunLauncher):
     """Dagster's default run launcher, whose run worker health Dagster's run monitoring can check
-    (module docstring): the local instance's launcher (``instance/dagster.yaml``, ``run_launcher``)."""
+    (module docstring): the local instance's launcher (``instance/dagster.yaml``,
+    ``run_launcher``)."""
 
     @property
     def supports_check_run_worker_health(self) -> bool:
